@@ -1,0 +1,114 @@
+//! Command line: one file per subcommand, shared arguments flattened.
+//!
+//! Exit codes: 0 success; 1 the operation failed (message on stderr); 2 bad usage
+//! (clap); 3 `verify` found problems.
+
+mod admin;
+mod log_cmd;
+mod mount;
+mod restore;
+mod target;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ckptfs",
+    version,
+    about = "Keep every earlier state of every file in a checkpoint directory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ConfigArg {
+    /// JSON configuration file (`//` comments allowed).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mount DIR over itself (or on MOUNTPOINT) and keep the history of every file.
+    Mount(mount::MountCmd),
+    /// Unmount, sealing everything pending first.
+    Umount(mount::UmountCmd),
+    /// List the versions of a file.
+    Log(log_cmd::LogCmd),
+    /// Copy a version back (to the file itself, or --to DEST).
+    Restore(restore::RestoreCmd),
+    /// Make the current state of PATH (or of every file) a version now.
+    Snapshot(admin::PathOpt),
+    /// Keep a version whatever the retention policy says.
+    Pin(admin::PinCmd),
+    /// Let retention consider a pinned version again.
+    Unpin(admin::PinCmd),
+    /// Apply the retention policy now (--dry-run shows what would go and why the rest stays).
+    Gc(admin::GcCmd),
+    /// Check every version's digest and the index against the objects.
+    Verify(admin::DirOpt),
+    /// Counters of the running daemon.
+    Stats(admin::DirOpt),
+    /// Store bytes and version counts per category and top-level directory.
+    Du(admin::DuCmd),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        cmd: admin::ConfigCmd,
+    },
+}
+
+/// One-line error for the user.
+pub type CliResult = Result<ExitCode, String>;
+
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,fuser=error"))
+        .format_timestamp_millis()
+        .init();
+    // `mount.ckptfs DIR MOUNTPOINT -o opts` (fstab / mount -t fuse.ckptfs).
+    let args: Vec<String> = std::env::args().collect();
+    let prog = std::path::Path::new(&args[0])
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cli = if prog.starts_with("mount.") {
+        let mut v = vec!["ckptfs".to_string(), "mount".to_string()];
+        v.extend(args[1..].iter().cloned());
+        Cli::parse_from(v)
+    } else {
+        Cli::parse()
+    };
+    let r = match cli.cmd {
+        Cmd::Mount(c) => mount::run(c),
+        Cmd::Umount(c) => mount::run_umount(c),
+        Cmd::Log(c) => log_cmd::run(c),
+        Cmd::Restore(c) => restore::run(c),
+        Cmd::Snapshot(c) => admin::snapshot(c),
+        Cmd::Pin(c) => admin::pin(c, true),
+        Cmd::Unpin(c) => admin::pin(c, false),
+        Cmd::Gc(c) => admin::gc(c),
+        Cmd::Verify(c) => admin::verify(c),
+        Cmd::Stats(c) => admin::stats(c),
+        Cmd::Du(c) => admin::du(c),
+        Cmd::Config { cmd } => admin::config(cmd),
+    };
+    match r {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("ckptfs: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn load_config(c: &ConfigArg) -> Result<crate::config::Config, String> {
+    match &c.config {
+        Some(p) => crate::config::Config::load(p),
+        None => Ok(crate::config::Config::default()),
+    }
+}

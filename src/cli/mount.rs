@@ -1,0 +1,106 @@
+//! `ckptfs mount` and `ckptfs umount`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use super::{CliResult, ConfigArg, load_config};
+use crate::daemon::{self, MountArgs};
+
+#[derive(clap::Args)]
+pub struct MountCmd {
+    /// The directory to protect (mounted over itself unless MOUNTPOINT is given).
+    dir: PathBuf,
+    /// Mount somewhere else; DIR stays the backing directory.
+    mountpoint: Option<PathBuf>,
+    /// Stay in the foreground (logs to stderr).
+    #[arg(short, long)]
+    foreground: bool,
+    /// Serve file data through the daemon even if the kernel offers passthrough.
+    #[arg(long)]
+    no_passthrough: bool,
+    /// Where the store lives (default DIR/.ckptfs; elsewhere means copies, not links).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// FUSE request threads.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// Mount options as mount(8) passes them (accepted for fstab; `passthrough=0`,
+    /// `store=PATH`, `config=FILE` are understood, the rest ignored).
+    #[arg(short = 'o')]
+    options: Option<String>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+pub fn run(mut c: MountCmd) -> CliResult {
+    if let Some(o) = c.options.take() {
+        for opt in o.split(',') {
+            match opt.split_once('=') {
+                Some(("store", v)) => c.store = Some(v.into()),
+                Some(("config", v)) => c.config.config = Some(v.into()),
+                Some(("passthrough", "0")) => c.no_passthrough = true,
+                _ if opt == "no_passthrough" => c.no_passthrough = true,
+                _ => {}
+            }
+        }
+    }
+    let config = load_config(&c.config)?;
+    daemon::mount(MountArgs {
+        dir: c.dir,
+        mountpoint: c.mountpoint,
+        foreground: c.foreground,
+        passthrough: !c.no_passthrough,
+        store: c.store,
+        threads: c.threads,
+        config,
+    })
+    .map_err(|e| e.0)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct UmountCmd {
+    /// The mounted directory.
+    dir: PathBuf,
+    /// Seconds to wait for the daemon to finish sealing.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+pub fn run_umount(c: UmountCmd) -> CliResult {
+    let mp = std::path::absolute(&c.dir).map_err(|e| format!("{}: {e}", c.dir.display()))?;
+    let Some(store) = daemon::is_ckptfs_mount(&mp) else {
+        return Err(format!("{}: not a ckptfs mount", mp.display()));
+    };
+    let dead = std::fs::metadata(&mp).is_err();
+    if let Err(e) = daemon::unmount(&mp, dead) {
+        if e.raw_os_error() == Some(libc::EBUSY) {
+            return Err(format!(
+                "{}: busy (a process has files open or its cwd there)",
+                mp.display()
+            ));
+        }
+        return Err(format!("{}: {e}", mp.display()));
+    }
+    // Wait for the daemon to seal pending versions and let go of the store lock.
+    let lock = store.join("lock");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(c.timeout) {
+        let Ok(f) = std::fs::File::open(&lock) else {
+            break;
+        };
+        // SAFETY: plain syscall on an open file.
+        let r = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::LOCK_SH | libc::LOCK_NB,
+            )
+        };
+        if r == 0 {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,96 @@
+//! Find the store and relative path behind a user-given path: through the mount
+//! table when mounted (the daemon is asked over its socket), else by looking for
+//! `.ckptfs/` in the path's ancestors.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::control::{self, Request};
+use crate::store::Store;
+
+pub struct Target {
+    pub store_path: PathBuf,
+    /// Where it is mounted, when it is.
+    pub mountpoint: Option<PathBuf>,
+    /// Path relative to the mount root / backing directory.
+    pub relpath: Vec<u8>,
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, String> {
+    let a = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    // Resolve symlinks in the parent, keep the last component (it may be deleted).
+    match (a.parent(), a.file_name()) {
+        (Some(par), Some(name)) => match std::fs::canonicalize(par) {
+            Ok(c) => Ok(c.join(name)),
+            Err(_) => Ok(a),
+        },
+        _ => Ok(a),
+    }
+}
+
+pub fn locate(p: &Path) -> Result<Target, String> {
+    let abs = absolute(p)?;
+    let mut best: Option<(PathBuf, PathBuf)> = None;
+    for (mp, src) in crate::daemon::ckptfs_mounts() {
+        if abs.starts_with(&mp)
+            && best
+                .as_ref()
+                .is_none_or(|(b, _)| mp.as_os_str().len() > b.as_os_str().len())
+        {
+            best = Some((mp, src));
+        }
+    }
+    if let Some((mp, src)) = best {
+        let rel = abs.strip_prefix(&mp).unwrap_or(Path::new(""));
+        return Ok(Target {
+            store_path: src,
+            mountpoint: Some(mp),
+            relpath: rel.as_os_str().as_encoded_bytes().to_vec(),
+        });
+    }
+    for anc in abs.ancestors() {
+        let s = anc.join(".ckptfs");
+        if s.join(crate::store::layout::FORMAT_FILE).exists() {
+            let rel = abs.strip_prefix(anc).unwrap_or(Path::new(""));
+            return Ok(Target {
+                store_path: s,
+                mountpoint: None,
+                relpath: rel.as_os_str().as_encoded_bytes().to_vec(),
+            });
+        }
+    }
+    Err(format!(
+        "{}: not inside a ckptfs mount or a directory with a ckptfs store",
+        p.display()
+    ))
+}
+
+impl Target {
+    /// Ask the daemon, or run against the store directly when not mounted.
+    pub fn ask(&self, r: Request, cfg: &crate::config::Config) -> Result<Value, String> {
+        let v = if self.mountpoint.is_some() {
+            control::request(&self.store_path, &r).map_err(|e| {
+                format!(
+                    "{}: cannot reach the ckptfs daemon: {e}",
+                    self.store_path.display()
+                )
+            })?
+        } else {
+            let s: Arc<Store> =
+                Store::open_path(&self.store_path, cfg).map_err(|e| e.to_string())?;
+            control::execute(r, &s, None)
+                .unwrap_or_else(|e| serde_json::json!({"ok": false, "error": e}))
+        };
+        if v["ok"].as_bool() == Some(true) {
+            Ok(v)
+        } else {
+            Err(v["error"].as_str().unwrap_or("request failed").to_string())
+        }
+    }
+
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.relpath).into_owned()
+    }
+}

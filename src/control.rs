@@ -1,0 +1,178 @@
+//! The control socket: the CLI talks to a running daemon over an abstract Unix
+//! socket named after the store (the store directory itself is hidden under the
+//! mount, so a path-bound socket would be unreachable). One JSON request, one
+//! JSON reply per connection. Only root and the daemon's own user may connect.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::fs::versioning::Versioner;
+use crate::store::{Store, unhex};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    Log { path: String },
+    Snapshot { path: Option<String> },
+    Pin { path: String, number: u64 },
+    Unpin { path: String, number: u64 },
+    Gc { dry_run: bool },
+    Verify,
+    Du,
+    Stats,
+}
+
+pub fn socket_name(store_path: &Path) -> String {
+    format!(
+        "ckptfs-{}",
+        crate::store::layout::path_hash(store_path.as_os_str().as_encoded_bytes())
+    )
+}
+
+/// Start serving; the thread lives as long as the process.
+pub fn serve(
+    store: Arc<Store>,
+    versioner: Option<Arc<Versioner>>,
+    store_path: &Path,
+) -> io::Result<()> {
+    let addr = SocketAddr::from_abstract_name(socket_name(store_path).as_bytes())?;
+    let l = UnixListener::bind_addr(&addr)?;
+    std::thread::Builder::new()
+        .name("ckptfs-control".into())
+        .spawn(move || {
+            for c in l.incoming().flatten() {
+                let (s, v) = (store.clone(), versioner.clone());
+                std::thread::spawn(move || {
+                    if let Err(e) = handle(c, &s, v.as_deref()) {
+                        log::debug!("control: {e}");
+                    }
+                });
+            }
+        })?;
+    Ok(())
+}
+
+fn peer_allowed(c: &UnixStream) -> bool {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred is a properly sized ucred buffer.
+    let r = unsafe {
+        libc::getsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut _ as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    // SAFETY: geteuid has no preconditions.
+    r == 0 && (cred.uid == 0 || cred.uid == unsafe { libc::geteuid() })
+}
+
+fn handle(c: UnixStream, store: &Store, v: Option<&Versioner>) -> io::Result<()> {
+    let mut w = c.try_clone()?;
+    if !peer_allowed(&c) {
+        return writeln!(w, "{}", json!({"ok": false, "error": "permission denied"}));
+    }
+    let mut line = String::new();
+    BufReader::new(c).read_line(&mut line)?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(r) => execute(r, store, v).unwrap_or_else(|e| json!({"ok": false, "error": e})),
+        Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+    };
+    writeln!(w, "{reply}")
+}
+
+/// Run a request against a store (also used directly when nothing is mounted).
+pub fn execute(r: Request, store: &Store, v: Option<&Versioner>) -> Result<Value, String> {
+    match r {
+        Request::Log { path } => Ok(json!({
+            "ok": true,
+            "versions": store.history(&unhex(&path)),
+            "versions_dir": store.cfg.versions_dir.name,
+        })),
+        Request::Snapshot { path } => {
+            let v = v.ok_or("versioning is disabled on this mount")?;
+            let p = path.map(|p| unhex(&p));
+            let n = v.snapshot(p.as_deref()).map_err(|e| e.to_string())?;
+            Ok(json!({"ok": true, "captured": n}))
+        }
+        Request::Pin { path, number } => store
+            .set_pin(&unhex(&path), number, true)
+            .map(|_| json!({"ok": true}))
+            .map_err(|e| e.to_string()),
+        Request::Unpin { path, number } => store
+            .set_pin(&unhex(&path), number, false)
+            .map(|_| json!({"ok": true}))
+            .map_err(|e| e.to_string()),
+        Request::Gc { dry_run } => {
+            let (lines, freed) = store.gc(dry_run);
+            Ok(json!({"ok": true, "lines": lines, "freed": freed}))
+        }
+        Request::Verify => {
+            store.flush_pending();
+            Ok(json!({"ok": true, "problems": store.verify(|_, _| {})}))
+        }
+        Request::Du => Ok(du(store)),
+        Request::Stats => Ok(
+            json!({"ok": true, "stats": &store.stats, "versions": store.with_index(|i| i.total_versions()), "store_bytes": store.store_bytes()}),
+        ),
+    }
+}
+
+/// Bytes and version counts per category and per top-level directory.
+pub fn du(store: &Store) -> Value {
+    #[derive(Default, Serialize)]
+    struct Row {
+        versions: u64,
+        bytes: u64,
+        on_disk: u64,
+    }
+    let mut cats: BTreeMap<String, Row> = BTreeMap::new();
+    let mut tops: BTreeMap<String, Row> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    store.with_index(|i| {
+        for (p, h) in &i.paths {
+            let top = match p.iter().position(|&b| b == b'/') {
+                Some(k) => String::from_utf8_lossy(&p[..k]).into_owned(),
+                None => ".".to_string(),
+            };
+            for m in &h.versions {
+                let first = seen.insert(m.object_ino);
+                let bytes = if first { m.size } else { 0 };
+                let disk = if first { store.object_disk_bytes(m) } else { 0 };
+                for row in [
+                    cats.entry(m.category.clone()).or_default(),
+                    tops.entry(top.clone()).or_default(),
+                ] {
+                    row.versions += 1;
+                    row.bytes += bytes;
+                    row.on_disk += disk;
+                }
+            }
+        }
+    });
+    json!({"ok": true, "categories": cats, "directories": tops})
+}
+
+/// Send one request to the daemon serving `store_path`.
+pub fn request(store_path: &Path, r: &Request) -> io::Result<Value> {
+    let addr = SocketAddr::from_abstract_name(socket_name(store_path).as_bytes())?;
+    let mut c = UnixStream::connect_addr(&addr)?;
+    writeln!(c, "{}", serde_json::to_string(r).map_err(io::Error::other)?)?;
+    let mut line = String::new();
+    BufReader::new(c).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(io::Error::other)
+}

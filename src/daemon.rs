@@ -1,0 +1,405 @@
+//! The mount daemon: checks the target, takes the store lock, forks into the
+//! background, mounts, serves, and seals everything on the way out.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::fs::{CkptFs, FsOptions};
+use crate::store::Store;
+use crate::sys;
+
+/// Everything `ckptfs mount` needs.
+#[derive(Clone, Debug)]
+pub struct MountArgs {
+    pub dir: PathBuf,
+    pub mountpoint: Option<PathBuf>,
+    pub foreground: bool,
+    pub passthrough: bool,
+    pub store: Option<PathBuf>,
+    pub threads: usize,
+    pub config: crate::config::Config,
+}
+
+/// A user-facing failure: one line naming the path and the reason.
+#[derive(Debug)]
+pub struct MountError(pub String);
+
+impl std::fmt::Display for MountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn fail<T>(msg: String) -> Result<T, MountError> {
+    Err(MountError(msg))
+}
+
+/// Mount entries: (mountpoint, fstype, source), with octal escapes undone.
+pub fn mounts() -> Vec<(PathBuf, String, String)> {
+    let Ok(s) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let unesc = |x: &str| -> String {
+        let b = x.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\' && i + 3 < b.len() {
+                if let Ok(v) = u8::from_str_radix(&x[i + 1..i + 4], 8) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    s.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mp = pre.split(' ').nth(4)?;
+            let mut p = post.split(' ');
+            let fstype = p.next()?;
+            let source = p.next()?;
+            Some((PathBuf::from(unesc(mp)), fstype.to_string(), unesc(source)))
+        })
+        .collect()
+}
+
+/// Mount source of a ckptfs mount: `ckptfs:<store path>`.
+pub const SOURCE_PREFIX: &str = "ckptfs:";
+
+/// ckptfs mounts as (mountpoint, store path). Root mounts show fstype `fuse`,
+/// fusermount3 ones `fuse.ckptfs`; the source names us either way.
+pub fn ckptfs_mounts() -> Vec<(PathBuf, PathBuf)> {
+    mounts()
+        .into_iter()
+        .filter(|(_, t, _)| t == "fuse" || t == "fuse.ckptfs")
+        .filter_map(|(mp, _, s)| Some((mp, PathBuf::from(s.strip_prefix(SOURCE_PREFIX)?))))
+        .collect()
+}
+
+pub fn is_ckptfs_mount(path: &Path) -> Option<PathBuf> {
+    ckptfs_mounts()
+        .into_iter()
+        .rev()
+        .find(|(mp, _)| mp == path)
+        .map(|(_, s)| s)
+}
+
+/// Unmount `path`: umount2 as root, fusermount3 otherwise.
+pub fn unmount(path: &Path, lazy: bool) -> io::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let c = CString::new(path.as_os_str().as_bytes())?;
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: valid C string.
+        return sys::cvt(unsafe { libc::umount2(c.as_ptr(), flags) }).map(drop);
+    }
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg(path).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+}
+
+fn open_dir(path: &Path, what: &str) -> Result<OwnedFd, MountError> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        MountError(format!(
+            "{}: {what} path contains a NUL byte",
+            path.display()
+        ))
+    })?;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return fail(format!("{}: no such directory", path.display()));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return fail(format!(
+                "{}: a crashed mount is still attached (run `ckptfs umount {}` first)",
+                path.display(),
+                path.display()
+            ));
+        }
+        Err(e) => return fail(format!("{}: {e}", path.display())),
+        Ok(m) if !m.is_dir() => {
+            return fail(format!("{}: not a directory", path.display()));
+        }
+        Ok(_) => {}
+    }
+    sys::open_path(&c, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+        .map_err(|e| MountError(format!("{}: cannot open {what}: {e}", path.display())))
+}
+
+/// Take the one-daemon-per-store lock; returns the lock file (keep it open).
+fn lock_store(store_dir: &OwnedFd, store_path: &Path) -> Result<File, MountError> {
+    let f = sys::openat(
+        store_dir.as_fd(),
+        c"lock",
+        libc::O_RDWR | libc::O_CREAT,
+        0o644,
+    )
+    .map_err(|e| MountError(format!("{}/lock: {e}", store_path.display())))?;
+    let mut file = File::from(f);
+    // SAFETY: plain syscall on an owned fd.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return fail(format!(
+            "{}: already mounted (store locked by ckptfs pid {})",
+            store_path.display(),
+            pid.trim()
+        ));
+    }
+    Ok(file)
+}
+
+fn write_pid(lock: &mut File) {
+    let _ = lock.set_len(0);
+    let _ = lock.write_all(format!("{}\n", std::process::id()).as_bytes());
+}
+
+/// Check, lock, fork, mount, serve. Returns once the filesystem is unmounted
+/// (foreground) or, in the parent, once the child reports the mount ready.
+pub fn mount(args: MountArgs) -> Result<(), MountError> {
+    let dir = std::path::absolute(&args.dir)
+        .map_err(|e| MountError(format!("{}: {e}", args.dir.display())))?;
+    let mountpoint = match &args.mountpoint {
+        Some(m) => {
+            std::path::absolute(m).map_err(|e| MountError(format!("{}: {e}", m.display())))?
+        }
+        None => dir.clone(),
+    };
+    if let Some(src) = is_ckptfs_mount(&mountpoint) {
+        if std::fs::metadata(&mountpoint).is_err() {
+            // A daemon that died (kill -9) leaves a dead mount: detach it and go on.
+            log::warn!("{}: detaching a dead ckptfs mount", mountpoint.display());
+            let _ = unmount(&mountpoint, true);
+        } else {
+            return fail(format!(
+                "{}: already mounted by ckptfs (store {})",
+                mountpoint.display(),
+                src.display()
+            ));
+        }
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return fail(
+            "/dev/fuse: no such device (load the fuse module or run where FUSE is available)"
+                .into(),
+        );
+    }
+    let root = open_dir(&dir, "backing directory")?;
+    if args.mountpoint.is_some() {
+        drop(open_dir(&mountpoint, "mount point")?);
+    }
+    let versions_name = args.config.versions_dir.name.clone();
+    // A real directory by the name of the view would be hidden: refuse.
+    if args.config.versions_dir.visibility != crate::config::Visibility::Disabled
+        && sys::fstatat(root.as_fd(), &CString::new(versions_name.clone()).unwrap()).is_ok()
+    {
+        return fail(format!(
+            "{}: already holds a real `{versions_name}`; choose another name with versions_dir.name in the config",
+            dir.display()
+        ));
+    }
+    let (store_path, inside) = match args.store.as_ref().or(args.config.save_path.as_ref()) {
+        Some(p) => (
+            std::path::absolute(p).map_err(|e| MountError(format!("{}: {e}", p.display())))?,
+            false,
+        ),
+        None => (dir.join(".ckptfs"), true),
+    };
+    if let Err(e) = std::fs::create_dir_all(&store_path) {
+        return fail(format!(
+            "{}: cannot create store: {e}",
+            store_path.display()
+        ));
+    }
+    let store_dir = open_dir(&store_path, "store")?;
+    let mut lock = lock_store(&store_dir, &store_path)?;
+    let store = Store::open(store_dir, &args.config, inside)
+        .map_err(|e| MountError(format!("{}: {e}", store_path.display())))?;
+
+    let (mut rd, wr) = if args.foreground {
+        (None, None)
+    } else {
+        pipe()
+    };
+    if !args.foreground {
+        // SAFETY: single-threaded here (no threads started yet), so fork is sound.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return fail(format!("fork: {}", io::Error::last_os_error()));
+        }
+        if pid > 0 {
+            drop(wr);
+            let mut msg = String::new();
+            let _ = rd.take().unwrap().read_to_string(&mut msg);
+            return match msg.strip_prefix("OK") {
+                Some(_) => Ok(()),
+                None if msg.is_empty() => fail(format!(
+                    "{}: daemon exited before the mount was ready",
+                    mountpoint.display()
+                )),
+                None => fail(msg.trim().to_string()),
+            };
+        }
+        // SAFETY: the child detaches from the terminal's session.
+        unsafe { libc::setsid() };
+        redirect_stdio(&store_path);
+    }
+    drop(rd);
+    write_pid(&mut lock);
+    let r = serve(
+        &args,
+        root,
+        store,
+        &dir,
+        &mountpoint,
+        &store_path,
+        inside,
+        versions_name,
+        wr,
+    );
+    drop(lock);
+    r
+}
+
+fn pipe() -> (Option<File>, Option<File>) {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return (None, None);
+    }
+    // SAFETY: fresh descriptors owned by us.
+    unsafe {
+        (
+            Some(File::from_raw_fd(fds[0])),
+            Some(File::from_raw_fd(fds[1])),
+        )
+    }
+}
+
+/// The background daemon logs to `<store>/daemon.log`.
+fn redirect_stdio(store_path: &Path) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(store_path.join("daemon.log"));
+    let null = File::open("/dev/null");
+    // SAFETY: dup2 onto the standard descriptors.
+    unsafe {
+        if let Ok(n) = &null {
+            libc::dup2(n.as_raw_fd(), 0);
+        }
+        if let Ok(l) = &log {
+            libc::dup2(l.as_raw_fd(), 1);
+            libc::dup2(l.as_raw_fd(), 2);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    args: &MountArgs,
+    root: OwnedFd,
+    store: Arc<Store>,
+    dir: &Path,
+    mountpoint: &Path,
+    store_path: &Path,
+    inside: bool,
+    versions_name: String,
+    ready: Option<File>,
+) -> Result<(), MountError> {
+    let report = |ready: Option<File>, msg: &str| {
+        if let Some(mut w) = ready {
+            let _ = w.write_all(msg.as_bytes());
+        }
+    };
+    // Block the stop signals before any thread starts; one thread waits for them.
+    // SAFETY: sigset manipulation on a local set.
+    let set = unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let opts = FsOptions {
+        passthrough: args.passthrough,
+        hidden_store_name: inside.then(|| b".ckptfs".to_vec()),
+        versions_name: (args.config.versions_dir.visibility != crate::config::Visibility::Disabled)
+            .then(|| versions_name.into_bytes()),
+        versions_visible: args.config.versions_dir.visibility == crate::config::Visibility::Visible,
+        fd_cache: 4096,
+    };
+    let fs = CkptFs::new(root, opts, Some(store.clone()))
+        .map_err(|e| MountError(format!("{}: {e}", dir.display())))?;
+    // SAFETY: geteuid has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::FSName(format!("{SOURCE_PREFIX}{}", store_path.display())),
+        fuser::MountOption::Subtype("ckptfs".into()),
+        fuser::MountOption::DefaultPermissions,
+    ];
+    // Root lets other users in; the kernel enforces permissions (default_permissions).
+    cfg.acl = if is_root {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    cfg.n_threads = Some(args.threads.max(1));
+    cfg.clone_fd = true;
+    let versioner = fs.versioner();
+    let session = match fuser::Session::new(fs, mountpoint, &cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("{}: mount failed: {e}", mountpoint.display());
+            report(ready, &msg);
+            return fail(msg);
+        }
+    };
+    store.start_workers();
+    if let Err(e) = crate::control::serve(store.clone(), versioner, store_path) {
+        log::warn!("control socket: {e} (log/snapshot/gc will not reach this daemon)");
+    }
+    report(ready, "OK\n");
+    log::info!("mounted {} on {}", dir.display(), mountpoint.display());
+    let mp = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("ckptfs-signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: set holds the blocked signals; sig receives one.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            log::info!("signal {sig}: unmounting {}", mp.display());
+            if unmount(&mp, false).is_err() {
+                let _ = unmount(&mp, true);
+            }
+        })
+        .ok();
+    let r = session.run();
+    store.flush_pending();
+    store.shutdown();
+    log::info!("unmounted {}", mountpoint.display());
+    r.map_err(|e| MountError(format!("{}: {e}", mountpoint.display())))
+}

@@ -1,0 +1,275 @@
+//! Open/create, the daemon data path (used without passthrough), release, fsync,
+//! fallocate, lseek and copy_file_range.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fuser::{BackingId, FileHandle, FopenFlags, ReplyCreate, ReplyOpen, Request};
+
+use super::attr::to_attr;
+use super::creds::AsCaller;
+use super::handles::{FileH, Source};
+use super::inode::Inode;
+use super::{CkptFs, TTL, err, errno};
+use crate::sys;
+
+/// Flags the daemon must not pass to its own open of the backing file.
+const STRIP: i32 =
+    libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_DIRECT;
+
+impl CkptFs {
+    /// The inode's shared passthrough registration, created on first open.
+    fn backing_for(
+        &self,
+        inode: &Arc<Inode>,
+        fd: &OwnedFd,
+        register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+    ) -> io::Result<Arc<BackingId>> {
+        let mut slot = inode.passthrough.lock();
+        if let Some(b) = slot.upgrade() {
+            return Ok(b);
+        }
+        // One backing file serves every open of the inode, so it must allow both
+        // directions; the kernel already checked the caller's access mode.
+        let rw = sys::open_path(&sys::proc_path(fd.as_raw_fd()), libc::O_RDWR, 0)
+            .or_else(|_| fd.try_clone())?;
+        let b = Arc::new(register(&rw)?);
+        *slot = Arc::downgrade(&b);
+        Ok(b)
+    }
+
+    fn open_live(
+        &self,
+        req: &Request,
+        ino: u64,
+        flags: i32,
+        register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+    ) -> io::Result<(u64, Option<Arc<BackingId>>)> {
+        let inode = self.inodes.get(ino)?;
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if writable || flags & libc::O_TRUNC != 0 {
+            self.before_write_open(req, &inode, flags)?;
+        }
+        let f = self.inodes.open(&inode, flags & !STRIP)?;
+        let backing = if self.passthrough() && inode.is_reg() {
+            Some(self.backing_for(&inode, &f, register)?)
+        } else {
+            None
+        };
+        // With passthrough the daemon never sees the writes: an open for writing
+        // counts as dirty; sealing skips states identical to the last version.
+        let dirty = writable && (backing.is_some() || flags & libc::O_TRUNC != 0);
+        let fh = self.handles.add_file(FileH {
+            ino,
+            inode: Some(inode),
+            src: Source::Live(f),
+            backing: backing.clone(),
+            writable,
+            dirty: AtomicBool::new(dirty),
+        });
+        Ok((fh, backing))
+    }
+
+    pub(super) fn do_open(&self, req: &Request, ino: u64, flags: i32, reply: ReplyOpen) {
+        let r = self.open_live(req, ino, flags, |fd| reply.open_backing(fd));
+        match r {
+            Ok((fh, Some(b))) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            Ok((fh, None)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn create_live(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+    ) -> io::Result<(fuser::FileAttr, u64, Option<Arc<BackingId>>)> {
+        let (p, pfd, cname) = self.at(parent, name)?;
+        let oflags = (flags & !STRIP & !libc::O_TRUNC) | libc::O_CREAT | libc::O_EXCL;
+        let r = {
+            let _g = AsCaller::new(req.uid(), req.gid(), req.pid())?;
+            sys::openat(pfd.as_fd(), &cname, oflags, mode & 0o7777)
+        };
+        let f = match r {
+            Ok(f) => f,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+                let f = sys::openat(pfd.as_fd(), &cname, oflags, mode & 0o7777)?;
+                let pst = self.stat_inode(&p)?;
+                let gid = if pst.st_mode & libc::S_ISGID != 0 {
+                    pst.st_gid
+                } else {
+                    req.gid()
+                };
+                // SAFETY: plain syscall on an owned fd.
+                sys::cvt(unsafe { libc::fchown(f.as_raw_fd(), req.uid(), gid) })?;
+                f
+            }
+            Err(e) => return Err(e),
+        };
+        let opath = sys::openat(pfd.as_fd(), &cname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let st = sys::fstat(f.as_fd())?;
+        let inode = self.inodes.intern(opath, &st)?;
+        *inode.loc.lock() = (parent, name.as_bytes().to_vec());
+        self.after_create(&inode);
+        let backing = if self.passthrough() {
+            Some(self.backing_for(&inode, &f, register)?)
+        } else {
+            None
+        };
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let fh = self.handles.add_file(FileH {
+            ino: inode.ino,
+            inode: Some(inode.clone()),
+            src: Source::Live(f),
+            backing: backing.clone(),
+            writable,
+            dirty: AtomicBool::new(true),
+        });
+        Ok((to_attr(inode.ino, &st), fh, backing))
+    }
+
+    pub(super) fn do_create(
+        &self,
+        req: &Request,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = self.create_live(req, parent, name, mode, flags, |fd| reply.open_backing(fd));
+        let g = fuser::Generation(0);
+        match r {
+            Ok((a, fh, Some(b))) => {
+                reply.created_passthrough(&TTL, &a, g, FileHandle(fh), FopenFlags::empty(), &b)
+            }
+            Ok((a, fh, None)) => reply.created(&TTL, &a, g, FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    pub(super) fn do_read(&self, fh: u64, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+        let h = self.handles.file(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let n = match &h.src {
+            Source::Live(f) => sys::pread_full(f.as_fd(), &mut buf, offset)?,
+            Source::Version(f, size) => {
+                let want = size.saturating_sub(offset).min(buf.len() as u64) as usize;
+                sys::pread_full(f.as_fd(), &mut buf[..want], offset)?
+            }
+            Source::Memory(v) => {
+                let start = (offset as usize).min(v.len());
+                let end = (start + buf.len()).min(v.len());
+                buf[..end - start].copy_from_slice(&v[start..end]);
+                end - start
+            }
+        };
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub(super) fn do_write(&self, fh: u64, offset: u64, data: &[u8]) -> io::Result<usize> {
+        let h = self.handles.file(fh)?;
+        let Source::Live(f) = &h.src else {
+            return Err(err(libc::EROFS));
+        };
+        let mut done = 0;
+        let mut retried = false;
+        while done < data.len() {
+            match sys::pwrite(f.as_fd(), &data[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if self.on_write_error(&e, (data.len() - done) as u64) && !retried => {
+                    retried = true;
+                }
+                Err(e) if done > 0 => {
+                    log::debug!("short write after {done} bytes: {e}");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        h.dirty.store(true, Ordering::Relaxed);
+        Ok(done)
+    }
+
+    pub(super) fn do_release(&self, fh: u64, pid: u32) {
+        if let Some(h) = self.handles.remove_file(fh)
+            && let Some(inode) = &h.inode
+            && h.dirty.load(Ordering::Relaxed)
+        {
+            self.on_dirty_release(inode, pid);
+        }
+    }
+
+    pub(super) fn do_fsync(&self, fh: u64, datasync: bool, pid: u32) -> io::Result<()> {
+        let h = self.handles.file(fh)?;
+        sys::fsync(h.fd()?.as_fd(), datasync)?;
+        if let Some(inode) = &h.inode
+            && h.writable
+        {
+            self.on_fsync(inode, pid);
+        }
+        Ok(())
+    }
+
+    pub(super) fn do_fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> io::Result<()> {
+        let h = self.handles.file(fh)?;
+        let Source::Live(f) = &h.src else {
+            return Err(err(libc::EROFS));
+        };
+        if let Some(inode) = &h.inode {
+            self.before_inplace_change(inode)?;
+        }
+        // SAFETY: plain syscall on an owned fd.
+        sys::cvt(unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) })?;
+        h.dirty.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(super) fn do_lseek(&self, fh: u64, offset: i64, whence: i32) -> io::Result<i64> {
+        let h = self.handles.file(fh)?;
+        // SAFETY: plain syscall on an owned fd.
+        let r = unsafe { libc::lseek(h.fd()?.as_raw_fd(), offset, whence) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(r)
+    }
+
+    pub(super) fn do_copy_file_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> io::Result<usize> {
+        let hi = self.handles.file(fh_in)?;
+        let ho = self.handles.file(fh_out)?;
+        let Source::Live(out) = &ho.src else {
+            return Err(err(libc::EROFS));
+        };
+        let mut oi = off_in as i64;
+        let mut oo = off_out as i64;
+        let fin = hi.fd()?.as_raw_fd();
+        // SAFETY: offsets are valid pointers; fds are open.
+        let n = unsafe {
+            libc::copy_file_range(fin, &mut oi, out.as_raw_fd(), &mut oo, len as usize, 0)
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        ho.dirty.store(true, Ordering::Relaxed);
+        Ok(n as usize)
+    }
+}

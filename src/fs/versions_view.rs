@@ -1,0 +1,418 @@
+//! The read-only `.versions` tree: `.versions/<relpath>/` lists the retained
+//! versions of `<relpath>` (also after it was deleted), with `latest`,
+//! `previous`, `latest-complete` symlinks and an `.index.json` sidecar;
+//! directories mirror the tree.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{FileAttr, FileType, INodeNo};
+use parking_lot::RwLock;
+
+use super::attr::time;
+use super::err;
+use super::handles::{DirEntry, FileH, Handles, Source};
+use super::inode::{InodeStore, ROOT_INO};
+use crate::store::{Store, VersionMeta, layout};
+use crate::sys;
+
+/// Virtual inode numbers live above this bit; live inodes come from a counter below.
+pub const VIRT_BASE: u64 = 1 << 62;
+const VTTL: Duration = Duration::from_secs(1);
+
+pub fn is_virtual(ino: u64) -> bool {
+    ino >= VIRT_BASE
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Node {
+    /// A directory of the view ("" is `.versions` itself); also the version list
+    /// of the file at that path.
+    Dir(Vec<u8>),
+    Entry(Vec<u8>, u64),
+    Latest(Vec<u8>),
+    Previous(Vec<u8>),
+    LatestComplete(Vec<u8>),
+    Index(Vec<u8>),
+}
+
+#[derive(Default)]
+struct Nodes {
+    by_node: HashMap<Node, u64>,
+    by_ino: HashMap<u64, Node>,
+}
+
+pub struct View {
+    store: Option<Arc<Store>>,
+    inodes: Option<Arc<InodeStore>>,
+    nodes: RwLock<Nodes>,
+}
+
+const XATTRS: &[&str] = &[
+    "user.ckptfs.number",
+    "user.ckptfs.sealed",
+    "user.ckptfs.reason",
+    "user.ckptfs.category",
+    "user.ckptfs.mime",
+    "user.ckptfs.complete",
+    "user.ckptfs.digest",
+    "user.ckptfs.pinned",
+];
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        let mut p = dir.to_vec();
+        p.push(b'/');
+        p.extend_from_slice(name);
+        p
+    }
+}
+
+fn index_json(hist: &[VersionMeta]) -> Vec<u8> {
+    let v: Vec<serde_json::Value> = hist
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "number": m.number,
+                "entry": String::from_utf8_lossy(&layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), &m.relpath())),
+                "sealed": layout::stamp(m.sealed_ns),
+                "mtime": layout::stamp(m.mtime_ns),
+                "size": m.size,
+                "digest": m.digest,
+                "category": m.category,
+                "mime": m.mime,
+                "reason": m.reason.as_str(),
+                "writer": m.writer,
+                "pinned": m.pinned,
+                "complete": m.complete,
+                "incomplete_reason": if m.incomplete_reason.is_empty() { None } else { Some(&m.incomplete_reason) },
+            })
+        })
+        .collect();
+    let mut out =
+        serde_json::to_vec_pretty(&serde_json::json!({ "versions": v })).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+impl View {
+    pub fn new(store: Option<Arc<Store>>, inodes: Option<Arc<InodeStore>>) -> Self {
+        let mut nodes = Nodes::default();
+        nodes.by_node.insert(Node::Dir(Vec::new()), VIRT_BASE);
+        nodes.by_ino.insert(VIRT_BASE, Node::Dir(Vec::new()));
+        Self {
+            store,
+            inodes,
+            nodes: RwLock::new(nodes),
+        }
+    }
+
+    fn store(&self) -> io::Result<&Arc<Store>> {
+        self.store.as_ref().ok_or_else(|| err(libc::ENOENT))
+    }
+
+    fn ino(&self, n: Node) -> u64 {
+        if let Some(i) = self.nodes.read().by_node.get(&n) {
+            return *i;
+        }
+        let mut w = self.nodes.write();
+        if let Some(i) = w.by_node.get(&n) {
+            return *i;
+        }
+        let next = VIRT_BASE + w.by_ino.len() as u64;
+        w.by_node.insert(n.clone(), next);
+        w.by_ino.insert(next, n);
+        next
+    }
+
+    fn node(&self, ino: u64) -> io::Result<Node> {
+        self.nodes
+            .read()
+            .by_ino
+            .get(&ino)
+            .cloned()
+            .ok_or_else(|| err(libc::ENOENT))
+    }
+
+    fn history(&self, p: &[u8]) -> Vec<VersionMeta> {
+        self.store
+            .as_ref()
+            .map(|s| s.history(p))
+            .unwrap_or_default()
+    }
+
+    fn symlink_target(&self, n: &Node) -> Option<(Vec<u8>, VersionMeta)> {
+        let (p, pick): (&[u8], fn(&[VersionMeta]) -> Option<&VersionMeta>) = match n {
+            Node::Latest(p) => (p, |h| h.last()),
+            Node::Previous(p) => (p, |h| h.len().checked_sub(2).map(|i| &h[i])),
+            Node::LatestComplete(p) => (p, |h| h.iter().rev().find(|m| m.complete != Some(false))),
+            _ => return None,
+        };
+        let h = self.history(p);
+        let m = pick(&h)?.clone();
+        Some((
+            layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), p),
+            m,
+        ))
+    }
+
+    /// Current permission bits of the live file, if it exists.
+    fn live_mode(&self, p: &[u8]) -> Option<u32> {
+        let inodes = self.inodes.as_ref()?;
+        let root = inodes.get(ROOT_INO).ok()?;
+        let fd = inodes.path_fd(&root).ok()?;
+        let c = std::ffi::CString::new(p).ok()?;
+        sys::fstatat(fd.as_fd(), &c)
+            .ok()
+            .map(|st| st.st_mode & 0o7777)
+    }
+
+    fn attr(&self, ino: u64, n: &Node) -> io::Result<FileAttr> {
+        let base = |kind, perm: u16, size: u64, mtime_ns: i64, ctime_ns: i64| FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: time(mtime_ns / 1_000_000_000, mtime_ns % 1_000_000_000),
+            mtime: time(mtime_ns / 1_000_000_000, mtime_ns % 1_000_000_000),
+            ctime: time(ctime_ns / 1_000_000_000, ctime_ns % 1_000_000_000),
+            crtime: time(ctime_ns / 1_000_000_000, ctime_ns % 1_000_000_000),
+            kind,
+            perm,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        };
+        match n {
+            Node::Dir(p) => {
+                let h = self.history(p);
+                let t = h.last().map(|m| m.sealed_ns).unwrap_or(0);
+                let mut a = base(FileType::Directory, 0o555, 0, t, t);
+                a.nlink = 2;
+                Ok(a)
+            }
+            Node::Entry(p, num) => {
+                let h = self.history(p);
+                let m = h
+                    .iter()
+                    .find(|m| m.number == *num)
+                    .ok_or_else(|| err(libc::ENOENT))?;
+                // The stricter of old and current permissions, never writable.
+                let cur = self.live_mode(p).unwrap_or(m.mode);
+                let perm = (m.mode & cur & 0o555) as u16;
+                let mut a = base(FileType::RegularFile, perm, m.size, m.mtime_ns, m.sealed_ns);
+                a.uid = m.uid;
+                a.gid = m.gid;
+                Ok(a)
+            }
+            Node::Latest(_) | Node::Previous(_) | Node::LatestComplete(_) => {
+                let (t, m) = self.symlink_target(n).ok_or_else(|| err(libc::ENOENT))?;
+                Ok(base(
+                    FileType::Symlink,
+                    0o777,
+                    t.len() as u64,
+                    m.sealed_ns,
+                    m.sealed_ns,
+                ))
+            }
+            Node::Index(p) => {
+                let h = self.history(p);
+                if h.is_empty() {
+                    return Err(err(libc::ENOENT));
+                }
+                let t = h.last().map(|m| m.sealed_ns).unwrap_or(0);
+                Ok(base(
+                    FileType::RegularFile,
+                    0o444,
+                    index_json(&h).len() as u64,
+                    t,
+                    t,
+                ))
+            }
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> io::Result<(FileAttr, Duration)> {
+        self.store()?;
+        if parent == ROOT_INO {
+            let a = self.attr(VIRT_BASE, &Node::Dir(Vec::new()))?;
+            return Ok((a, VTTL));
+        }
+        let Node::Dir(p) = self.node(parent)? else {
+            return Err(err(libc::ENOTDIR));
+        };
+        let name = name.as_bytes();
+        let node = match name {
+            b"latest" => Node::Latest(p.clone()),
+            b"previous" => Node::Previous(p.clone()),
+            b"latest-complete" => Node::LatestComplete(p.clone()),
+            b".index.json" => Node::Index(p.clone()),
+            _ => match layout::parse_entry_number(name) {
+                Some(n)
+                    if self.history(&p).iter().any(|m| {
+                        m.number == n
+                            && layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), &p)
+                                == name
+                    }) =>
+                {
+                    Node::Entry(p.clone(), n)
+                }
+                _ => {
+                    let q = join(&p, name);
+                    let s = self.store()?;
+                    let exists = s.with_index(|i| i.get(&q).is_some() || i.is_dir(&q));
+                    if !exists {
+                        return Err(err(libc::ENOENT));
+                    }
+                    Node::Dir(q)
+                }
+            },
+        };
+        let ino = self.ino(node.clone());
+        Ok((self.attr(ino, &node)?, VTTL))
+    }
+
+    pub fn getattr(&self, ino: u64) -> io::Result<(FileAttr, Duration)> {
+        let n = self.node(ino)?;
+        Ok((self.attr(ino, &n)?, VTTL))
+    }
+
+    pub fn readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
+        let n = self.node(ino)?;
+        self.symlink_target(&n)
+            .map(|(t, _)| t)
+            .ok_or_else(|| err(libc::EINVAL))
+    }
+
+    pub fn list(&self, ino: u64) -> io::Result<Vec<DirEntry>> {
+        let Node::Dir(p) = self.node(ino)? else {
+            return Err(err(libc::ENOTDIR));
+        };
+        let s = self.store()?;
+        let dot = |n: &[u8]| DirEntry {
+            name: n.to_vec(),
+            ino: 1,
+            kind: FileType::Directory,
+        };
+        let mut out = vec![dot(b"."), dot(b"..")];
+        for c in s.with_index(|i| i.children(&p)) {
+            out.push(DirEntry {
+                name: c,
+                ino: 1,
+                kind: FileType::Directory,
+            });
+        }
+        let h = self.history(&p);
+        if !h.is_empty() {
+            for m in &h {
+                out.push(DirEntry {
+                    name: layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), &p),
+                    ino: 1,
+                    kind: FileType::RegularFile,
+                });
+            }
+            let link = |n: &[u8]| DirEntry {
+                name: n.to_vec(),
+                ino: 1,
+                kind: FileType::Symlink,
+            };
+            out.push(link(b"latest"));
+            if h.len() > 1 {
+                out.push(link(b"previous"));
+            }
+            if h.iter().any(|m| m.complete != Some(false)) {
+                out.push(link(b"latest-complete"));
+            }
+            out.push(DirEntry {
+                name: b".index.json".to_vec(),
+                ino: 1,
+                kind: FileType::RegularFile,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn open(&self, ino: u64, flags: i32, handles: &Handles) -> io::Result<u64> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            return Err(err(libc::EROFS));
+        }
+        let s = self.store()?;
+        let src = match self.node(ino)? {
+            Node::Entry(p, n) => {
+                let m = s
+                    .history(&p)
+                    .into_iter()
+                    .find(|m| m.number == n)
+                    .ok_or_else(|| err(libc::ENOENT))?;
+                let fd = s.open_object(&m)?;
+                if m.compressed {
+                    Source::Memory(s.read_all(&fd, &m)?)
+                } else {
+                    Source::Version(fd, m.size)
+                }
+            }
+            Node::Index(p) => Source::Memory(index_json(&s.history(&p))),
+            Node::Dir(_) => return Err(err(libc::EISDIR)),
+            _ => return Err(err(libc::ELOOP)),
+        };
+        Ok(handles.add_file(FileH {
+            ino,
+            inode: None,
+            src,
+            backing: None,
+            writable: false,
+            dirty: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    fn meta_of(&self, ino: u64) -> io::Result<VersionMeta> {
+        let Node::Entry(p, n) = self.node(ino)? else {
+            return Err(err(libc::ENODATA));
+        };
+        self.history(&p)
+            .into_iter()
+            .find(|m| m.number == n)
+            .ok_or_else(|| err(libc::ENOENT))
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &OsStr) -> io::Result<Vec<u8>> {
+        let m = self.meta_of(ino)?;
+        let v = match name.as_bytes() {
+            b"user.ckptfs.number" => m.number.to_string(),
+            b"user.ckptfs.sealed" => layout::stamp(m.sealed_ns),
+            b"user.ckptfs.reason" => m.reason.as_str().to_string(),
+            b"user.ckptfs.category" => m.category.clone(),
+            b"user.ckptfs.mime" => m.mime.clone(),
+            b"user.ckptfs.complete" => match m.complete {
+                Some(true) => "true".into(),
+                Some(false) => "false".into(),
+                None => "unknown".into(),
+            },
+            b"user.ckptfs.digest" => m.digest.clone(),
+            b"user.ckptfs.pinned" => m.pinned.to_string(),
+            _ => return Err(err(libc::ENODATA)),
+        };
+        Ok(v.into_bytes())
+    }
+
+    pub fn listxattr(&self, ino: u64) -> io::Result<Vec<u8>> {
+        if self.meta_of(ino).is_err() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for x in XATTRS {
+            out.extend_from_slice(x.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+}

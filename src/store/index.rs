@@ -1,0 +1,251 @@
+//! The in-memory index: every retained version by path, built at mount by
+//! scanning the per-version metadata files (they are the truth).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use super::layout::{self, OBJECTS};
+use super::meta::VersionMeta;
+use crate::sys;
+
+#[derive(Default, Clone, Debug)]
+pub struct PathHist {
+    /// Retained versions, ascending by number.
+    pub versions: Vec<VersionMeta>,
+}
+
+impl PathHist {
+    pub fn latest(&self) -> Option<&VersionMeta> {
+        self.versions.last()
+    }
+    pub fn get(&self, n: u64) -> Option<&VersionMeta> {
+        self.versions
+            .binary_search_by_key(&n, |v| v.number)
+            .ok()
+            .map(|i| &self.versions[i])
+    }
+    pub fn next_number(&self) -> u64 {
+        self.versions.last().map(|v| v.number + 1).unwrap_or(1)
+    }
+}
+
+#[derive(Default)]
+pub struct Index {
+    pub paths: BTreeMap<Vec<u8>, PathHist>,
+    /// Object inode → (path, version): finds versions sharing a live file's inode.
+    pub by_ino: HashMap<u64, Vec<(Vec<u8>, u64)>>,
+    /// Problems met while scanning (unreadable or foreign metadata).
+    pub problems: Vec<String>,
+}
+
+impl Index {
+    pub fn insert(&mut self, m: VersionMeta) {
+        let p = m.relpath();
+        self.by_ino
+            .entry(m.object_ino)
+            .or_default()
+            .push((p.clone(), m.number));
+        let h = self.paths.entry(p).or_default();
+        match h.versions.binary_search_by_key(&m.number, |v| v.number) {
+            Ok(i) => h.versions[i] = m,
+            Err(i) => h.versions.insert(i, m),
+        }
+    }
+
+    pub fn remove(&mut self, relpath: &[u8], number: u64) -> Option<VersionMeta> {
+        let h = self.paths.get_mut(relpath)?;
+        let i = h
+            .versions
+            .binary_search_by_key(&number, |v| v.number)
+            .ok()?;
+        let m = h.versions.remove(i);
+        if let Some(v) = self.by_ino.get_mut(&m.object_ino) {
+            v.retain(|(p, n)| !(p == relpath && *n == number));
+            if v.is_empty() {
+                self.by_ino.remove(&m.object_ino);
+            }
+        }
+        if h.versions.is_empty() {
+            self.paths.remove(relpath);
+        }
+        Some(m)
+    }
+
+    pub fn get(&self, relpath: &[u8]) -> Option<&PathHist> {
+        self.paths.get(relpath)
+    }
+
+    pub fn total_versions(&self) -> usize {
+        self.paths.values().map(|h| h.versions.len()).sum()
+    }
+
+    /// Immediate children names of directory `dir` ("" = root) among versioned paths.
+    pub fn children(&self, dir: &[u8]) -> Vec<Vec<u8>> {
+        let prefix: Vec<u8> = if dir.is_empty() {
+            Vec::new()
+        } else {
+            let mut p = dir.to_vec();
+            p.push(b'/');
+            p
+        };
+        let mut out = std::collections::BTreeSet::new();
+        let mut it = self.paths.range(prefix.clone()..);
+        while let Some((k, _)) = it.next() {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let rest = &k[prefix.len()..];
+            match rest.iter().position(|&b| b == b'/') {
+                None => {
+                    if !rest.is_empty() {
+                        out.insert(rest.to_vec());
+                    }
+                }
+                Some(i) => {
+                    let comp = &rest[..i];
+                    out.insert(comp.to_vec());
+                    // Skip the rest of this child's subtree quickly.
+                    let mut next = prefix.clone();
+                    next.extend_from_slice(comp);
+                    next.push(b'/' + 1);
+                    it = self.paths.range(next..);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Is `dir` a directory in the history view (some versioned path below it)?
+    pub fn is_dir(&self, dir: &[u8]) -> bool {
+        let mut prefix = dir.to_vec();
+        prefix.push(b'/');
+        self.paths
+            .range(prefix.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&prefix))
+    }
+}
+
+fn list(dir: BorrowedFd<'_>, name: &str) -> io::Result<(std::os::fd::OwnedFd, Vec<String>)> {
+    let c = CString::new(name).map_err(io::Error::other)?;
+    let fd = sys::openat(dir, &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let dup = fd.try_clone()?;
+    let names = sys::read_dir_fd(dup)?
+        .into_iter()
+        .map(|(n, _, _)| String::from_utf8_lossy(&n).into_owned())
+        .collect();
+    Ok((fd, names))
+}
+
+/// Rebuild the index by scanning `objects/<category>/<xx>/<md5>/v*.json`.
+pub fn scan(store: BorrowedFd<'_>) -> io::Result<Index> {
+    let mut idx = Index::default();
+    let (objects, cats) = match list(store, OBJECTS) {
+        Ok(x) => x,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(idx),
+        Err(e) => return Err(e),
+    };
+    for cat in cats {
+        let (cfd, shards) = list(objects.as_fd(), &cat)?;
+        for shard in shards {
+            let (sfd, hashes) = list(cfd.as_fd(), &shard)?;
+            for h in hashes {
+                let (hfd, files) = list(sfd.as_fd(), &h)?;
+                for f in files {
+                    if layout::parse_meta_name(&f).is_none() {
+                        continue;
+                    }
+                    let where_ = format!("{OBJECTS}/{cat}/{shard}/{h}/{f}");
+                    match super::meta::read_at(hfd.as_fd(), &f).and_then(|b| VersionMeta::parse(&b))
+                    {
+                        Ok(m) => idx.insert(m),
+                        Err(e) if e.to_string().contains("newer ckptfs") => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("{where_}: {e}"),
+                            ));
+                        }
+                        Err(e) => idx.problems.push(format!("{where_}: {e}")),
+                    }
+                }
+            }
+        }
+    }
+    Ok(idx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Reason;
+
+    fn m(p: &str, n: u64) -> VersionMeta {
+        VersionMeta {
+            format: 1,
+            path: p.into(),
+            path_hex: None,
+            number: n,
+            sealed_ns: n as i64,
+            mtime_ns: 0,
+            size: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            digest: String::new(),
+            category: "text".into(),
+            mime: "text/plain".into(),
+            complete: None,
+            incomplete_reason: String::new(),
+            reason: Reason::Close,
+            writer: None,
+            pinned: false,
+            object_ino: n,
+            compressed: false,
+        }
+    }
+
+    #[test]
+    fn children_lists_each_component_once() {
+        let mut i = Index::default();
+        for p in ["a", "b/x", "b/y", "b/c/z", "b.txt", "c"] {
+            i.insert(m(p, 1));
+        }
+        assert_eq!(
+            i.children(b""),
+            vec![
+                b"a".to_vec(),
+                b"b".to_vec(),
+                b"b.txt".to_vec(),
+                b"c".to_vec()
+            ]
+        );
+        assert_eq!(
+            i.children(b"b"),
+            vec![b"c".to_vec(), b"x".to_vec(), b"y".to_vec()]
+        );
+        assert!(i.is_dir(b"b") && !i.is_dir(b"a"));
+    }
+
+    #[test]
+    fn insert_remove_keep_order_and_ino_map() {
+        let mut i = Index::default();
+        i.insert(m("f", 2));
+        i.insert(m("f", 1));
+        assert_eq!(
+            i.get(b"f")
+                .unwrap()
+                .versions
+                .iter()
+                .map(|v| v.number)
+                .collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(i.get(b"f").unwrap().next_number(), 3);
+        i.remove(b"f", 1);
+        assert!(!i.by_ino.contains_key(&1));
+        i.remove(b"f", 2);
+        assert!(i.get(b"f").is_none());
+    }
+}

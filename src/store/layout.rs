@@ -1,0 +1,119 @@
+//! All path logic of the store in one place.
+//!
+//! ```text
+//! <store>/FORMAT                      format version (a single line: "ckptfs-store 1")
+//! <store>/lock                        daemon lock (flock) with its pid
+//! <store>/ctl.sock                    control socket of the running daemon
+//! <store>/incoming/<seq>              captured content not yet sealed (xattr: capture)
+//! <store>/objects/<category>/<xx>/<md5>/v<NNNNNN>.data   version content
+//! <store>/objects/<category>/<xx>/<md5>/v<NNNNNN>.json   version metadata
+//! ```
+//! `<md5>` is the hex MD5 of the file's path relative to the mount root and `<xx>`
+//! its first two hex digits.
+
+use md5::{Digest, Md5};
+
+pub const FORMAT_FILE: &str = "FORMAT";
+pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_LINE: &str = "ckptfs-store 1";
+pub const OBJECTS: &str = "objects";
+pub const INCOMING: &str = "incoming";
+pub const SOCKET: &str = "ctl.sock";
+
+pub fn path_hash(relpath: &[u8]) -> String {
+    let d = Md5::digest(relpath);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Directory (relative to the store) holding one path's versions of one category.
+pub fn version_dir(category: &str, relpath: &[u8]) -> String {
+    let h = path_hash(relpath);
+    format!("{OBJECTS}/{category}/{}/{h}", &h[..2])
+}
+
+pub fn data_name(number: u64) -> String {
+    format!("v{number:06}.data")
+}
+
+pub fn meta_name(number: u64) -> String {
+    format!("v{number:06}.json")
+}
+
+/// Parse `v000042.json` → 42.
+pub fn parse_meta_name(name: &str) -> Option<u64> {
+    name.strip_prefix('v')?.strip_suffix(".json")?.parse().ok()
+}
+
+/// UTC timestamp in entry form: `20261126T211503.123456Z`.
+pub fn stamp(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let micros = ns.rem_euclid(1_000_000_000) / 1000;
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    let (y, m, d) = crate::policy::civil(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{micros:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// The file extension kept on entry names (".safetensors"), or empty.
+pub fn extension(relpath: &[u8]) -> &[u8] {
+    let name = relpath.rsplit(|&b| b == b'/').next().unwrap_or(relpath);
+    match name.iter().rposition(|&b| b == b'.') {
+        Some(0) | None => b"",
+        Some(i) => &name[i..],
+    }
+}
+
+/// `20261126T211503.123456Z-000042-overwrite.safetensors`
+pub fn entry_name(sealed_ns: i64, number: u64, reason: &str, relpath: &[u8]) -> Vec<u8> {
+    let mut n = format!("{}-{number:06}-{reason}", stamp(sealed_ns)).into_bytes();
+    n.extend_from_slice(extension(relpath));
+    n
+}
+
+/// Entry name → version number (the field after the timestamp).
+pub fn parse_entry_number(name: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(name).ok()?;
+    let mut it = s.splitn(3, '-');
+    let ts = it.next()?;
+    if ts.len() != 23 || !ts.ends_with('Z') {
+        return None;
+    }
+    it.next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_sort_and_parse() {
+        let t = 1_795_727_703_123_456_789; // 2026-11-26T21:15:03.123456789Z
+        let n = entry_name(t, 42, "overwrite", b"run/model.safetensors");
+        assert_eq!(n, b"20261126T211503.123456Z-000042-overwrite.safetensors");
+        assert_eq!(parse_entry_number(&n), Some(42));
+        assert!(!n.contains(&b':'));
+        let later = entry_name(t + 1_000_000_000, 43, "close", b"run/model.safetensors");
+        assert!(later > n);
+    }
+
+    #[test]
+    fn extensions() {
+        assert_eq!(extension(b"a/b.tar.gz"), b".gz");
+        assert_eq!(extension(b".bashrc"), b"");
+        assert_eq!(extension(b"dir.d/file"), b"");
+    }
+
+    #[test]
+    fn shard_layout() {
+        let d = version_dir("safetensors", b"ckpt/model.safetensors");
+        let h = path_hash(b"ckpt/model.safetensors");
+        assert_eq!(d, format!("objects/safetensors/{}/{h}", &h[..2]));
+        assert_eq!(h.len(), 32);
+        assert_eq!(parse_meta_name(&meta_name(7)), Some(7));
+    }
+}

@@ -1,0 +1,455 @@
+//! The version store: captures content (by hard link where it can, by reflink or
+//! copy where it must), seals versions on worker threads (digest, classification,
+//! metadata, retention), and answers questions about history. Knows nothing of FUSE.
+
+pub mod index;
+pub mod layout;
+pub mod meta;
+mod retention;
+mod seal;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::sys;
+use index::Index;
+pub use meta::{VersionMeta, Writer};
+
+/// Why a version was sealed; part of the entry name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    /// Last close after the settle time.
+    Close,
+    Fsync,
+    /// `open(O_TRUNC)`: the old content before a rewrite.
+    Overwrite,
+    Truncate,
+    /// Renamed over (the target's old content).
+    Rename,
+    Delete,
+    Interval,
+    Unmount,
+    Snapshot,
+}
+
+impl Reason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::Close => "close",
+            Reason::Fsync => "fsync",
+            Reason::Overwrite => "overwrite",
+            Reason::Truncate => "truncate",
+            Reason::Rename => "rename",
+            Reason::Delete => "delete",
+            Reason::Interval => "interval",
+            Reason::Unmount => "unmount",
+            Reason::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// How captured content gets into the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    /// Hard link the inode (zero copy). The caller guarantees nobody writes to it
+    /// in place afterwards without calling [`Store::unshare`] first.
+    Link,
+    /// Reflink (FICLONE) where the filesystem can, a copy otherwise.
+    Copy,
+}
+
+/// What the store needs to know about a capture.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Capture {
+    /// Path relative to the mount root, hex (any byte string).
+    pub path_hex: String,
+    pub reason: Reason,
+    pub sealed_ns: i64,
+    pub mtime_ns: i64,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub writer: Option<Writer>,
+    /// The object was copied (its data must be fsynced before the metadata).
+    pub copied: bool,
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Counters for `ckptfs stats` and the metrics endpoint.
+#[derive(Default, Serialize)]
+pub struct Stats {
+    pub sealed: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub evictions: AtomicU64,
+    pub captures_linked: AtomicU64,
+    pub captures_copied: AtomicU64,
+    pub bytes_copied: AtomicU64,
+    pub unshares: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+pub struct Store {
+    dir: OwnedFd,
+    incoming: OwnedFd,
+    pub cfg: Config,
+    /// The store is on the backing filesystem (hard links possible).
+    pub same_fs: bool,
+    index: RwLock<Index>,
+    seq: AtomicU64,
+    queues: Vec<crossbeam_channel::Sender<seal::Job>>,
+    receivers: Mutex<Vec<crossbeam_channel::Receiver<seal::Job>>>,
+    inflight: Mutex<u64>,
+    idle: Condvar,
+    /// Captured but not yet sealed: object inode → incoming names.
+    pending_ino: Mutex<HashMap<u64, Vec<String>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    stop: AtomicBool,
+    pub stats: Stats,
+    /// Serializes unshare against capture for the same inode.
+    share_lock: Mutex<()>,
+}
+
+impl Store {
+    /// Open (creating if new) the store in `dir`. Refuses a store of a newer format.
+    pub fn open(dir: OwnedFd, cfg: &Config, same_fs: bool) -> io::Result<Arc<Self>> {
+        match meta::read_at(dir.as_fd(), layout::FORMAT_FILE) {
+            Ok(b) => {
+                let line = String::from_utf8_lossy(&b);
+                let v: u32 = line
+                    .trim()
+                    .strip_prefix("ckptfs-store ")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("FORMAT: not a ckptfs store ({:?})", line.trim()),
+                        )
+                    })?;
+                if v > layout::FORMAT_VERSION {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "store format {v} is newer than this ckptfs understands ({}); upgrade ckptfs",
+                            layout::FORMAT_VERSION
+                        ),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                meta::write_atomic(
+                    dir.as_fd(),
+                    layout::FORMAT_FILE,
+                    format!("{}\n", layout::FORMAT_LINE).as_bytes(),
+                )?;
+            }
+            Err(e) => return Err(e),
+        }
+        for d in [layout::OBJECTS, layout::INCOMING] {
+            let c = CString::new(d).expect("no NUL");
+            // SAFETY: valid fd and C string.
+            let r =
+                unsafe { libc::mkdirat(std::os::fd::AsRawFd::as_raw_fd(&dir), c.as_ptr(), 0o700) };
+            if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let incoming = sys::openat(
+            dir.as_fd(),
+            c"incoming",
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        let index = index::scan(dir.as_fd())?;
+        for p in &index.problems {
+            log::warn!("store: {p}");
+        }
+        let n = 2;
+        let (mut qs, mut rs) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let (s, r) = crossbeam_channel::unbounded();
+            qs.push(s);
+            rs.push(r);
+        }
+        Ok(Arc::new(Self {
+            dir,
+            incoming,
+            cfg: cfg.clone(),
+            same_fs,
+            index: RwLock::new(index),
+            seq: AtomicU64::new(0),
+            queues: qs,
+            receivers: Mutex::new(rs),
+            inflight: Mutex::new(0),
+            idle: Condvar::new(),
+            pending_ino: Mutex::new(HashMap::new()),
+            workers: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            stats: Stats::default(),
+            share_lock: Mutex::new(()),
+        }))
+    }
+
+    /// Open a store by path without taking the daemon lock (read-only commands).
+    pub fn open_path(path: &Path, cfg: &Config) -> io::Result<Arc<Self>> {
+        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+        if !path.join(layout::FORMAT_FILE).exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: not a ckptfs store (no FORMAT file)", path.display()),
+            ));
+        }
+        let fd = sys::open_path(&c, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        Self::open(fd, cfg, true)
+    }
+
+    pub fn dir(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    /// Start the sealing workers and the retention sweeper; also finish captures a
+    /// crash left in `incoming/`.
+    pub fn start_workers(self: &Arc<Self>) {
+        let rs = std::mem::take(&mut *self.receivers.lock());
+        let mut ws = self.workers.lock();
+        for (i, r) in rs.into_iter().enumerate() {
+            let me = self.clone();
+            ws.push(
+                std::thread::Builder::new()
+                    .name(format!("ckptfs-seal-{i}"))
+                    .spawn(move || me.worker(r))
+                    .expect("spawn worker"),
+            );
+        }
+        let me = self.clone();
+        ws.push(
+            std::thread::Builder::new()
+                .name("ckptfs-retention".into())
+                .spawn(move || me.sweeper())
+                .expect("spawn sweeper"),
+        );
+        self.recover_incoming();
+    }
+
+    /// Wait until every queued capture is sealed.
+    pub fn flush_pending(&self) {
+        let mut n = self.inflight.lock();
+        while *n > 0 {
+            self.idle.wait(&mut n);
+        }
+    }
+
+    pub fn shutdown(&self) {
+        self.flush_pending();
+        self.stop.store(true, Ordering::SeqCst);
+        for q in &self.queues {
+            let _ = q.send(seal::Job::Stop);
+        }
+        let ws = std::mem::take(&mut *self.workers.lock());
+        for w in ws {
+            let _ = w.join();
+        }
+    }
+
+    pub fn with_index<R>(&self, f: impl FnOnce(&Index) -> R) -> R {
+        f(&self.index.read())
+    }
+
+    /// Versions of one path (empty when none).
+    pub fn history(&self, relpath: &[u8]) -> Vec<VersionMeta> {
+        self.index
+            .read()
+            .get(relpath)
+            .map(|h| h.versions.clone())
+            .unwrap_or_default()
+    }
+
+    /// Open a version's content for reading (O_RDONLY).
+    pub fn open_object(&self, m: &VersionMeta) -> io::Result<OwnedFd> {
+        let p = self.object_path(m);
+        sys::openat(
+            self.dir.as_fd(),
+            &CString::new(p).map_err(io::Error::other)?,
+            libc::O_RDONLY,
+            0,
+        )
+    }
+
+    pub fn object_path(&self, m: &VersionMeta) -> String {
+        let d = layout::version_dir(&m.category, &m.relpath());
+        let mut name = layout::data_name(m.number);
+        if m.compressed {
+            name.push_str(".zst");
+        }
+        format!("{d}/{name}")
+    }
+
+    /// Bytes the version's object takes on disk.
+    pub fn object_disk_bytes(&self, m: &VersionMeta) -> u64 {
+        CString::new(self.object_path(m))
+            .ok()
+            .and_then(|c| sys::fstatat(self.dir.as_fd(), &c).ok())
+            .map(|st| st.st_blocks as u64 * 512)
+            .unwrap_or(0)
+    }
+
+    /// Is inode `ino` (of a live file) shared with a version or a pending capture?
+    pub fn is_shared(&self, ino: u64) -> bool {
+        self.pending_ino.lock().contains_key(&ino) || self.index.read().by_ino.contains_key(&ino)
+    }
+
+    /// The live file `fd` (its inode is `ino`) is about to be written in place:
+    /// give every version that shares its inode a private copy first.
+    pub fn unshare(&self, fd: BorrowedFd<'_>, ino: u64) -> io::Result<()> {
+        let _g = self.share_lock.lock();
+        let pending: Vec<String> = self
+            .pending_ino
+            .lock()
+            .get(&ino)
+            .cloned()
+            .unwrap_or_default();
+        let versions: Vec<(Vec<u8>, u64)> = self
+            .index
+            .read()
+            .by_ino
+            .get(&ino)
+            .cloned()
+            .unwrap_or_default();
+        if pending.is_empty() && versions.is_empty() {
+            return Ok(());
+        }
+        let tmp = format!(
+            "unshare-{}-{}",
+            std::process::id(),
+            self.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let ctmp = CString::new(tmp.clone()).map_err(io::Error::other)?;
+        let st = sys::fstat(fd)?;
+        let copy = sys::openat(
+            self.incoming.as_fd(),
+            &ctmp,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )?;
+        let src = sys::open_path(
+            &sys::proc_path(std::os::fd::AsRawFd::as_raw_fd(&fd)),
+            libc::O_RDONLY,
+            0,
+        )?;
+        self.copy_into(&src, &copy, st.st_size as u64)?;
+        let new_ino = sys::fstat(copy.as_fd())?.st_ino;
+        drop(copy);
+        // Re-point each name at the copy: link to a temp name, rename over.
+        let relink = |dir: BorrowedFd<'_>, name: &str| -> io::Result<()> {
+            let t = CString::new(format!("{name}.unshare")).map_err(io::Error::other)?;
+            sys::linkat(self.incoming.as_fd(), &ctmp, dir, &t, 0)?;
+            sys::renameat2(
+                dir,
+                &t,
+                dir,
+                &CString::new(name).map_err(io::Error::other)?,
+                0,
+            )
+        };
+        for name in &pending {
+            relink(self.incoming.as_fd(), name)?;
+        }
+        let mut idx = self.index.write();
+        for (p, n) in &versions {
+            let Some(m) = idx.get(p).and_then(|h| h.get(*n)).cloned() else {
+                continue;
+            };
+            let path = self.object_path(&m);
+            let (d, name) = path.rsplit_once('/').expect("object path has a dir");
+            let dfd = sys::openat(
+                self.dir.as_fd(),
+                &CString::new(d).map_err(io::Error::other)?,
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )?;
+            relink(dfd.as_fd(), name)?;
+            let mut m2 = m.clone();
+            m2.object_ino = new_ino;
+            let bytes = serde_json::to_vec_pretty(&m2).map_err(io::Error::other)?;
+            meta::write_atomic(dfd.as_fd(), &layout::meta_name(m.number), &bytes)?;
+            idx.insert(m2);
+        }
+        idx.by_ino.remove(&ino);
+        drop(idx);
+        {
+            let mut pi = self.pending_ino.lock();
+            if let Some(v) = pi.remove(&ino) {
+                pi.insert(new_ino, v);
+            }
+        }
+        let _ = sys::unlinkat(self.incoming.as_fd(), &ctmp, 0);
+        self.stats.unshares.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reflink `src` into `dst` where possible, else copy in kernel.
+    fn copy_into(&self, src: &OwnedFd, dst: &OwnedFd, len: u64) -> io::Result<()> {
+        if sys::ficlone(dst.as_fd(), src.as_fd()).is_ok() {
+            return Ok(());
+        }
+        sys::copy_range(src.as_fd(), dst.as_fd(), len)?;
+        self.stats.bytes_copied.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Set or clear the pin of a version. Pinned versions are never evicted.
+    pub fn set_pin(&self, relpath: &[u8], number: u64, pinned: bool) -> io::Result<()> {
+        let mut idx = self.index.write();
+        let Some(m) = idx.get(relpath).and_then(|h| h.get(number)).cloned() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "no version {number} of {}",
+                    String::from_utf8_lossy(relpath)
+                ),
+            ));
+        };
+        let mut m2 = m;
+        m2.pinned = pinned;
+        let d = layout::version_dir(&m2.category, relpath);
+        let dfd = sys::openat(
+            self.dir.as_fd(),
+            &CString::new(d).map_err(io::Error::other)?,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        let bytes = serde_json::to_vec_pretty(&m2).map_err(io::Error::other)?;
+        meta::write_atomic(dfd.as_fd(), &layout::meta_name(number), &bytes)?;
+        idx.insert(m2);
+        Ok(())
+    }
+}

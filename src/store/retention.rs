@@ -1,0 +1,255 @@
+//! Applying the retention policy to the store: after each seal for that path, and
+//! from a background sweep for quotas (`max_store_bytes`, `min_free_bytes`).
+//! Deletion order is the reverse of writing: metadata first, then the object.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Store, layout, now_ns};
+use crate::policy::{self, Item, Keep, Retention};
+use crate::sys;
+
+/// One line of `ckptfs gc --dry-run`.
+#[derive(Debug, Serialize)]
+pub struct GcLine {
+    pub path: String,
+    pub number: u64,
+    pub size: u64,
+    /// Empty when the version goes.
+    pub kept_by: Vec<Keep>,
+}
+
+impl Store {
+    pub fn retention_for(&self, category: &str) -> &Retention {
+        self.cfg
+            .categories
+            .get(category)
+            .unwrap_or(&self.cfg.retention)
+    }
+
+    fn items(&self, relpath: &[u8]) -> (Vec<Item>, String) {
+        let idx = self.index.read();
+        let Some(h) = idx.get(relpath) else {
+            return (Vec::new(), String::new());
+        };
+        let cat = h.latest().map(|l| l.category.clone()).unwrap_or_default();
+        let items = h
+            .versions
+            .iter()
+            .map(|v| Item {
+                number: v.number,
+                sealed: v.sealed_ns.div_euclid(1_000_000_000),
+                pinned: v.pinned,
+            })
+            .collect();
+        (items, cat)
+    }
+
+    /// The policy decision for one path (pure; no deletion).
+    pub fn decide(&self, relpath: &[u8]) -> policy::Decision {
+        let (items, cat) = self.items(relpath);
+        policy::apply(&items, self.retention_for(&cat), now_ns() / 1_000_000_000)
+    }
+
+    pub(super) fn retain_path(&self, relpath: &[u8], category: &str) {
+        let _ = category;
+        let d = self.decide(relpath);
+        for n in d.remove {
+            if let Err(e) = self.evict(relpath, n) {
+                log::warn!("evicting {} v{n}: {e}", String::from_utf8_lossy(relpath));
+            }
+        }
+    }
+
+    /// Delete one version: metadata first, then its object.
+    pub fn evict(&self, relpath: &[u8], number: u64) -> io::Result<u64> {
+        let _g = self.share_lock.lock();
+        let Some(m) = self
+            .index
+            .read()
+            .get(relpath)
+            .and_then(|h| h.get(number))
+            .cloned()
+        else {
+            return Ok(0);
+        };
+        if m.pinned {
+            return Err(io::Error::other("pinned"));
+        }
+        let dir = layout::version_dir(&m.category, relpath);
+        let dfd = sys::openat(
+            self.dir.as_fd(),
+            &CString::new(dir).map_err(io::Error::other)?,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        sys::unlinkat(
+            dfd.as_fd(),
+            &CString::new(layout::meta_name(number)).unwrap(),
+            0,
+        )?;
+        let obj = self.object_path(&m);
+        let data = obj.rsplit('/').next().unwrap_or_default().to_string();
+        let freed = sys::fstatat(dfd.as_fd(), &CString::new(data.clone()).unwrap())
+            .map(|st| {
+                if st.st_nlink <= 1 {
+                    st.st_blocks as u64 * 512
+                } else {
+                    0
+                }
+            })
+            .unwrap_or(0);
+        sys::unlinkat(dfd.as_fd(), &CString::new(data).unwrap(), 0)?;
+        self.index.write().remove(relpath, number);
+        self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        Ok(freed)
+    }
+
+    /// Bytes the store holds (each object inode counted once).
+    pub fn store_bytes(&self) -> u64 {
+        let idx = self.index.read();
+        let mut seen = HashSet::new();
+        let mut total = 0u64;
+        for h in idx.paths.values() {
+            for v in &h.versions {
+                if seen.insert(v.object_ino) {
+                    total += v.size;
+                }
+            }
+        }
+        total
+    }
+
+    /// Free bytes and total bytes of the filesystem holding the store.
+    pub fn fs_space(&self) -> io::Result<(u64, u64)> {
+        let s = sys::statvfs(self.dir.as_fd())?;
+        Ok((s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize))
+    }
+
+    /// How many bytes must go to satisfy the quotas right now.
+    pub fn space_deficit(&self) -> u64 {
+        let r = &self.cfg.retention;
+        let mut need = 0u64;
+        if let Some(max) = r.max_store_bytes {
+            need = need.max(self.store_bytes().saturating_sub(max));
+        }
+        if let (Some(min), Ok((free, total))) = (&r.min_free_bytes, self.fs_space()) {
+            let want = min.resolve(total).unwrap_or(0);
+            need = need.max(want.saturating_sub(free));
+        }
+        need
+    }
+
+    /// Evict by policy until `need` bytes are freed (or nothing evictable is left):
+    /// first what the policy removes anyway, then the oldest that are neither the
+    /// newest of their path nor pinned. Returns bytes freed.
+    pub fn make_room(&self, need: u64) -> u64 {
+        let mut freed = 0u64;
+        if need == 0 {
+            return 0;
+        }
+        let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
+        for p in &paths {
+            for n in self.decide(p).remove {
+                freed += self.evict(p, n).unwrap_or(0);
+                if freed >= need {
+                    return freed;
+                }
+            }
+        }
+        let all: Vec<(usize, Item)> = {
+            let idx = self.index.read();
+            paths
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| {
+                    idx.get(p)
+                        .map(|h| {
+                            h.versions
+                                .iter()
+                                .map(|v| {
+                                    (
+                                        i,
+                                        Item {
+                                            number: v.number,
+                                            sealed: v.sealed_ns / 1_000_000_000,
+                                            pinned: v.pinned,
+                                        },
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        for (i, n) in policy::pressure_order(&all) {
+            freed += self.evict(&paths[i], n).unwrap_or(0);
+            if freed >= need {
+                break;
+            }
+        }
+        if freed > 0 {
+            log::info!("space pressure: evicted {freed} bytes of history");
+        }
+        freed
+    }
+
+    /// Evictable versions exist (something other than newest-of-path and pinned).
+    pub fn has_evictable(&self) -> bool {
+        self.index
+            .read()
+            .paths
+            .values()
+            .any(|h| h.versions.iter().rev().skip(1).any(|v| !v.pinned))
+    }
+
+    /// Background sweep: time rules for every path, quotas continuously.
+    pub(super) fn sweeper(&self) {
+        let mut tick = 0u64;
+        while !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(500));
+            let need = self.space_deficit();
+            if need > 0 {
+                self.make_room(need);
+            }
+            tick += 1;
+            if tick % 120 == 0 {
+                let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
+                for p in paths {
+                    self.retain_path(&p, "");
+                }
+            }
+        }
+    }
+
+    /// `gc --dry-run` lines, or do it. Returns the lines and bytes freed.
+    pub fn gc(&self, dry_run: bool) -> (Vec<GcLine>, u64) {
+        let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
+        let mut lines = Vec::new();
+        let mut freed = 0;
+        for p in paths {
+            let d = self.decide(&p);
+            let hist = self.history(&p);
+            for v in &hist {
+                let kept_by = d.keep.get(&v.number).cloned().unwrap_or_default();
+                if kept_by.is_empty() && !dry_run {
+                    freed += self.evict(&p, v.number).unwrap_or(0);
+                }
+                lines.push(GcLine {
+                    path: String::from_utf8_lossy(&p).into_owned(),
+                    number: v.number,
+                    size: v.size,
+                    kept_by,
+                });
+            }
+        }
+        (lines, freed)
+    }
+}
