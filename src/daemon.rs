@@ -370,7 +370,18 @@ fn serve(
     cfg.n_threads = Some(args.threads.max(1));
     cfg.clone_fd = true;
     let versioner = fs.versioner();
-    let session = match fuser::Session::new(fs, mountpoint, &cfg) {
+    let made = if is_root {
+        fuser::Session::new(fs, mountpoint, &cfg)
+    } else {
+        // Not root: /dev/fuse is usually closed to us; fusermount3 opens it.
+        let o = format!(
+            "fsname={SOURCE_PREFIX}{},subtype=ckptfs,default_permissions",
+            store_path.display()
+        );
+        crate::fusermount::mount(mountpoint, &o)
+            .and_then(|fd| fuser::Session::from_fd(fs, fd, cfg.acl, cfg.clone()))
+    };
+    let session = match made {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("{}: mount failed: {e}", mountpoint.display());

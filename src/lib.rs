@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod fs;
+mod fusermount;
 pub mod policy;
 pub mod store;
 pub mod sys;

@@ -1,0 +1,307 @@
+//! Shared mount helper for integration tests: mounts the real filesystem with the
+//! real binary, waits for readiness (the `mount` command returns only once the
+//! daemon reports the mount ready), bounds every test in time, and unmounts even
+//! when the test fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ckptfs");
+
+/// Can this machine mount FUSE filesystems as root? Tests say clearly when not.
+pub fn can_mount() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ok = root && Path::new("/dev/fuse").exists();
+    if !ok {
+        eprintln!("SKIPPED: needs root and /dev/fuse");
+    }
+    ok
+}
+
+pub fn tmpdir(tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "ckptfs-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn ckptfs(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run ckptfs")
+}
+
+pub fn sh(script: &str) -> Output {
+    Command::new("bash")
+        .arg("-ec")
+        .arg(script)
+        .output()
+        .expect("run bash")
+}
+
+#[track_caller]
+pub fn sh_ok(script: &str) -> String {
+    let o = sh(script);
+    assert!(
+        o.status.success(),
+        "script failed: {script}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn is_mounted(p: &Path) -> bool {
+    let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let p = p.to_string_lossy();
+    s.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(&*p))
+        .count()
+        > 0
+}
+
+pub fn mount_count(p: &Path) -> usize {
+    let s = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let p = p.to_string_lossy();
+    s.lines()
+        .filter(|l| l.split(' ').nth(4) == Some(&*p))
+        .count()
+}
+
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub passthrough: bool,
+    pub config: Option<String>,
+    pub mountpoint: bool,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            passthrough: true,
+            config: None,
+            mountpoint: false,
+        }
+    }
+}
+
+/// A mounted ckptfs over a fresh directory; unmounted on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+    /// Where the filesystem is mounted (== dir when mounted in place).
+    pub mnt: PathBuf,
+    pub opts: Opts,
+    pub root: PathBuf,
+    done: Arc<AtomicBool>,
+}
+
+impl Mount {
+    pub fn new(tag: &str, opts: Opts) -> Mount {
+        let root = tmpdir(tag);
+        let dir = root.join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::over(root, dir, opts)
+    }
+
+    /// Mount over an existing directory (pre-populated by the test).
+    pub fn over(root: PathBuf, dir: PathBuf, opts: Opts) -> Mount {
+        let mnt = if opts.mountpoint {
+            root.join("mnt")
+        } else {
+            dir.clone()
+        };
+        std::fs::create_dir_all(&mnt).unwrap();
+        let mut m = Mount {
+            dir,
+            mnt,
+            opts,
+            root,
+            done: Arc::new(AtomicBool::new(false)),
+        };
+        m.mount();
+        m
+    }
+
+    pub fn mount(&mut self) {
+        let mut args: Vec<String> = vec!["mount".into(), self.dir.display().to_string()];
+        if self.opts.mountpoint {
+            args.push(self.mnt.display().to_string());
+        }
+        if !self.opts.passthrough {
+            args.push("--no-passthrough".into());
+        }
+        if let Some(c) = &self.opts.config {
+            let p = self.root.join("config.json");
+            std::fs::write(&p, c).unwrap();
+            args.push("--config".into());
+            args.push(p.display().to_string());
+        }
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let o = ckptfs(&a);
+        assert!(
+            o.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(mount_count(&self.mnt), 1, "exactly one mount expected");
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.join(".ckptfs")
+    }
+
+    /// PID of the daemon (from the store lock file).
+    pub fn daemon_pid(&self) -> Option<i32> {
+        // The lock file is hidden under the mount when mounted in place; find the
+        // daemon through /proc instead.
+        let want = format!("ckptfs:{}", self.store().display());
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        mi.lines().find(|l| l.contains(&want))?;
+        for e in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.starts_with(BIN)
+                && cmd.contains(" mount ")
+                && cmd.contains(&*self.dir.to_string_lossy())
+            {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    pub fn unmount(&mut self) {
+        if !is_mounted(&self.mnt) {
+            return;
+        }
+        let o = ckptfs(&["umount", &self.mnt.display().to_string()]);
+        if !o.status.success() {
+            eprintln!("umount: {}", String::from_utf8_lossy(&o.stderr));
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        assert_eq!(
+            mount_count(&self.mnt),
+            0,
+            "mount still present after unmount"
+        );
+    }
+
+    /// Kill the daemon with SIGKILL and detach the dead mount.
+    pub fn crash(&mut self) {
+        if let Some(pid) = self.daemon_pid() {
+            // SAFETY: sending a signal to a pid.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let t = Instant::now();
+            while Path::new(&format!("/proc/{pid}")).exists()
+                && t.elapsed() < Duration::from_secs(10)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::SeqCst);
+        if is_mounted(&self.mnt) {
+            let _ = ckptfs(&["umount", &self.mnt.display().to_string(), "--timeout", "20"]);
+            if is_mounted(&self.mnt) {
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            }
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Run `f` with a time bound: if it overruns, every ckptfs test mount is detached
+/// (so blocked syscalls fail) and the test panics instead of hanging CI.
+pub fn bounded<F: FnOnce() + Send + 'static>(secs: u64, f: F) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => {
+            h.join().unwrap();
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(e) = h.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+        Err(_) => {
+            let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            for l in mi
+                .lines()
+                .filter(|l| l.contains("ckptfs:") && l.contains("ckptfs-test-"))
+            {
+                if let Some(mp) = l.split(' ').nth(4) {
+                    let _ = Command::new("umount").arg("-l").arg(mp).status();
+                }
+            }
+            panic!("test exceeded its {secs}s time bound");
+        }
+    }
+}
+
+/// Both data paths.
+pub fn modes() -> [Opts; 2] {
+    [
+        Opts::default(),
+        Opts {
+            passthrough: false,
+            ..Opts::default()
+        },
+    ]
+}
+
+/// Wait until `cond` holds (bounded), e.g. for a settle-time seal.
+pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Entries of `.versions/<rel>/` that are versions (not links or the index).
+pub fn versions_of(m: &Mount, rel: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(m.p(".versions").join(rel))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() > 24 && n.as_bytes()[8] == b'T')
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Fast seal for tests.
+pub const FAST: &str = r#"{ "autosave": { "settle_ms": 100 } }"#;

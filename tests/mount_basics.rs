@@ -1,0 +1,209 @@
+//! Mounting: in place and elsewhere, the hidden store, clean unmounts, refusals.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+#[test]
+fn mount_in_place_hides_store_and_unmounts_to_plain_dir() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        for opts in modes() {
+            let root = tmpdir("inplace");
+            let dir = root.join("data");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("before.txt"), b"pre-mount\n").unwrap();
+            let mut m = Mount::over(root, dir.clone(), opts);
+            // Pre-existing content is visible, the store is not.
+            assert_eq!(std::fs::read(m.p("before.txt")).unwrap(), b"pre-mount\n");
+            let names: Vec<String> = std::fs::read_dir(&m.mnt)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(names, vec!["before.txt".to_string()]);
+            assert!(std::fs::metadata(m.p(".ckptfs")).is_err());
+            assert!(std::fs::create_dir(m.p(".ckptfs")).is_err());
+            assert!(std::fs::write(m.p(".ckptfs"), b"x").is_err());
+            std::fs::write(m.p("x"), b"1").unwrap();
+            assert!(std::fs::rename(m.p("x"), m.p(".ckptfs")).is_err());
+            assert!(std::fs::remove_dir_all(m.p(".ckptfs")).is_err());
+            // .versions is hidden from readdir but reachable.
+            assert!(std::fs::metadata(m.p(".versions")).unwrap().is_dir());
+            std::fs::write(m.p("after.txt"), b"written through the mount\n").unwrap();
+            m.unmount();
+            // A plain directory with every file as last written, store intact.
+            assert_eq!(
+                std::fs::read(dir.join("after.txt")).unwrap(),
+                b"written through the mount\n"
+            );
+            assert_eq!(
+                std::fs::read(dir.join("before.txt")).unwrap(),
+                b"pre-mount\n"
+            );
+            assert!(dir.join(".ckptfs/FORMAT").exists());
+        }
+    });
+}
+
+#[test]
+fn mount_elsewhere_and_refuse_second_mount() {
+    if !can_mount() {
+        return;
+    }
+    bounded(60, || {
+        let m = Mount::new(
+            "elsewhere",
+            Opts {
+                mountpoint: true,
+                ..Opts::default()
+            },
+        );
+        std::fs::write(m.p("f"), b"data").unwrap();
+        assert_eq!(std::fs::read(m.dir.join("f")).unwrap(), b"data");
+        // Same store again (in place over the backing dir): refused, nothing mounted.
+        let o = ckptfs(&["mount", &m.dir.display().to_string()]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("already mounted"), "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(!is_mounted(&m.dir));
+        // Same mountpoint again: refused too.
+        let o = ckptfs(&[
+            "mount",
+            &m.root.join("other").display().to_string(),
+            &m.mnt.display().to_string(),
+        ]);
+        assert!(!o.status.success());
+    });
+}
+
+#[test]
+fn bad_input_is_one_line_and_changes_nothing() {
+    let root = tmpdir("badinput");
+    let file = root.join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    for (arg, want) in [
+        (
+            root.join("missing").display().to_string(),
+            "no such directory",
+        ),
+        (file.display().to_string(), "not a directory"),
+    ] {
+        let o = ckptfs(&["mount", &arg]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&arg) && err.contains(want), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    assert!(!root.join("missing").exists());
+    assert!(!root.join(".ckptfs").exists());
+    // A bad configuration names the key and the file, before mounting.
+    let cfg = root.join("bad.json");
+    std::fs::write(&cfg, r#"{"autosave": {"max_kep": 3}}"#).unwrap();
+    let d = root.join("d");
+    std::fs::create_dir(&d).unwrap();
+    let o = ckptfs(&[
+        "mount",
+        &d.display().to_string(),
+        "--config",
+        &cfg.display().to_string(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("max_kep") && err.contains("bad.json"),
+        "{err}"
+    );
+    assert!(!d.join(".ckptfs").exists(), "nothing changed");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn signals_and_umount_commands_unmount_cleanly() {
+    if !can_mount() {
+        return;
+    }
+    bounded(90, || {
+        for how in ["sigterm", "sigint", "fusermount", "umount"] {
+            let mut m = Mount::new("signals", Opts::default());
+            std::fs::write(m.p("f"), b"kept").unwrap();
+            let pid = m.daemon_pid().expect("daemon pid");
+            match how {
+                "sigterm" => unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                },
+                "sigint" => unsafe {
+                    libc::kill(pid, libc::SIGINT);
+                },
+                "fusermount" => {
+                    sh_ok(&format!("fusermount3 -u {}", m.mnt.display()));
+                }
+                _ => {
+                    sh_ok(&format!("umount {}", m.mnt.display()));
+                }
+            }
+            wait_for("daemon exit", 20, || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            });
+            assert!(!is_mounted(&m.mnt), "{how}: still mounted");
+            assert_eq!(std::fs::read(m.dir.join("f")).unwrap(), b"kept");
+            m.unmount();
+        }
+    });
+}
+
+#[test]
+fn non_root_user_can_mount_via_fusermount() {
+    if !can_mount() {
+        return;
+    }
+    // Needs a non-root account and fusermount3.
+    if sh("id nobody && which fusermount3").status.code() != Some(0) {
+        eprintln!("SKIPPED: no nobody user or fusermount3");
+        return;
+    }
+    // Debian makes /dev/fuse 0666; this machine ships it 0600, which shuts every
+    // non-root user out of FUSE (fusermount3 opens it with the caller's rights).
+    // Open it up for the test the way a stock system has it, and restore after.
+    use std::os::unix::fs::PermissionsExt;
+    let old = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o777;
+    struct Restore(u32);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
+        }
+    }
+    let _restore = Restore(old);
+    std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+    bounded(60, || {
+        let root = tmpdir("nonroot");
+        let dir = root.join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        sh_ok(&format!(
+            "chmod 755 {r} && chown nobody {d} && chmod 755 $(dirname {r})",
+            r = root.display(),
+            d = dir.display()
+        ));
+        let bin = BIN;
+        let o = sh(&format!(
+            "setpriv --reuid=nobody --regid=nogroup --clear-groups {bin} mount {d} && setpriv --reuid=nobody --regid=nogroup --clear-groups sh -c 'echo hi > {d}/f && cat {d}/f' ; setpriv --reuid=nobody --regid=nogroup --clear-groups {bin} umount {d}",
+            d = dir.display()
+        ));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("hi"),
+            "stdout {out} stderr {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if is_mounted(&dir) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&dir)
+                .status();
+        }
+        assert_eq!(std::fs::read(dir.join("f")).unwrap(), b"hi\n");
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
