@@ -343,6 +343,10 @@ fn serve(
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     };
+    // The kernel already applied the caller's umask to every mode it sends us;
+    // ours must not apply a second time.
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0) };
     let opts = FsOptions {
         passthrough: args.passthrough,
         hidden_store_name: inside.then(|| b".ckptfs".to_vec()),

@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use fuser::{BackingId, FileHandle, FopenFlags, ReplyCreate, ReplyOpen, Request};
 
-use super::attr::to_attr;
 use super::creds::AsCaller;
 use super::handles::{FileH, Source};
 use super::inode::Inode;
@@ -133,7 +132,7 @@ impl CkptFs {
             writable,
             dirty: AtomicBool::new(true),
         });
-        Ok((to_attr(inode.ino, &st), fh, backing))
+        Ok((self.live_attr(inode.ino, &st), fh, backing))
     }
 
     pub(super) fn do_create(

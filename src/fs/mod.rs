@@ -159,7 +159,20 @@ impl CkptFs {
         let st = crate::sys::fstat(fd.as_fd())?;
         let inode = self.inodes.intern(fd, &st)?;
         *inode.loc.lock() = (parent, name.as_bytes().to_vec());
-        Ok(attr::to_attr(inode.ino, &st))
+        Ok(self.live_attr(inode.ino, &st))
+    }
+
+    /// Attributes of a live object as users must see them: hard links the store
+    /// holds for versions are not the user's links, so they do not count.
+    fn live_attr(&self, ino: u64, st: &libc::stat) -> fuser::FileAttr {
+        let mut a = attr::to_attr(ino, st);
+        if a.nlink > 1
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && let Some(s) = &self.store
+        {
+            a.nlink = a.nlink.saturating_sub(s.links_to(st.st_ino)).max(1);
+        }
+        a
     }
 
     fn stat_inode(&self, inode: &Arc<Inode>) -> io::Result<libc::stat> {

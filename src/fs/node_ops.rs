@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fuser::{FileAttr, Request, TimeOrNow};
 
-use super::attr::{to_attr, to_timespec};
+use super::attr::to_timespec;
 use super::creds::AsCaller;
 use super::inode::Inode;
 use super::{CkptFs, TTL, err, versions_view};
@@ -42,10 +42,10 @@ impl CkptFs {
             && h.ino == ino
         {
             let st = sys::fstat(h.fd()?.as_fd())?;
-            return Ok((to_attr(ino, &st), TTL));
+            return Ok((self.live_attr(ino, &st), TTL));
         }
         let inode = self.inodes.get(ino)?;
-        Ok((to_attr(ino, &self.stat_inode(&inode)?), TTL))
+        Ok((self.live_attr(ino, &self.stat_inode(&inode)?), TTL))
     }
 
     pub(super) fn do_setattr(&self, req: &Request, ino: u64, s: SetAttr) -> io::Result<FileAttr> {
@@ -130,7 +130,7 @@ impl CkptFs {
             };
             sys::cvt(r)?;
         }
-        Ok(to_attr(ino, &self.stat_inode(&inode)?))
+        Ok(self.live_attr(ino, &self.stat_inode(&inode)?))
     }
 
     pub(super) fn do_readlink(&self, ino: u64) -> io::Result<Vec<u8>> {

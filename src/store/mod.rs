@@ -322,6 +322,16 @@ impl Store {
             .unwrap_or(0)
     }
 
+    /// How many hard links to live inode `ino` belong to the store.
+    pub fn links_to(&self, ino: u64) -> u32 {
+        if !self.same_fs {
+            return 0;
+        }
+        let p = self.pending_ino.lock().get(&ino).map(|v| v.len()).unwrap_or(0);
+        let v = self.index.read().by_ino.get(&ino).map(|v| v.len()).unwrap_or(0);
+        (p + v) as u32
+    }
+
     /// Is inode `ino` (of a live file) shared with a version or a pending capture?
     pub fn is_shared(&self, ino: u64) -> bool {
         self.pending_ino.lock().contains_key(&ino) || self.index.read().by_ino.contains_key(&ino)

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Run pjdfstest and fsx against a mounted directory and print pass/fail counts
+# and the names of failing tests.
+#
+#   scripts/conformance.sh DIR [FSX_OPS]      (default FSX_OPS=100000)
+#
+# Needs root (pjdfstest switches users), pjdfstest and fsx on PATH
+# (`cargo install --locked pjdfstest fsx`). Exit status 0 only if everything passed.
+set -uo pipefail
+DIR=${1:?usage: conformance.sh DIR [FSX_OPS]}
+OPS=${2:-100000}
+export PATH="$HOME/.cargo/bin:$PATH"
+for t in pjdfstest fsx; do
+    command -v "$t" >/dev/null || { echo "conformance: $t not found (cargo install --locked pjdfstest fsx)" >&2; exit 2; }
+done
+[ -d "$DIR" ] || { echo "conformance: $DIR: not a directory" >&2; exit 2; }
+# pjdfstest's non-root cases run as the dummy user `tests`.
+id tests >/dev/null 2>&1 || echo 'tests:x:::Dummy User for pjdfstest:/:/usr/sbin/nologin' | newusers
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+cat > "$WORK/pjdfstest.toml" <<'TOML'
+[features]
+posix_fallocate = {}
+utime_now = {}
+utimensat = {}
+rename_ctime = {}
+
+[settings]
+naptime = 0.01
+TOML
+PJD="$DIR/conformance-pjdfstest.$$"
+mkdir -p "$PJD" && chmod 777 "$PJD"
+status=0
+echo "== pjdfstest on $DIR"
+(cd "$PJD" && pjdfstest -c "$WORK/pjdfstest.toml" -p "$PJD") > "$WORK/pjd.out" 2>&1
+pjd_rc=$?
+pass=$(grep -cE '[[:space:]]ok$' "$WORK/pjd.out")
+fail=$(grep -cE '[[:space:]]FAILED$' "$WORK/pjd.out")
+skip=$(grep -cE '[[:space:]]skipped$' "$WORK/pjd.out")
+echo "pjdfstest: $pass passed, $fail failed, $skip skipped (exit $pjd_rc)"
+grep -E '^Summary' "$WORK/pjd.out" | sed 's/^/  /'
+if [ "$fail" -gt 0 ] || [ "$pjd_rc" -ne 0 ] || [ "$pass" -eq 0 ]; then
+    status=1
+    grep -E '[[:space:]]FAILED$' -A1 "$WORK/pjd.out" | grep -v '^--' | sed 's/^/  /'
+    [ "$pass" -eq 0 ] && tail -20 "$WORK/pjd.out"
+fi
+rm -rf "$PJD"
+
+run_fsx() { # name, toml
+    local name=$1 cfg=$2 f="$DIR/conformance-fsx.$$"
+    printf '%s\n' "$cfg" > "$WORK/$name.toml"
+    if fsx -q -N "$OPS" -S 42 -P "$WORK" -f "$WORK/$name.toml" "$f" > "$WORK/$name.out" 2>&1; then
+        echo "fsx ($name): $OPS operations passed"
+    else
+        echo "fsx ($name): FAILED"; tail -30 "$WORK/$name.out" | sed 's/^/  /'
+        status=1
+    fi
+    rm -f "$f" "$f".*
+}
+echo "== fsx on $DIR ($OPS operations per mix)"
+run_fsx default ''
+run_fsx full '[weights]
+close_open = 1
+invalidate = 1
+fsync = 1
+fdatasync = 1
+posix_fallocate = 1
+punch_hole = 1
+sendfile = 1
+posix_fadvise = 1
+copy_file_range = 1'
+exit $status
