@@ -47,6 +47,7 @@ pub struct Autosave {
     pub save_path: Option<PathBuf>,
     pub max_keep: Option<u32>,
     pub settle_ms: Option<u64>,
+    pub fsync_copy_limit: Option<u64>,
 }
 
 /// The file as written.
@@ -69,6 +70,10 @@ pub struct Config {
     pub interval_seconds: u64,
     /// Quiet time after the last release before a version is sealed.
     pub settle_ms: u64,
+    /// On fsync of a file still open for writing, copy it into the store when it
+    /// is at most this big (reflinks are always used where available); bigger
+    /// files get their version at the last close instead.
+    pub fsync_copy_limit: u64,
     /// Store location (default `<DIR>/.ckptfs`).
     pub save_path: Option<PathBuf>,
     pub versions_dir: VersionsDir,
@@ -98,6 +103,7 @@ impl Default for Config {
             enabled: true,
             interval_seconds: 300,
             settle_ms: 1500,
+            fsync_copy_limit: 64 << 20,
             save_path: None,
             versions_dir: VersionsDir::default(),
             ignore: DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect(),
@@ -171,6 +177,9 @@ impl Config {
         }
         if let Some(s) = f.autosave.settle_ms {
             c.settle_ms = s;
+        }
+        if let Some(s) = f.autosave.fsync_copy_limit {
+            c.fsync_copy_limit = s;
         }
         c.save_path = f.autosave.save_path;
         if let Some(r) = f.retention {

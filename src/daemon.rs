@@ -251,8 +251,11 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
             drop(wr);
             let mut msg = String::new();
             let _ = rd.take().unwrap().read_to_string(&mut msg);
-            return match msg.strip_prefix("OK") {
-                Some(_) => Ok(()),
+            return match msg.strip_prefix("OK ") {
+                Some(line) => {
+                    println!("{}", line.trim());
+                    Ok(())
+                }
                 None if msg.is_empty() => fail(format!(
                     "{}: daemon exited before the mount was ready",
                     mountpoint.display()
@@ -357,6 +360,7 @@ fn serve(
     };
     let fs = CkptFs::new(root, opts, Some(store.clone()))
         .map_err(|e| MountError(format!("{}: {e}", dir.display())))?;
+    let handles = fs.uses_file_handles();
     // SAFETY: geteuid has no preconditions.
     let is_root = unsafe { libc::geteuid() } == 0;
     let mut cfg = fuser::Config::default();
@@ -374,6 +378,7 @@ fn serve(
     cfg.n_threads = Some(args.threads.max(1));
     cfg.clone_fd = true;
     let versioner = fs.versioner();
+    let pt = fs.passthrough_flag.clone();
     let made = if is_root {
         fuser::Session::new(fs, mountpoint, &cfg)
     } else {
@@ -397,8 +402,21 @@ fn serve(
     if let Err(e) = crate::control::serve(store.clone(), versioner, store_path) {
         log::warn!("control socket: {e} (log/snapshot/gc will not reach this daemon)");
     }
-    report(ready, "OK\n");
-    log::info!("mounted {} on {}", dir.display(), mountpoint.display());
+    let line = format!(
+        "ckptfs {}: mounted {} on {} (pid {}, data path: {}, file handles: {})",
+        env!("CARGO_PKG_VERSION"),
+        dir.display(),
+        mountpoint.display(),
+        std::process::id(),
+        if pt.load(std::sync::atomic::Ordering::Relaxed) {
+            "kernel passthrough"
+        } else {
+            "daemon"
+        },
+        if handles { "yes" } else { "no (fd per inode)" },
+    );
+    eprintln!("{line}");
+    report(ready, &format!("OK {line}\n"));
     let mp = mountpoint.to_path_buf();
     std::thread::Builder::new()
         .name("ckptfs-signals".into())

@@ -77,6 +77,8 @@ pub struct CkptFs {
     view: versions_view::View,
     /// Set by `init`; a metric and a check for tests.
     pub ready: Arc<AtomicBool>,
+    /// Set in `init` when passthrough was negotiated (read by the daemon).
+    pub passthrough_flag: Arc<AtomicBool>,
 }
 
 pub(crate) fn err(code: i32) -> io::Error {
@@ -105,6 +107,7 @@ impl CkptFs {
             passthrough_on: AtomicBool::new(false),
             store,
             ready: Arc::new(AtomicBool::new(false)),
+            passthrough_flag: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -221,6 +224,7 @@ impl Filesystem for CkptFs {
                 && cfg.set_max_stack_depth(1).is_ok()
             {
                 self.passthrough_on.store(true, Ordering::Relaxed);
+                self.passthrough_flag.store(true, Ordering::Relaxed);
             }
         }
         log::info!(

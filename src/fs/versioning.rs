@@ -638,7 +638,11 @@ impl CkptFs {
             return;
         }
         v.open_dirty.lock().remove(&inode.ino);
-        v.schedule(inode, Reason::Close, writer_of(pid));
+        let reason = match v.pending.lock().get(&inode.ino) {
+            Some(p) if p.reason == Reason::Fsync => Reason::Fsync,
+            _ => Reason::Close,
+        };
+        v.schedule(inode, reason, writer_of(pid));
     }
 
     pub(super) fn on_fsync(&self, inode: &Arc<Inode>, pid: u32) {
@@ -650,9 +654,22 @@ impl CkptFs {
             if v.already_kept(&p, &st) {
                 return Ok(());
             }
-            v.pending.lock().remove(&inode.ino);
-            // The writer still holds the file: copy (reflink where possible).
-            v.capture(&fd, &p, Reason::Fsync, writer_of(pid), How::Copy)
+            // The writer still holds the file, so a hard link would change under
+            // it: reflink where the filesystem can, copy small files, and for big
+            // files without reflink seal at the last close (zero copy) instead.
+            let small = (st.st_size as u64) <= v.store.cfg.fsync_copy_limit;
+            let how = if small { How::Copy } else { How::CloneOnly };
+            match v.capture(&fd, &p, Reason::Fsync, writer_of(pid), how) {
+                Ok(()) => {
+                    v.pending.lock().remove(&inode.ino);
+                    Ok(())
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    v.schedule(inode, Reason::Fsync, writer_of(pid));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
         });
         if let Err(e) = r {
             log::warn!("fsync version of {}: {e}", String::from_utf8_lossy(&p));

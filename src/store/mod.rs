@@ -68,6 +68,8 @@ pub enum How {
     Link,
     /// Reflink (FICLONE) where the filesystem can, a copy otherwise.
     Copy,
+    /// Reflink only; fails with EOPNOTSUPP where the filesystem cannot share extents.
+    CloneOnly,
 }
 
 /// What the store needs to know about a capture.
@@ -327,8 +329,19 @@ impl Store {
         if !self.same_fs {
             return 0;
         }
-        let p = self.pending_ino.lock().get(&ino).map(|v| v.len()).unwrap_or(0);
-        let v = self.index.read().by_ino.get(&ino).map(|v| v.len()).unwrap_or(0);
+        let p = self
+            .pending_ino
+            .lock()
+            .get(&ino)
+            .map(|v| v.len())
+            .unwrap_or(0);
+        let v = self
+            .index
+            .read()
+            .by_ino
+            .get(&ino)
+            .map(|v| v.len())
+            .unwrap_or(0);
         (p + v) as u32
     }
 

@@ -36,7 +36,8 @@ impl Store {
         how: How,
     ) -> io::Result<()> {
         let st = sys::fstat(fd)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        // Empty content is never a version: there is nothing to lose.
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size == 0 {
             return Ok(());
         }
         cap.path_hex = hex(relpath);
@@ -76,7 +77,13 @@ impl Store {
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
                 0o600,
             )?;
-            if let Err(e) = self.copy_into(&src, &dst, cap.size) {
+            let r = if how == How::CloneOnly {
+                sys::ficlone(dst.as_fd(), src.as_fd())
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+            } else {
+                self.copy_into(&src, &dst, cap.size)
+            };
+            if let Err(e) = r {
                 let _ = sys::unlinkat(self.incoming.as_fd(), &cname, 0);
                 return Err(e);
             }
