@@ -76,7 +76,9 @@ pub fn main() -> ExitCode {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let cli = if prog.starts_with("mount.") {
+    // mount.fuse3 runs `ckptfs SOURCE MOUNTPOINT -o OPTS` for type fuse.ckptfs.
+    let as_helper = prog.starts_with("mount.") || args.get(1).is_some_and(|a| a.starts_with('/'));
+    let cli = if as_helper {
         let mut v = vec!["ckptfs".to_string(), "mount".to_string()];
         v.extend(args[1..].iter().cloned());
         Cli::parse_from(v)
