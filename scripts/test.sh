@@ -39,4 +39,6 @@ rc=0
 "$BIN" umount "$d" || umount -l "$d"
 rm -rf "$d" "$d.json"
 [ $rc -eq 0 ] || { echo "fsx with settle_ms 0 failed"; exit 1; }
+echo "== crash torture (3 rounds)"
+scripts/crash-torture.sh 3
 echo "== all tests passed"

@@ -50,8 +50,12 @@ impl CkptFs {
     ) -> io::Result<(u64, Option<Arc<BackingId>>)> {
         let inode = self.inodes.get(ino)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let _v = inode.vlock.lock();
         if writable || flags & libc::O_TRUNC != 0 {
             self.before_write_open(req, &inode, flags)?;
+            if writable && self.handles.writers(ino) > 0 {
+                self.note_conflict(&inode, req.pid());
+            }
         }
         let f = self.inodes.open(&inode, flags & !STRIP)?;
         let backing = if self.passthrough() && inode.is_reg() {
@@ -64,7 +68,7 @@ impl CkptFs {
         let dirty = writable && (backing.is_some() || flags & libc::O_TRUNC != 0);
         let fh = self.handles.add_file(FileH {
             ino,
-            inode: Some(inode),
+            inode: Some(inode.clone()),
             src: Source::Live(f),
             backing: backing.clone(),
             writable,

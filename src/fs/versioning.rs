@@ -622,6 +622,19 @@ impl CkptFs {
 
     pub(super) fn after_create(&self, _inode: &Arc<Inode>) {}
 
+    /// A second writer opened a file that already has one: POSIX semantics hold
+    /// for the live file; we count and log it, and every displaced state still
+    /// becomes a version at the triggers.
+    pub(super) fn note_conflict(&self, inode: &Arc<Inode>, pid: u32) {
+        if let Some(v) = self.v() {
+            v.store.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "concurrent writers on {} (new writer pid {pid})",
+                String::from_utf8_lossy(&self.inodes.relpath(inode.ino).unwrap_or_default())
+            );
+        }
+    }
+
     /// A renamed file now lives under a (maybe versioned) new name: its content is
     /// the new state of that name.
     pub(super) fn after_rename_target(&self, inode: &Arc<Inode>) {
