@@ -400,3 +400,9 @@ pub fn statvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
     cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     Ok(unsafe { st.assume_init() })
 }
+
+/// Flush the whole filesystem holding `fd` (one barrier for a batch of writes).
+pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
+}

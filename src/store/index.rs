@@ -140,7 +140,14 @@ fn list(dir: BorrowedFd<'_>, name: &str) -> io::Result<(std::os::fd::OwnedFd, Ve
 }
 
 /// Rebuild the index by scanning `objects/<category>/<xx>/<md5>/v*.json`.
+/// With `adopt`, a version whose object was published but whose (already
+/// durable) metadata was still under its temp name when the daemon died is
+/// completed; only the mounting daemon does that.
 pub fn scan(store: BorrowedFd<'_>) -> io::Result<Index> {
+    scan_with(store, false)
+}
+
+pub fn scan_with(store: BorrowedFd<'_>, adopt: bool) -> io::Result<Index> {
     let mut idx = Index::default();
     let (objects, cats) = match list(store, OBJECTS) {
         Ok(x) => x,
@@ -152,7 +159,10 @@ pub fn scan(store: BorrowedFd<'_>) -> io::Result<Index> {
         for shard in shards {
             let (sfd, hashes) = list(cfd.as_fd(), &shard)?;
             for h in hashes {
-                let (hfd, files) = list(sfd.as_fd(), &h)?;
+                let (hfd, mut files) = list(sfd.as_fd(), &h)?;
+                if adopt {
+                    adopt_temps(hfd.as_fd(), &mut files);
+                }
                 for f in files {
                     if layout::parse_meta_name(&f).is_none() {
                         continue;
@@ -174,6 +184,32 @@ pub fn scan(store: BorrowedFd<'_>) -> io::Result<Index> {
         }
     }
     Ok(idx)
+}
+
+/// `.vN.json.tmp` + `vN.data` without `vN.json`: publish the metadata.
+fn adopt_temps(dir: BorrowedFd<'_>, files: &mut Vec<String>) {
+    let temps: Vec<String> = files
+        .iter()
+        .filter(|f| f.starts_with(".v") && f.ends_with(".json.tmp"))
+        .cloned()
+        .collect();
+    for t in temps {
+        let fin = t[1..t.len() - 4].to_string();
+        let data = fin.replace(".json", ".data");
+        let c = |s: &str| CString::new(s).unwrap_or_default();
+        if files.contains(&fin) || !files.iter().any(|f| f.starts_with(&data)) {
+            let _ = sys::unlinkat(dir, &c(&t), 0);
+            continue;
+        }
+        let ok = super::meta::read_at(dir, &t)
+            .ok()
+            .and_then(|b| VersionMeta::parse(&b).ok())
+            .is_some();
+        if ok && sys::renameat2(dir, &c(&t), dir, &c(&fin), 0).is_ok() {
+            log::info!("completed interrupted seal {fin}");
+            files.push(fin);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -132,8 +132,10 @@ pub struct Store {
     receivers: Mutex<Vec<crossbeam_channel::Receiver<seal::Job>>>,
     inflight: Mutex<u64>,
     idle: Condvar,
-    /// Captured but not yet sealed: object inode → incoming names.
-    pending_ino: Mutex<HashMap<u64, Vec<String>>>,
+    /// Captured but not yet committed: incoming name → (object inode, where the
+    /// object is now, relative to the store). Hard-linked captures may share a
+    /// live inode; `unshare` must find them wherever the worker has moved them.
+    pending: Mutex<HashMap<String, (u64, String)>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     stop: AtomicBool,
     pub stats: Stats,
@@ -144,6 +146,11 @@ pub struct Store {
 impl Store {
     /// Open (creating if new) the store in `dir`. Refuses a store of a newer format.
     pub fn open(dir: OwnedFd, cfg: &Config, same_fs: bool) -> io::Result<Arc<Self>> {
+        Self::open_with(dir, cfg, same_fs, true)
+    }
+
+    /// `adopt`: complete interrupted seals (only the daemon holding the lock).
+    pub fn open_with(dir: OwnedFd, cfg: &Config, same_fs: bool, adopt: bool) -> io::Result<Arc<Self>> {
         match meta::read_at(dir.as_fd(), layout::FORMAT_FILE) {
             Ok(b) => {
                 let line = String::from_utf8_lossy(&b);
@@ -191,7 +198,7 @@ impl Store {
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
         )?;
-        let index = index::scan(dir.as_fd())?;
+        let index = index::scan_with(dir.as_fd(), adopt)?;
         for p in &index.problems {
             log::warn!("store: {p}");
         }
@@ -213,7 +220,7 @@ impl Store {
             receivers: Mutex::new(rs),
             inflight: Mutex::new(0),
             idle: Condvar::new(),
-            pending_ino: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             workers: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             stats: Stats::default(),
@@ -231,7 +238,7 @@ impl Store {
             ));
         }
         let fd = sys::open_path(&c, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-        Self::open(fd, cfg, true)
+        Self::open_with(fd, cfg, true, false)
     }
 
     pub fn dir(&self) -> BorrowedFd<'_> {
@@ -329,12 +336,7 @@ impl Store {
         if !self.same_fs {
             return 0;
         }
-        let p = self
-            .pending_ino
-            .lock()
-            .get(&ino)
-            .map(|v| v.len())
-            .unwrap_or(0);
+        let p = self.pending.lock().values().filter(|(i, _)| *i == ino).count();
         let v = self
             .index
             .read()
@@ -347,38 +349,56 @@ impl Store {
 
     /// Is inode `ino` (of a live file) shared with a version or a pending capture?
     pub fn is_shared(&self, ino: u64) -> bool {
-        self.pending_ino.lock().contains_key(&ino) || self.index.read().by_ino.contains_key(&ino)
+        self.pending.lock().values().any(|(i, _)| *i == ino)
+            || self.index.read().by_ino.contains_key(&ino)
     }
 
     /// The live file `fd` (its inode is `ino`) is about to be written in place:
-    /// give every version that shares its inode a private copy first.
+    /// give every version that shares its inode a private copy first. Each name is
+    /// checked to still be that inode before it is re-pointed, so a version is
+    /// never given someone else's content.
     pub fn unshare(&self, fd: BorrowedFd<'_>, ino: u64) -> io::Result<()> {
         let _g = self.share_lock.lock();
-        let pending: Vec<String> = self
-            .pending_ino
+        let mut locations: Vec<String> = self
+            .pending
             .lock()
-            .get(&ino)
-            .cloned()
-            .unwrap_or_default();
-        let versions: Vec<(Vec<u8>, u64)> = self
-            .index
-            .read()
-            .by_ino
-            .get(&ino)
-            .cloned()
-            .unwrap_or_default();
-        if pending.is_empty() && versions.is_empty() {
+            .values()
+            .filter(|(i, _)| *i == ino)
+            .map(|(_, loc)| loc.clone())
+            .collect();
+        let versions: Vec<VersionMeta> = {
+            let idx = self.index.read();
+            idx.by_ino
+                .get(&ino)
+                .into_iter()
+                .flatten()
+                .filter_map(|(p, n)| idx.get(p).and_then(|h| h.get(*n)).cloned())
+                .collect()
+        };
+        locations.extend(versions.iter().map(|m| self.object_path(m)));
+        locations.sort();
+        locations.dedup();
+        let same = |loc: &str| {
+            CString::new(loc)
+                .ok()
+                .and_then(|c| sys::fstatat(self.dir.as_fd(), &c).ok())
+                .is_some_and(|st| st.st_ino == ino)
+        };
+        locations.retain(|l| same(l));
+        if locations.is_empty() {
+            self.index.write().by_ino.remove(&ino);
             return Ok(());
         }
         let tmp = format!(
-            "unshare-{}-{}",
+            "{}/unshare-{}-{}",
+            layout::INCOMING,
             std::process::id(),
             self.seq.fetch_add(1, Ordering::Relaxed)
         );
         let ctmp = CString::new(tmp.clone()).map_err(io::Error::other)?;
         let st = sys::fstat(fd)?;
         let copy = sys::openat(
-            self.incoming.as_fd(),
+            self.dir.as_fd(),
             &ctmp,
             libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
             0o600,
@@ -388,53 +408,47 @@ impl Store {
             libc::O_RDONLY,
             0,
         )?;
-        self.copy_into(&src, &copy, st.st_size as u64)?;
+        let r = self.copy_into(&src, &copy, st.st_size as u64);
+        if let Err(e) = r {
+            let _ = sys::unlinkat(self.dir.as_fd(), &ctmp, 0);
+            return Err(e);
+        }
         let new_ino = sys::fstat(copy.as_fd())?.st_ino;
         drop(copy);
         // Re-point each name at the copy: link to a temp name, rename over.
-        let relink = |dir: BorrowedFd<'_>, name: &str| -> io::Result<()> {
-            let t = CString::new(format!("{name}.unshare")).map_err(io::Error::other)?;
-            sys::linkat(self.incoming.as_fd(), &ctmp, dir, &t, 0)?;
-            sys::renameat2(
-                dir,
-                &t,
-                dir,
-                &CString::new(name).map_err(io::Error::other)?,
-                0,
-            )
-        };
-        for name in &pending {
-            relink(self.incoming.as_fd(), name)?;
+        for loc in &locations {
+            let t = CString::new(format!("{loc}.unshare")).map_err(io::Error::other)?;
+            let c = CString::new(loc.as_str()).map_err(io::Error::other)?;
+            sys::linkat(self.dir.as_fd(), &ctmp, self.dir.as_fd(), &t, 0)?;
+            sys::renameat2(self.dir.as_fd(), &t, self.dir.as_fd(), &c, 0)?;
+        }
+        let _ = sys::unlinkat(self.dir.as_fd(), &ctmp, 0);
+        for (_, (i, loc)) in self.pending.lock().iter_mut() {
+            if *i == ino && locations.contains(loc) {
+                *i = new_ino;
+            }
         }
         let mut idx = self.index.write();
-        for (p, n) in &versions {
-            let Some(m) = idx.get(p).and_then(|h| h.get(*n)).cloned() else {
+        for m in versions {
+            if !locations.contains(&self.object_path(&m)) {
                 continue;
-            };
-            let path = self.object_path(&m);
-            let (d, name) = path.rsplit_once('/').expect("object path has a dir");
+            }
+            let mut m2 = m.clone();
+            m2.object_ino = new_ino;
+            let d = layout::version_dir(&m.category, &m.relpath());
             let dfd = sys::openat(
                 self.dir.as_fd(),
                 &CString::new(d).map_err(io::Error::other)?,
                 libc::O_RDONLY | libc::O_DIRECTORY,
                 0,
             )?;
-            relink(dfd.as_fd(), name)?;
-            let mut m2 = m.clone();
-            m2.object_ino = new_ino;
             let bytes = serde_json::to_vec_pretty(&m2).map_err(io::Error::other)?;
             meta::write_atomic(dfd.as_fd(), &layout::meta_name(m.number), &bytes)?;
+            idx.remove(&m.relpath(), m.number);
             idx.insert(m2);
         }
         idx.by_ino.remove(&ino);
         drop(idx);
-        {
-            let mut pi = self.pending_ino.lock();
-            if let Some(v) = pi.remove(&ino) {
-                pi.insert(new_ino, v);
-            }
-        }
-        let _ = sys::unlinkat(self.incoming.as_fd(), &ctmp, 0);
         self.stats.unshares.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! seals what it finds there. Sealing digests, classifies, drops duplicates, moves
 //! the object to its shard and writes the metadata.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -17,6 +18,15 @@ use super::meta::{self, VersionMeta};
 use super::{Capture, How, Store, hex, unhex};
 use crate::classify;
 use crate::sys;
+
+/// A version ready to publish (metadata written under a temp name).
+pub struct Prepared {
+    name: String,
+    meta: VersionMeta,
+    dir: String,
+    dfd: std::os::fd::OwnedFd,
+    tmp: String,
+}
 
 pub enum Job {
     Seal(String, Capture),
@@ -98,13 +108,10 @@ impl Store {
         if sys::setxattr(&cipath, CAP_XATTR, &info, 0).is_err() {
             meta::write_atomic(self.incoming.as_fd(), &format!("{name}.cap"), &info)?;
         }
-        if linked {
-            self.pending_ino
-                .lock()
-                .entry(st.st_ino)
-                .or_default()
-                .push(name.clone());
-        }
+        self.pending.lock().insert(
+            name.clone(),
+            (st.st_ino, format!("{}/{name}", layout::INCOMING)),
+        );
         drop(_g);
         self.enqueue(name, cap);
         Ok(())
@@ -135,7 +142,15 @@ impl Store {
         names.sort();
         for (n, _, _) in names {
             let name = String::from_utf8_lossy(&n).into_owned();
-            if name.ends_with(".cap") || name.starts_with('.') {
+            if let Some(obj) = name.strip_suffix(".cap") {
+                // A record whose object was already published: nothing to redo.
+                let c = CString::new(obj).unwrap_or_default();
+                if sys::fstatat(self.incoming.as_fd(), &c).is_err() {
+                    let _ = sys::unlinkat(self.incoming.as_fd(), &CString::new(name).unwrap(), 0);
+                }
+                continue;
+            }
+            if name.starts_with('.') {
                 continue;
             }
             if name.starts_with("unshare-") || name.ends_with(".unshare") {
@@ -158,18 +173,46 @@ impl Store {
         }
     }
 
+    /// Seal in batches: every prepared version's metadata is made durable with one
+    /// filesystem sync per batch instead of two fsyncs per version.
     pub(super) fn worker(&self, r: crossbeam_channel::Receiver<Job>) {
-        while let Ok(job) = r.recv() {
-            let Job::Seal(name, cap) = job else { break };
-            if let Err(e) = self.seal(&name, &cap) {
+        let mut stop = false;
+        while !stop {
+            let Ok(first) = r.recv() else { break };
+            let mut batch = vec![first];
+            while batch.len() < 512 {
+                match r.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            let mut local: HashMap<Vec<u8>, (u64, String, u64)> = HashMap::new();
+            let mut prepared = Vec::new();
+            let mut jobs = 0u64;
+            for job in batch {
+                let Job::Seal(name, cap) = job else {
+                    stop = true;
+                    continue;
+                };
+                jobs += 1;
+                match self.prepare(&name, &cap, &mut local) {
+                    Ok(Some(p)) => prepared.push(p),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        log::error!(
+                            "sealing {} ({name}): {e}",
+                            String::from_utf8_lossy(&unhex(&cap.path_hex))
+                        );
+                    }
+                }
+            }
+            if let Err(e) = self.commit(prepared) {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                log::error!(
-                    "sealing {} ({name}): {e}",
-                    String::from_utf8_lossy(&unhex(&cap.path_hex))
-                );
+                log::error!("committing versions: {e}");
             }
             let mut n = self.inflight.lock();
-            *n -= 1;
+            *n -= jobs;
             if *n == 0 {
                 self.idle.notify_all();
             }
@@ -177,14 +220,16 @@ impl Store {
     }
 
     fn forget_pending(&self, name: &str) {
-        let mut pi = self.pending_ino.lock();
-        pi.retain(|_, v| {
-            v.retain(|n| n != name);
-            !v.is_empty()
-        });
+        self.pending.lock().remove(name);
     }
 
-    fn seal(&self, name: &str, cap: &Capture) -> io::Result<()> {
+    /// Digest, deduplicate, classify, number; write the metadata to a temp name.
+    fn prepare(
+        &self,
+        name: &str,
+        cap: &Capture,
+        local: &mut HashMap<Vec<u8>, (u64, String, u64)>,
+    ) -> io::Result<Option<Prepared>> {
         let relpath = unhex(&cap.path_hex);
         let cname = CString::new(name).map_err(io::Error::other)?;
         let obj = sys::openat(self.incoming.as_fd(), &cname, libc::O_RDONLY, 0)?;
@@ -208,24 +253,25 @@ impl Store {
         }
         let size = off;
         let digest = hasher.finalize().to_hex().to_string();
-        let _g = self.share_lock.lock();
-        let dup = self
-            .index
-            .read()
-            .get(&relpath)
-            .and_then(|h| h.latest())
-            .is_some_and(|l| l.size == size && l.digest == digest);
-        if dup {
-            drop(_g);
+        let (last, next) = match local.get(&relpath) {
+            Some((s, d, n)) => (Some((*s, d.clone())), *n),
+            None => {
+                let idx = self.index.read();
+                let h = idx.get(&relpath);
+                (
+                    h.and_then(|h| h.latest()).map(|l| (l.size, l.digest.clone())),
+                    h.map(|h| h.next_number()).unwrap_or(1),
+                )
+            }
+        };
+        if last.as_ref().is_some_and(|(s, d)| *s == size && *d == digest) {
+            let _g = self.share_lock.lock();
             self.forget_pending(name);
             sys::unlinkat(self.incoming.as_fd(), &cname, 0)?;
-            let _ = sys::unlinkat(
-                self.incoming.as_fd(),
-                &CString::new(format!("{name}.cap")).unwrap(),
-                0,
-            );
+            let cap_file = CString::new(format!("{name}.cap")).map_err(io::Error::other)?;
+            let _ = sys::unlinkat(self.incoming.as_fd(), &cap_file, 0);
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(None);
         }
         let tail_len = (size as usize).min(classify::WINDOW);
         let mut tail = vec![0u8; tail_len];
@@ -233,17 +279,9 @@ impl Store {
         tail.truncate(n);
         let fname = relpath.rsplit(|&b| b == b'/').next().unwrap_or(&relpath);
         let class = classify::classify(&head, &tail, size, &String::from_utf8_lossy(fname));
-        if cap.copied {
-            sys::fsync(obj.as_fd(), true)?;
-        }
         let ost = sys::fstat(obj.as_fd())?;
         drop(obj);
-        let number = self
-            .index
-            .read()
-            .get(&relpath)
-            .map(|h| h.next_number())
-            .unwrap_or(1);
+        let number = next;
         let mut m = VersionMeta {
             format: layout::FORMAT_VERSION,
             path: String::new(),
@@ -255,7 +293,7 @@ impl Store {
             mode: cap.mode,
             uid: cap.uid,
             gid: cap.gid,
-            digest,
+            digest: digest.clone(),
             category: class.category.to_string(),
             mime: class.mime,
             complete: class.complete,
@@ -269,23 +307,64 @@ impl Store {
         m.set_relpath(&relpath);
         let dir = layout::version_dir(&m.category, &relpath);
         let dfd = self.mkdirs(&dir)?;
-        let data = CString::new(layout::data_name(number)).map_err(io::Error::other)?;
-        // Object before its metadata: a crash in between leaves an orphan object
-        // that `verify` reports, never metadata without content.
-        sys::renameat2(self.incoming.as_fd(), &cname, dfd.as_fd(), &data, 0)?;
+        // Metadata goes to a temp name first; the object stays in incoming/ until
+        // that is durable, so a crash at any point leaves either a capture that
+        // the next mount seals again or a complete version.
         let bytes = serde_json::to_vec_pretty(&m).map_err(io::Error::other)?;
-        meta::write_atomic(dfd.as_fd(), &layout::meta_name(number), &bytes)?;
-        let _ = sys::unlinkat(
-            self.incoming.as_fd(),
-            &CString::new(format!("{name}.cap")).unwrap(),
-            0,
-        );
-        self.index.write().insert(m.clone());
-        self.forget_pending(name);
-        drop(_g);
-        self.stats.sealed.fetch_add(1, Ordering::Relaxed);
-        log::debug!("sealed {} v{number} ({})", m.path, m.reason.as_str());
-        self.retain_path(&relpath, &m.category);
+        let tmp = format!(".{}.tmp", layout::meta_name(number));
+        let ctmp = CString::new(tmp.clone()).map_err(io::Error::other)?;
+        let f = sys::openat(dfd.as_fd(), &ctmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644)?;
+        let mut f = std::fs::File::from(f);
+        std::io::Write::write_all(&mut f, &bytes)?;
+        drop(f);
+        local.insert(relpath, (size, digest, number + 1));
+        Ok(Some(Prepared { name: name.to_string(), meta: m, dir, dfd, tmp }))
+    }
+
+    /// Make a batch durable: sync, move objects into place, publish metadata,
+    /// sync again, then update the index and apply retention.
+    fn commit(&self, batch: Vec<Prepared>) -> io::Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        sys::syncfs(self.dir.as_fd())?;
+        let mut done = Vec::new();
+        for p in batch {
+            let cname = CString::new(p.name.as_str()).map_err(io::Error::other)?;
+            let data = layout::data_name(p.meta.number);
+            let cdata = CString::new(data.as_str()).map_err(io::Error::other)?;
+            let r = (|| -> io::Result<()> {
+                let _g = self.share_lock.lock();
+                sys::renameat2(self.incoming.as_fd(), &cname, p.dfd.as_fd(), &cdata, 0)?;
+                if let Some(e) = self.pending.lock().get_mut(&p.name) {
+                    e.1 = format!("{}/{data}", p.dir);
+                }
+                let ctmp = CString::new(p.tmp.as_str()).map_err(io::Error::other)?;
+                let fin = CString::new(layout::meta_name(p.meta.number)).map_err(io::Error::other)?;
+                sys::renameat2(p.dfd.as_fd(), &ctmp, p.dfd.as_fd(), &fin, 0)
+            })();
+            match r {
+                Ok(()) => done.push(p),
+                Err(e) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    log::error!("publishing {} v{}: {e}", p.meta.path, p.meta.number);
+                }
+            }
+        }
+        sys::syncfs(self.dir.as_fd())?;
+        for p in done {
+            let relpath = p.meta.relpath();
+            let cat = p.meta.category.clone();
+            {
+                let _g = self.share_lock.lock();
+                self.index.write().insert(p.meta);
+                self.forget_pending(&p.name);
+            }
+            let cap_file = CString::new(format!("{}.cap", p.name)).map_err(io::Error::other)?;
+            let _ = sys::unlinkat(self.incoming.as_fd(), &cap_file, 0);
+            self.stats.sealed.fetch_add(1, Ordering::Relaxed);
+            self.retain_path(&relpath, &cat);
+        }
         Ok(())
     }
 
