@@ -169,7 +169,7 @@ pub fn classify(head: &[u8], tail: &[u8], size: u64, name: &str) -> Class {
         return class(
             "archive",
             "application/x-tar",
-            Some(size % 512 == 0),
+            Some(size.is_multiple_of(512)),
             "size is not a multiple of 512",
         );
     }

@@ -49,12 +49,13 @@ pub fn mounts() -> Vec<(PathBuf, String, String)> {
         let mut out = Vec::with_capacity(b.len());
         let mut i = 0;
         while i < b.len() {
-            if b[i] == b'\\' && i + 3 < b.len() {
-                if let Ok(v) = u8::from_str_radix(&x[i + 1..i + 4], 8) {
-                    out.push(v);
-                    i += 4;
-                    continue;
-                }
+            if b[i] == b'\\'
+                && i + 3 < b.len()
+                && let Ok(v) = u8::from_str_radix(&x[i + 1..i + 4], 8)
+            {
+                out.push(v);
+                i += 4;
+                continue;
             }
             out.push(b[i]);
             i += 1;

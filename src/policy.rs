@@ -205,7 +205,7 @@ pub fn civil(days: i64) -> (i64, u32, u32) {
 /// Apply `r` to the versions of one path. `items` in any order.
 pub fn apply(items: &[Item], r: &Retention, _now: i64) -> Decision {
     let mut sorted: Vec<&Item> = items.iter().collect();
-    sorted.sort_by(|a, b| b.number.cmp(&a.number)); // newest first
+    sorted.sort_by_key(|i| std::cmp::Reverse(i.number)); // newest first
     let mut keep: BTreeMap<u64, Vec<Keep>> = BTreeMap::new();
     let mut add = |n: u64, k: Keep| keep.entry(n).or_default().push(k);
     if let Some(n) = sorted.first() {

@@ -6,7 +6,9 @@ mod common;
 use common::*;
 
 fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -30,7 +32,9 @@ for d in range(200):
             t = tar.display()
         ));
         let pid = m.daemon_pid().expect("daemon pid");
-        let limit = sh_ok(&format!("awk '/Max open files/ {{print $4}}' /proc/{pid}/limits"));
+        let limit = sh_ok(&format!(
+            "awk '/Max open files/ {{print $4}}' /proc/{pid}/limits"
+        ));
         eprintln!("daemon RLIMIT_NOFILE: {}", limit.trim());
         // Watch the daemon's descriptors while the tree is built and walked.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -45,7 +49,10 @@ for d in range(200):
         sh_ok(&format!("tar xf {} -C {}", tar.display(), m.mnt.display()));
         let n = sh_ok(&format!("find {} -type f | wc -l", m.mnt.display()));
         assert_eq!(n.trim(), "200000");
-        let du = sh_ok(&format!("du -s --apparent-size -B1 {} | cut -f1", m.mnt.display()));
+        let du = sh_ok(&format!(
+            "du -s --apparent-size -B1 {} | cut -f1",
+            m.mnt.display()
+        ));
         assert!(du.trim().parse::<u64>().unwrap() > 200_000);
         assert_eq!(std::fs::read_to_string(m.p("d199/f999")).unwrap(), "999");
         sh_ok(&format!("rm -rf {}/d*", m.mnt.display()));

@@ -219,13 +219,14 @@ impl Filesystem for CkptFs {
         // (the kernel then silently leaves passthrough off), so we never ask for it.
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
-        if self.opts.passthrough && root && caps.contains(InitFlags::FUSE_PASSTHROUGH) {
-            if cfg.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && cfg.set_max_stack_depth(1).is_ok()
-            {
-                self.passthrough_on.store(true, Ordering::Relaxed);
-                self.passthrough_flag.store(true, Ordering::Relaxed);
-            }
+        if self.opts.passthrough
+            && root
+            && caps.contains(InitFlags::FUSE_PASSTHROUGH)
+            && cfg.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && cfg.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough_on.store(true, Ordering::Relaxed);
+            self.passthrough_flag.store(true, Ordering::Relaxed);
         }
         log::info!(
             "data path: {}",

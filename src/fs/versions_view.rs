@@ -29,6 +29,9 @@ pub fn is_virtual(ino: u64) -> bool {
     ino >= VIRT_BASE
 }
 
+/// Chooses the version a symlink names.
+type Pick = fn(&[VersionMeta]) -> Option<&VersionMeta>;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Node {
     /// A directory of the view ("" is `.versions` itself); also the version list
@@ -149,7 +152,7 @@ impl View {
     }
 
     fn symlink_target(&self, n: &Node) -> Option<(Vec<u8>, VersionMeta)> {
-        let (p, pick): (&[u8], fn(&[VersionMeta]) -> Option<&VersionMeta>) = match n {
+        let (p, pick): (&[u8], Pick) = match n {
             Node::Latest(p) => (p, |h| h.last()),
             Node::Previous(p) => (p, |h| h.len().checked_sub(2).map(|i| &h[i])),
             Node::LatestComplete(p) => (p, |h| h.iter().rev().find(|m| m.complete != Some(false))),

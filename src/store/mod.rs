@@ -150,7 +150,12 @@ impl Store {
     }
 
     /// `adopt`: complete interrupted seals (only the daemon holding the lock).
-    pub fn open_with(dir: OwnedFd, cfg: &Config, same_fs: bool, adopt: bool) -> io::Result<Arc<Self>> {
+    pub fn open_with(
+        dir: OwnedFd,
+        cfg: &Config,
+        same_fs: bool,
+        adopt: bool,
+    ) -> io::Result<Arc<Self>> {
         match meta::read_at(dir.as_fd(), layout::FORMAT_FILE) {
             Ok(b) => {
                 let line = String::from_utf8_lossy(&b);
@@ -336,7 +341,12 @@ impl Store {
         if !self.same_fs {
             return 0;
         }
-        let p = self.pending.lock().values().filter(|(i, _)| *i == ino).count();
+        let p = self
+            .pending
+            .lock()
+            .values()
+            .filter(|(i, _)| *i == ino)
+            .count();
         let v = self
             .index
             .read()

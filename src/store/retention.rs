@@ -220,7 +220,7 @@ impl Store {
                 self.make_room(need);
             }
             tick += 1;
-            if tick % 120 == 0 {
+            if tick.is_multiple_of(120) {
                 let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
                 for p in paths {
                     self.retain_path(&p, "");

@@ -259,12 +259,16 @@ impl Store {
                 let idx = self.index.read();
                 let h = idx.get(&relpath);
                 (
-                    h.and_then(|h| h.latest()).map(|l| (l.size, l.digest.clone())),
+                    h.and_then(|h| h.latest())
+                        .map(|l| (l.size, l.digest.clone())),
                     h.map(|h| h.next_number()).unwrap_or(1),
                 )
             }
         };
-        if last.as_ref().is_some_and(|(s, d)| *s == size && *d == digest) {
+        if last
+            .as_ref()
+            .is_some_and(|(s, d)| *s == size && *d == digest)
+        {
             let _g = self.share_lock.lock();
             self.forget_pending(name);
             sys::unlinkat(self.incoming.as_fd(), &cname, 0)?;
@@ -313,12 +317,23 @@ impl Store {
         let bytes = serde_json::to_vec_pretty(&m).map_err(io::Error::other)?;
         let tmp = format!(".{}.tmp", layout::meta_name(number));
         let ctmp = CString::new(tmp.clone()).map_err(io::Error::other)?;
-        let f = sys::openat(dfd.as_fd(), &ctmp, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644)?;
+        let f = sys::openat(
+            dfd.as_fd(),
+            &ctmp,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            0o644,
+        )?;
         let mut f = std::fs::File::from(f);
         std::io::Write::write_all(&mut f, &bytes)?;
         drop(f);
         local.insert(relpath, (size, digest, number + 1));
-        Ok(Some(Prepared { name: name.to_string(), meta: m, dir, dfd, tmp }))
+        Ok(Some(Prepared {
+            name: name.to_string(),
+            meta: m,
+            dir,
+            dfd,
+            tmp,
+        }))
     }
 
     /// Make a batch durable: sync, move objects into place, publish metadata,
@@ -340,7 +355,8 @@ impl Store {
                     e.1 = format!("{}/{data}", p.dir);
                 }
                 let ctmp = CString::new(p.tmp.as_str()).map_err(io::Error::other)?;
-                let fin = CString::new(layout::meta_name(p.meta.number)).map_err(io::Error::other)?;
+                let fin =
+                    CString::new(layout::meta_name(p.meta.number)).map_err(io::Error::other)?;
                 sys::renameat2(p.dfd.as_fd(), &ctmp, p.dfd.as_fd(), &fin, 0)
             })();
             match r {
