@@ -23,6 +23,7 @@ done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CKPTFS_BIN:-$ROOT/target/release/ckptfs}
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q)
+"$ROOT/scripts/prefault.sh"
 BASE=${BENCH_DIR:-/var/tmp}/ckptfs-bench.$$
 NATIVE=$BASE/native
 MNT=$BASE/mounted

@@ -52,6 +52,8 @@ pub struct Versioner {
     handles: Arc<Handles>,
     store: Arc<Store>,
     pending: Mutex<HashMap<u64, Pending>>,
+    /// Wakes the settle timer when a seal is scheduled.
+    wake: parking_lot::Condvar,
     open_dirty: Mutex<HashMap<u64, OpenDirty>>,
     stop: AtomicBool,
     swap_seq: AtomicU64,
@@ -83,6 +85,7 @@ impl Versioner {
             handles,
             store,
             pending: Mutex::new(HashMap::new()),
+            wake: parking_lot::Condvar::new(),
             open_dirty: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
             swap_seq: AtomicU64::new(0),
@@ -283,6 +286,7 @@ impl Versioner {
                 writer,
             },
         );
+        self.wake.notify_one();
     }
 
     /// Seal one pending inode now if nobody writes it (else it stays pending).
@@ -329,7 +333,18 @@ impl Versioner {
 
     fn timer(&self) {
         while !self.stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50));
+            // Wake at the earliest due seal, when one is scheduled, or every 50 ms.
+            {
+                let mut p = self.pending.lock();
+                let next = p.values().map(|p| p.due).min();
+                let nap = next
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(50))
+                    .min(Duration::from_millis(50));
+                if !nap.is_zero() {
+                    self.wake.wait_for(&mut p, nap);
+                }
+            }
             let now = Instant::now();
             let due: Vec<u64> = self
                 .pending

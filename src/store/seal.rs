@@ -284,6 +284,12 @@ impl Store {
         let fname = relpath.rsplit(|&b| b == b'/').next().unwrap_or(&relpath);
         let class = classify::classify(&head, &tail, size, &String::from_utf8_lossy(fname));
         let ost = sys::fstat(obj.as_fd())?;
+        if ost.st_nlink == 1 {
+            // Only the store holds this inode now: its cached pages are cold
+            // history. Give them back so the writer's next save reuses them.
+            // SAFETY: advisory syscall on an open fd.
+            unsafe { libc::posix_fadvise(obj.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
         drop(obj);
         let number = next;
         let mut m = VersionMeta {
