@@ -108,7 +108,7 @@ pub fn classify(head: &[u8], tail: &[u8], size: u64, name: &str) -> Class {
         return c;
     }
     if head.starts_with(b"SQLite format 3\0") {
-        return class("sqlite", "application/vnd.sqlite3", None, "");
+        return sqlite(head, size);
     }
     if head.starts_with(b"PAR1") || head.starts_with(b"PARE") {
         let ok = tail.ends_with(b"PAR1") || tail.ends_with(b"PARE");
@@ -449,11 +449,14 @@ fn hdf5(head: &[u8], size: u64) -> Option<Class> {
     None
 }
 
+/// An end-of-central-directory record that ends exactly at the end of the file
+/// (22 bytes plus its comment).
 fn has_eocd(tail: &[u8]) -> bool {
-    tail.windows(4)
-        .rev()
-        .take(65_557)
-        .any(|w| w == b"PK\x05\x06")
+    let n = tail.len();
+    (0..n.saturating_sub(21)).rev().take(65_557).any(|p| {
+        &tail[p..p + 4] == b"PK\x05\x06"
+            && u16le(tail, p + 20).is_some_and(|c| p + 22 + c as usize == n)
+    })
 }
 
 fn zip_family(head: &[u8], tail: &[u8], size: u64, name: &str) -> Class {
@@ -533,6 +536,36 @@ fn local_names(head: &[u8]) -> Vec<String> {
         p += 30 + n as usize + x as usize + csize as usize;
     }
     out
+}
+
+/// SQLite: the header's page count times the page size is the file size, when the
+/// header count is valid (its "version-valid-for" matches the change counter).
+fn sqlite(head: &[u8], size: u64) -> Class {
+    let mime = "application/vnd.sqlite3";
+    let be32 = |o: usize| {
+        head.get(o..o + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let page = match head
+        .get(16..18)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]) as u64)
+    {
+        Some(1) => 65_536,
+        Some(p) if p >= 512 => p,
+        _ => return class("sqlite", mime, None, ""),
+    };
+    match (be32(24), be32(28), be32(92)) {
+        (Some(change), Some(pages), Some(valid)) if change == valid && pages > 0 => {
+            let want = page * pages as u64;
+            class(
+                "sqlite",
+                mime,
+                Some(size == want),
+                &format!("size {size} but header says {want}"),
+            )
+        }
+        _ => class("sqlite", mime, None, ""),
+    }
 }
 
 fn pickle(head: &[u8], tail: &[u8]) -> Option<Class> {
@@ -618,12 +651,16 @@ fn text_family(head: &[u8], size: u64, name: &str, ext: &str) -> Option<Class> {
                 return Some(class("json", "application/json", Some(true), ""));
             }
             let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-            if lines.len() > 1
-                && lines
-                    .iter()
-                    .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
-            {
-                return Some(class("json", "application/jsonl", Some(true), ""));
+            let parses = |l: &&str| serde_json::from_str::<serde_json::Value>(l).is_ok();
+            if lines.len() > 1 && lines[..lines.len() - 1].iter().all(parses) {
+                // JSON Lines; a cut last line means a torn append.
+                let last_ok = lines.last().is_some_and(parses) && s.ends_with('\n');
+                return Some(class(
+                    "json",
+                    "application/jsonl",
+                    Some(last_ok),
+                    "last line is cut",
+                ));
             }
             if ext == "json" {
                 return Some(class(

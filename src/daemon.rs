@@ -378,6 +378,8 @@ fn serve(
     };
     cfg.n_threads = Some(args.threads.max(1));
     cfg.clone_fd = true;
+    // Seal what a previous crash left behind before any new request arrives.
+    store.start_workers();
     let versioner = fs.versioner();
     let pt = fs.passthrough_flag.clone();
     let made = if is_root {
@@ -395,11 +397,11 @@ fn serve(
         Ok(s) => s,
         Err(e) => {
             let msg = format!("{}: mount failed: {e}", mountpoint.display());
+            store.shutdown();
             report(ready, &msg);
             return fail(msg);
         }
     };
-    store.start_workers();
     if let Err(e) = crate::control::serve(store.clone(), versioner, store_path) {
         log::warn!("control socket: {e} (log/snapshot/gc will not reach this daemon)");
     }

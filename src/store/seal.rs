@@ -33,8 +33,6 @@ pub enum Job {
     Stop,
 }
 
-const CAP_XATTR: &std::ffi::CStr = c"user.ckptfs.capture";
-
 impl Store {
     /// Capture the current content of `fd` (any fd on the inode, O_PATH is fine) as
     /// the next version of `relpath`. Returns once the content is safe in the store.
@@ -64,9 +62,15 @@ impl Store {
         );
         let cname = CString::new(name.clone()).map_err(io::Error::other)?;
         let proc = sys::proc_path(fd.as_raw_fd());
+        // The record goes first, so a crash never leaves content nobody can name.
+        // Plain write, no fsync: a daemon crash keeps the page cache, and a power
+        // loss loses the unsynced link as well (FORMAT.md, crash assumptions).
+        let will_link = how == How::Link && self.same_fs;
+        cap.copied = !will_link;
+        self.write_record(&name, &cap)?;
         let _g = self.share_lock.lock();
         let mut linked = false;
-        if how == How::Link && self.same_fs {
+        if will_link {
             // SAFETY: valid C strings; AT_FDCWD with an absolute /proc path.
             let r = sys::cvt(unsafe {
                 libc::linkat(
@@ -80,33 +84,36 @@ impl Store {
             linked = r.is_ok();
         }
         if !linked {
-            let src = sys::open_path(&proc, libc::O_RDONLY, 0)?;
-            let dst = sys::openat(
-                self.incoming.as_fd(),
-                &cname,
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-                0o600,
-            )?;
-            let r = if how == How::CloneOnly {
-                sys::ficlone(dst.as_fd(), src.as_fd())
-                    .map_err(|_| io::Error::from_raw_os_error(libc::EOPNOTSUPP))
-            } else {
-                self.copy_into(&src, &dst, cap.size)
-            };
+            if will_link {
+                cap.copied = true;
+                self.write_record(&name, &cap)?;
+            }
+            let r = sys::open_path(&proc, libc::O_RDONLY, 0).and_then(|src| {
+                let dst = sys::openat(
+                    self.incoming.as_fd(),
+                    &cname,
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                    0o600,
+                )?;
+                if how == How::CloneOnly {
+                    sys::ficlone(dst.as_fd(), src.as_fd())
+                        .map_err(|_| io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+                } else {
+                    self.copy_into(&src, &dst, cap.size)
+                }
+            });
             if let Err(e) = r {
                 let _ = sys::unlinkat(self.incoming.as_fd(), &cname, 0);
+                let _ = sys::unlinkat(
+                    self.incoming.as_fd(),
+                    &CString::new(format!("{name}.cap")).map_err(io::Error::other)?,
+                    0,
+                );
                 return Err(e);
             }
-            cap.copied = true;
             self.stats.captures_copied.fetch_add(1, Ordering::Relaxed);
         } else {
             self.stats.captures_linked.fetch_add(1, Ordering::Relaxed);
-        }
-        let info = serde_json::to_vec(&cap).map_err(io::Error::other)?;
-        let ipath = format!("/proc/self/fd/{}/{name}", self.incoming.as_raw_fd());
-        let cipath = CString::new(ipath).map_err(io::Error::other)?;
-        if sys::setxattr(&cipath, CAP_XATTR, &info, 0).is_err() {
-            meta::write_atomic(self.incoming.as_fd(), &format!("{name}.cap"), &info)?;
         }
         self.pending.lock().insert(
             name.clone(),
@@ -115,6 +122,19 @@ impl Store {
         drop(_g);
         self.enqueue(name, cap);
         Ok(())
+    }
+
+    /// The capture record `incoming/<name>.cap` (JSON, see FORMAT.md).
+    fn write_record(&self, name: &str, cap: &Capture) -> io::Result<()> {
+        let info = serde_json::to_vec(cap).map_err(io::Error::other)?;
+        let c = CString::new(format!("{name}.cap")).map_err(io::Error::other)?;
+        let f = sys::openat(
+            self.incoming.as_fd(),
+            &c,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            0o600,
+        )?;
+        std::io::Write::write_all(&mut std::fs::File::from(f), &info)
     }
 
     fn enqueue(&self, name: String, cap: Capture) {
@@ -157,9 +177,7 @@ impl Store {
                 let _ = sys::unlinkat(self.incoming.as_fd(), &CString::new(name).unwrap(), 0);
                 continue;
             }
-            let ipath = format!("/proc/self/fd/{}/{name}", self.incoming.as_raw_fd());
-            let info = sys::getxattr(&CString::new(ipath).unwrap(), CAP_XATTR, 64 * 1024)
-                .or_else(|_| meta::read_at(self.incoming.as_fd(), &format!("{name}.cap")));
+            let info = meta::read_at(self.incoming.as_fd(), &format!("{name}.cap"));
             match info
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Capture>(&b).ok())
