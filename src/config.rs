@@ -59,6 +59,32 @@ struct File {
     ignore: Option<Vec<String>>,
     retention: Option<Retention>,
     categories: BTreeMap<String, Retention>,
+    compression: Option<Compression>,
+}
+
+/// Background compression of old versions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compression {
+    /// Compress versions sealed longer ago than this ("1h"; "0s" = right away).
+    pub compress_after: String,
+    /// Categories worth compressing.
+    pub categories: Vec<String>,
+    /// zstd level.
+    pub level: i32,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            compress_after: "1h".into(),
+            categories: ["text", "json", "yaml", "log", "csv", "pickle"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            level: 3,
+        }
+    }
 }
 
 /// The effective configuration.
@@ -82,6 +108,7 @@ pub struct Config {
     pub retention: Retention,
     /// Per-category retention overrides.
     pub categories: BTreeMap<String, Retention>,
+    pub compression: Compression,
 }
 
 pub const DEFAULT_IGNORE: &[&str] = &[
@@ -109,6 +136,7 @@ impl Default for Config {
             ignore: DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect(),
             retention: Retention::default(),
             categories: BTreeMap::new(),
+            compression: Compression::default(),
         }
     }
 }
@@ -224,6 +252,25 @@ impl Config {
                 .map_err(|e| format!("{}: categories.{cat}.{e}", origin.display()))?;
         }
         c.categories = f.categories;
+        if let Some(z) = f.compression {
+            crate::policy::parse_duration(&z.compress_after)
+                .map_err(|e| format!("{}: compression.compress_after: {e}", origin.display()))?;
+            for cat in &z.categories {
+                if !crate::classify::CATEGORIES.contains(&cat.as_str()) {
+                    return Err(format!(
+                        "{}: compression.categories: unknown category {cat:?}",
+                        origin.display()
+                    ));
+                }
+            }
+            if !(1..=19).contains(&z.level) {
+                return Err(format!(
+                    "{}: compression.level must be 1..=19",
+                    origin.display()
+                ));
+            }
+            c.compression = z;
+        }
         Ok(c)
     }
 

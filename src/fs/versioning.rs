@@ -606,6 +606,15 @@ impl CkptFs {
         flags: i32,
     ) -> io::Result<()> {
         let Some(v) = self.v() else { return Ok(()) };
+        // A save of about the current size is coming: keep min_free_bytes free
+        // (with passthrough the daemon never sees the ENOSPC, so prevent it).
+        if let Ok(st) = v
+            .inodes
+            .path_fd(inode)
+            .and_then(|fd| sys::fstat(fd.as_fd()))
+        {
+            v.store.ensure_room(st.st_size as u64);
+        }
         let Some(p) = v.path_of(inode) else {
             return Ok(());
         };

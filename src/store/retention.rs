@@ -201,6 +201,27 @@ impl Store {
         freed
     }
 
+    /// Before a writer starts a save of about `expected` bytes: make sure the
+    /// filesystem keeps `min_free_bytes` free after it, evicting by policy now.
+    /// With passthrough the daemon never sees a write's ENOSPC, so prevention
+    /// happens here, at open.
+    pub fn ensure_room(&self, expected: u64) {
+        let Ok((free, total)) = self.fs_space() else {
+            return;
+        };
+        let min = self
+            .cfg
+            .retention
+            .min_free_bytes
+            .as_ref()
+            .and_then(|b| b.resolve(total).ok())
+            .unwrap_or(0);
+        let want = min.saturating_add(expected);
+        if free < want {
+            self.make_room(want - free);
+        }
+    }
+
     /// Evictable versions exist (something other than newest-of-path and pinned).
     pub fn has_evictable(&self) -> bool {
         self.index
@@ -220,6 +241,9 @@ impl Store {
                 self.make_room(need);
             }
             tick += 1;
+            if tick.is_multiple_of(20) {
+                self.compress_old();
+            }
             if tick.is_multiple_of(120) {
                 let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
                 for p in paths {
@@ -227,6 +251,94 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// zstd-compress versions of compressible categories older than
+    /// `compress_after` whose objects the store alone holds (a version sharing a
+    /// live inode is never touched). Writes `vN.data.zst` durably, then the
+    /// metadata, then removes the plain object.
+    pub fn compress_old(&self) -> u64 {
+        let z = &self.cfg.compression;
+        let after =
+            crate::policy::parse_duration(&z.compress_after).unwrap_or(3600) as i64 * 1_000_000_000;
+        let now = now_ns();
+        let todo: Vec<super::VersionMeta> = self.with_index(|i| {
+            i.paths
+                .values()
+                .flat_map(|h| h.versions.iter())
+                .filter(|m| {
+                    !m.compressed
+                        && now - m.sealed_ns >= after
+                        && z.categories.contains(&m.category)
+                })
+                .cloned()
+                .collect()
+        });
+        let mut saved = 0u64;
+        for m in todo {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            match self.compress_one(&m) {
+                Ok(s) => saved += s,
+                Err(e) => log::debug!("compressing {} v{}: {e}", m.path, m.number),
+            }
+        }
+        saved
+    }
+
+    fn compress_one(&self, m: &super::VersionMeta) -> io::Result<u64> {
+        let relpath = m.relpath();
+        let dir = layout::version_dir(&m.category, &relpath);
+        let dfd = sys::openat(
+            self.dir.as_fd(),
+            &CString::new(dir).map_err(io::Error::other)?,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        let data = layout::data_name(m.number);
+        let cdata = CString::new(data.clone()).map_err(io::Error::other)?;
+        let st = sys::fstatat(dfd.as_fd(), &cdata)?;
+        if st.st_nlink != 1 || m.size > 256 << 20 {
+            return Ok(0); // shared with a live file, or too big to pack in memory
+        }
+        let fd = sys::openat(dfd.as_fd(), &cdata, libc::O_RDONLY, 0)?;
+        let raw = self.read_all(&fd, m)?;
+        let packed = zstd::encode_all(&raw[..], self.cfg.compression.level)?;
+        if packed.len() as u64 + 4096 >= st.st_blocks as u64 * 512 {
+            return Ok(0); // not worth it
+        }
+        let zname = format!("{data}.zst");
+        super::meta::write_atomic(dfd.as_fd(), &zname, &packed)?;
+        let _g = self.share_lock.lock();
+        // Still the same version (not evicted or unshared meanwhile)?
+        let current = self
+            .index
+            .read()
+            .get(&relpath)
+            .and_then(|h| h.get(m.number))
+            .cloned();
+        if current.as_ref().map(|c| c.object_ino) != Some(m.object_ino) {
+            let _ = sys::unlinkat(
+                dfd.as_fd(),
+                &CString::new(zname).map_err(io::Error::other)?,
+                0,
+            );
+            return Ok(0);
+        }
+        let mut m2 = m.clone();
+        m2.compressed = true;
+        m2.object_ino =
+            sys::fstatat(dfd.as_fd(), &CString::new(zname).map_err(io::Error::other)?)?.st_ino;
+        let bytes = serde_json::to_vec_pretty(&m2).map_err(io::Error::other)?;
+        super::meta::write_atomic(dfd.as_fd(), &layout::meta_name(m.number), &bytes)?;
+        {
+            let mut idx = self.index.write();
+            idx.remove(&relpath, m.number);
+            idx.insert(m2);
+        }
+        sys::unlinkat(dfd.as_fd(), &cdata, 0)?;
+        Ok((st.st_blocks as u64 * 512).saturating_sub(packed.len() as u64))
     }
 
     /// `gc --dry-run` lines, or do it. Returns the lines and bytes freed.

@@ -1,0 +1,260 @@
+//! Retention through a real mount: policy after each seal, pins, gc --dry-run,
+//! compression of old text versions, and space safety on a small disk.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+fn python(m: &Mount, code: &str) -> String {
+    sh_ok(&format!(
+        "cd {} && python3 - <<'PY'\n{code}\nPY",
+        m.mnt.display()
+    ))
+}
+
+#[test]
+fn keep_last_pins_and_gc_dry_run() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        let cfg = r#"{ "autosave": { "settle_ms": 50, "max_keep": 3 }, "retention": { "keep_within": "0s", "min_free_bytes": 0 } }"#;
+        let m = Mount::new(
+            "keeplast",
+            Opts {
+                config: Some(cfg.into()),
+                ..Opts::default()
+            },
+        );
+        std::fs::write(m.p("m.bin"), b"v1").unwrap();
+        wait_for("v1", 10, || versions_of(&m, "m.bin").len() == 1);
+        let o = ckptfs(&["pin", &m.p("m.bin").display().to_string(), "1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for i in 2..=8 {
+            std::fs::write(m.p("m.bin"), format!("v{i}")).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        wait_for("retention", 10, || versions_of(&m, "m.bin").len() == 4);
+        let v = versions_of(&m, "m.bin");
+        // Pinned v1 and the newest three.
+        let nums: Vec<&str> = v.iter().map(|e| &e[24..30]).collect();
+        assert_eq!(nums, vec!["000001", "000006", "000007", "000008"], "{v:?}");
+        assert_eq!(
+            std::fs::read(m.p(".versions/m.bin").join(&v[0])).unwrap(),
+            b"v1"
+        );
+        // The live file is untouched by retention.
+        assert_eq!(std::fs::read(m.p("m.bin")).unwrap(), b"v8");
+        // Dry run: nothing goes now; each survivor says which rule keeps it.
+        let o = ckptfs(&["gc", "--dry-run", "--json", &m.mnt.display().to_string()]);
+        let g: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let lines = g["lines"].as_array().unwrap();
+        assert_eq!(lines.len(), 4);
+        assert!(
+            lines
+                .iter()
+                .all(|l| !l["kept_by"].as_array().unwrap().is_empty())
+        );
+        assert_eq!(lines[0]["kept_by"][0], "Pinned");
+        // Unpin: the next seal lets retention drop v1.
+        assert!(
+            ckptfs(&["unpin", &m.p("m.bin").display().to_string(), "1"])
+                .status
+                .success()
+        );
+        std::fs::write(m.p("m.bin"), b"v9").unwrap();
+        wait_for("unpinned v1 evicted", 30, || {
+            versions_of(&m, "m.bin").len() == 3
+        });
+        // Unknown version: clear error, nothing changes.
+        let o = ckptfs(&["pin", &m.p("m.bin").display().to_string(), "42"]);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no version"));
+    });
+}
+
+#[test]
+fn old_text_versions_are_compressed_and_read_back_identically() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        let cfg =
+            r#"{ "autosave": { "settle_ms": 50 }, "compression": { "compress_after": "0s" } }"#;
+        let m = Mount::new(
+            "compress",
+            Opts {
+                config: Some(cfg.into()),
+                ..Opts::default()
+            },
+        );
+        let mut states = Vec::new();
+        for i in 0..3 {
+            let text: String = (0..20000)
+                .map(|k| format!("2026-11-26 10:00:{:02} INFO step {k} round {i}\n", k % 60))
+                .collect();
+            std::fs::write(m.p("train.log"), &text).unwrap();
+            states.push(text.into_bytes());
+            wait_for("seal", 10, || versions_of(&m, "train.log").len() == i + 1);
+        }
+        // Old versions (not the newest, which shares the live inode) get packed.
+        wait_for("compression", 30, || {
+            let log: serde_json::Value = serde_json::from_slice(
+                &ckptfs(&["log", "--json", &m.p("train.log").display().to_string()]).stdout,
+            )
+            .unwrap_or_default();
+            log.as_array()
+                .is_some_and(|a| a.iter().filter(|v| v["compressed"] == true).count() == 2)
+        });
+        // du shows the saving.
+        let du: serde_json::Value =
+            serde_json::from_slice(&ckptfs(&["du", "--json", &m.mnt.display().to_string()]).stdout)
+                .unwrap();
+        let log = &du["categories"]["log"];
+        assert!(
+            log["on_disk"].as_u64().unwrap() * 2 < log["bytes"].as_u64().unwrap(),
+            "{du}"
+        );
+        let v = versions_of(&m, "train.log");
+        for (e, want) in v.iter().zip(&states) {
+            let p = m.p(".versions/train.log").join(e);
+            assert_eq!(&std::fs::read(&p).unwrap(), want);
+            // Random offsets.
+            let f = std::fs::File::open(&p).unwrap();
+            use std::os::unix::fs::FileExt;
+            for off in [0u64, 1, 4095, 123_457, want.len() as u64 - 10] {
+                let mut buf = [0u8; 64];
+                let n = f.read_at(&mut buf, off).unwrap();
+                assert_eq!(
+                    &buf[..n],
+                    &want[off as usize..(off as usize + 64).min(want.len())]
+                );
+            }
+        }
+        let o = ckptfs(&["verify", &m.mnt.display().to_string()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    });
+}
+
+/// A 160 MiB ext4 image on a loop device.
+struct SmallDisk {
+    img: std::path::PathBuf,
+    mnt: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn new(root: &std::path::Path) -> Option<SmallDisk> {
+        let img = root.join("disk.img");
+        let mnt = root.join("disk");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let ok = sh(&format!(
+            "truncate -s 160M {i} && mkfs.ext4 -q -F -m 0 {i} && mount -o loop {i} {m}",
+            i = img.display(),
+            m = mnt.display()
+        ))
+        .status
+        .success();
+        ok.then_some(SmallDisk { img, mnt })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        let _ = std::fs::remove_file(&self.img);
+    }
+}
+
+#[test]
+fn a_checkpoint_loop_that_would_fill_the_disk_keeps_running() {
+    if !can_mount() {
+        return;
+    }
+    bounded(400, || {
+        for opts in modes() {
+            let root = tmpdir("space");
+            let Some(disk) = SmallDisk::new(&root) else {
+                eprintln!("SKIPPED: cannot loop-mount an ext4 image");
+                return;
+            };
+            let dir = disk.mnt.join("ckpt");
+            std::fs::create_dir_all(&dir).unwrap();
+            let cfg = r#"{ "autosave": { "settle_ms": 50 }, "retention": { "keep_last": 100, "keep_within": "1d", "min_free_bytes": "10%" } }"#;
+            let mut m = Mount::over(
+                root.clone(),
+                dir.clone(),
+                Opts {
+                    config: Some(cfg.into()),
+                    ..opts.clone()
+                },
+            );
+            // 30 saves of 24 MiB = 720 MiB through a 160 MiB disk, each distinct.
+            let out = python(
+                &m,
+                r#"
+import os, hashlib, json
+done = []
+for i in range(30):
+    data = i.to_bytes(4, 'little') * (6 << 20)
+    with open('model.ckpt', 'wb') as f:
+        f.write(data)
+        f.flush(); os.fsync(f.fileno())
+    done.append(hashlib.blake2b(data).hexdigest())
+    import time; time.sleep(0.3)
+print(json.dumps(done))
+"#,
+            );
+            let digests: Vec<String> =
+                serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+            assert_eq!(digests.len(), 30, "every save succeeded");
+            let live = std::fs::read(m.p("model.ckpt")).unwrap();
+            assert_eq!(&blake3_or_blake2(&live), digests.last().unwrap());
+            // Every retained version is byte-identical to the save it records.
+            let v = versions_of(&m, "model.ckpt");
+            assert!(!v.is_empty());
+            for e in &v {
+                let b = std::fs::read(m.p(".versions/model.ckpt").join(e)).unwrap();
+                assert!(
+                    digests.contains(&blake3_or_blake2(&b)),
+                    "{e} matches a save"
+                );
+            }
+            // A write bigger than the disk gets ENOSPC and changes nothing else.
+            let before = versions_of(&m, "model.ckpt");
+            let r = sh(&format!(
+                "dd if=/dev/zero of={} bs=1M count=400 2>&1",
+                m.p("huge.bin").display()
+            ));
+            assert!(!r.status.success(), "400 MiB cannot fit");
+            let _ = std::fs::remove_file(m.p("huge.bin"));
+            assert_eq!(std::fs::read(m.p("model.ckpt")).unwrap(), live);
+            let after = versions_of(&m, "model.ckpt");
+            assert!(
+                after.iter().any(|e| before.contains(e)),
+                "history survives ENOSPC"
+            );
+            let o = ckptfs(&["verify", &m.mnt.display().to_string()]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+            m.unmount();
+            drop(disk);
+        }
+    });
+}
+
+fn blake3_or_blake2(b: &[u8]) -> String {
+    // The writer records BLAKE2b (Python's hashlib); compute the same here.
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, hashlib; print(hashlib.blake2b(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
