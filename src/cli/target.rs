@@ -80,6 +80,13 @@ impl Target {
         } else {
             let s: Arc<Store> =
                 Store::open_path(&self.store_path, cfg).map_err(|e| e.to_string())?;
+            let mutates = matches!(
+                r,
+                Request::Pin { .. } | Request::Unpin { .. } | Request::Gc { dry_run: false }
+            );
+            if mutates {
+                Store::set_dirty(s.dir()).map_err(|e| e.to_string())?;
+            }
             control::execute(r, &s, None)
                 .unwrap_or_else(|e| serde_json::json!({"ok": false, "error": e}))
         };

@@ -151,6 +151,19 @@ impl View {
             .unwrap_or_default()
     }
 
+    /// One version, without copying the whole history (10,000 entries listed
+    /// with `ls -l` means 10,000 lookups).
+    fn version(&self, p: &[u8], n: u64) -> Option<VersionMeta> {
+        let s = self.store.as_ref()?;
+        s.with_index(|i| i.get(p).and_then(|h| h.get(n)).cloned())
+    }
+
+    /// Apply `f` to the history of `p` in place.
+    fn with_history<R>(&self, p: &[u8], f: impl FnOnce(&[VersionMeta]) -> R) -> Option<R> {
+        let s = self.store.as_ref()?;
+        s.with_index(|i| i.get(p).map(|h| f(&h.versions)))
+    }
+
     fn symlink_target(&self, n: &Node) -> Option<(Vec<u8>, VersionMeta)> {
         let (p, pick): (&[u8], Pick) = match n {
             Node::Latest(p) => (p, |h| h.last()),
@@ -158,8 +171,7 @@ impl View {
             Node::LatestComplete(p) => (p, |h| h.iter().rev().find(|m| m.complete != Some(false))),
             _ => return None,
         };
-        let h = self.history(p);
-        let m = pick(&h)?.clone();
+        let m = self.with_history(p, |h| pick(h).cloned())??;
         Some((
             layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), p),
             m,
@@ -197,18 +209,17 @@ impl View {
         };
         match n {
             Node::Dir(p) => {
-                let h = self.history(p);
-                let t = h.last().map(|m| m.sealed_ns).unwrap_or(0);
+                let t = self
+                    .with_history(p, |h| h.last().map(|m| m.sealed_ns))
+                    .flatten()
+                    .unwrap_or(0);
                 let mut a = base(FileType::Directory, 0o555, 0, t, t);
                 a.nlink = 2;
                 Ok(a)
             }
             Node::Entry(p, num) => {
-                let h = self.history(p);
-                let m = h
-                    .iter()
-                    .find(|m| m.number == *num)
-                    .ok_or_else(|| err(libc::ENOENT))?;
+                let m = self.version(p, *num).ok_or_else(|| err(libc::ENOENT))?;
+                let m = &m;
                 // The stricter of old and current permissions, never writable.
                 let cur = self.live_mode(p).unwrap_or(m.mode);
                 let perm = (m.mode & cur & 0o555) as u16;
@@ -261,10 +272,8 @@ impl View {
             b".index.json" => Node::Index(p.clone()),
             _ => match layout::parse_entry_number(name) {
                 Some(n)
-                    if self.history(&p).iter().any(|m| {
-                        m.number == n
-                            && layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), &p)
-                                == name
+                    if self.version(&p, n).is_some_and(|m| {
+                        layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), &p) == name
                     }) =>
                 {
                     Node::Entry(p.clone(), n)
@@ -351,11 +360,7 @@ impl View {
         let s = self.store()?;
         let src = match self.node(ino)? {
             Node::Entry(p, n) => {
-                let m = s
-                    .history(&p)
-                    .into_iter()
-                    .find(|m| m.number == n)
-                    .ok_or_else(|| err(libc::ENOENT))?;
+                let m = self.version(&p, n).ok_or_else(|| err(libc::ENOENT))?;
                 let fd = s.open_object(&m)?;
                 if m.compressed {
                     Source::Memory(s.read_all(&fd, &m)?)
@@ -381,10 +386,7 @@ impl View {
         let Node::Entry(p, n) = self.node(ino)? else {
             return Err(err(libc::ENODATA));
         };
-        self.history(&p)
-            .into_iter()
-            .find(|m| m.number == n)
-            .ok_or_else(|| err(libc::ENOENT))
+        self.version(&p, n).ok_or_else(|| err(libc::ENOENT))
     }
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> io::Result<Vec<u8>> {

@@ -148,42 +148,123 @@ pub fn scan(store: BorrowedFd<'_>) -> io::Result<Index> {
 }
 
 pub fn scan_with(store: BorrowedFd<'_>, adopt: bool) -> io::Result<Index> {
-    let mut idx = Index::default();
     let (objects, cats) = match list(store, OBJECTS) {
         Ok(x) => x,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(idx),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Index::default()),
         Err(e) => return Err(e),
     };
-    for cat in cats {
-        let (cfd, shards) = list(objects.as_fd(), &cat)?;
-        for shard in shards {
-            let (sfd, hashes) = list(cfd.as_fd(), &shard)?;
-            for h in hashes {
-                let (hfd, mut files) = list(sfd.as_fd(), &h)?;
-                if adopt {
-                    adopt_temps(hfd.as_fd(), &mut files);
-                }
-                for f in files {
-                    if layout::parse_meta_name(&f).is_none() {
-                        continue;
-                    }
-                    let where_ = format!("{OBJECTS}/{cat}/{shard}/{h}/{f}");
-                    match super::meta::read_at(hfd.as_fd(), &f).and_then(|b| VersionMeta::parse(&b))
-                    {
-                        Ok(m) => idx.insert(m),
-                        Err(e) if e.to_string().contains("newer ckptfs") => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!("{where_}: {e}"),
-                            ));
+    // Shard directories are independent: read them in parallel (a cold scan is
+    // bound by I/O latency, not CPU).
+    let mut shards = Vec::new();
+    for cat in &cats {
+        let (cfd, names) = list(objects.as_fd(), cat)?;
+        let cfd = std::sync::Arc::new(cfd);
+        for shard in names {
+            shards.push((cat.clone(), cfd.clone(), shard));
+        }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    type Found = (Vec<VersionMeta>, Vec<String>, Option<io::Error>);
+    let results: Vec<Found> = std::thread::scope(|sc| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                sc.spawn(|| {
+                    let (mut metas, mut problems, mut fatal) = (Vec::new(), Vec::new(), None);
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((cat, cfd, shard)) = shards.get(i) else {
+                            break;
+                        };
+                        if let Err(e) =
+                            scan_shard(cat, cfd, shard, adopt, &mut metas, &mut problems)
+                        {
+                            fatal = Some(e);
+                            break;
                         }
-                        Err(e) => idx.problems.push(format!("{where_}: {e}")),
                     }
+                    (metas, problems, fatal)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("scan thread"))
+            .collect()
+    });
+    let mut idx = Index::default();
+    for (metas, problems, fatal) in results {
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        for m in metas {
+            idx.insert(m);
+        }
+        idx.problems.extend(problems);
+    }
+    Ok(idx)
+}
+
+fn scan_shard(
+    cat: &str,
+    cfd: &std::os::fd::OwnedFd,
+    shard: &str,
+    adopt: bool,
+    metas: &mut Vec<VersionMeta>,
+    problems: &mut Vec<String>,
+) -> io::Result<()> {
+    let (sfd, hashes) = list(cfd.as_fd(), shard)?;
+    for h in hashes {
+        let (hfd, mut files) = list(sfd.as_fd(), &h)?;
+        if adopt {
+            adopt_temps(hfd.as_fd(), &mut files);
+        }
+        for f in files {
+            if layout::parse_meta_name(&f).is_none() {
+                continue;
+            }
+            let where_ = format!("{OBJECTS}/{cat}/{shard}/{h}/{f}");
+            match super::meta::read_at(hfd.as_fd(), &f).and_then(|b| VersionMeta::parse(&b)) {
+                Ok(m) => metas.push(m),
+                Err(e) if e.to_string().contains("newer ckptfs") => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{where_}: {e}"),
+                    ));
                 }
+                Err(e) => problems.push(format!("{where_}: {e}")),
             }
         }
     }
-    Ok(idx)
+    Ok(())
+}
+
+/// Snapshot of the index written at a clean shutdown: one metadata record per
+/// line. Valid only while the `dirty` marker is absent.
+pub const SNAPSHOT: &str = "index.snapshot";
+pub const DIRTY: &str = "dirty";
+
+pub fn save_snapshot(store: BorrowedFd<'_>, idx: &Index) -> io::Result<()> {
+    let mut out = Vec::with_capacity(idx.total_versions() * 400);
+    for h in idx.paths.values() {
+        for m in &h.versions {
+            serde_json::to_writer(&mut out, m).map_err(io::Error::other)?;
+            out.push(b'\n');
+        }
+    }
+    super::meta::write_atomic(store, SNAPSHOT, &out)
+}
+
+/// The snapshot, if the last shutdown was clean.
+pub fn load_snapshot(store: BorrowedFd<'_>) -> Option<Index> {
+    if sys::fstatat(store, &CString::new(DIRTY).ok()?).is_ok() {
+        return None;
+    }
+    let bytes = super::meta::read_at(store, SNAPSHOT).ok()?;
+    let mut idx = Index::default();
+    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        idx.insert(VersionMeta::parse(line).ok()?);
+    }
+    Some(idx)
 }
 
 /// `.vN.json.tmp` + `vN.data` without `vN.json`: publish the metadata.

@@ -203,7 +203,15 @@ impl Store {
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
         )?;
-        let index = index::scan_with(dir.as_fd(), adopt)?;
+        // A clean shutdown left a snapshot: load it instead of scanning every
+        // metadata file. After a crash (the `dirty` marker is still there) scan.
+        let index = match index::load_snapshot(dir.as_fd()) {
+            Some(i) => i,
+            None => index::scan_with(dir.as_fd(), adopt)?,
+        };
+        if adopt {
+            Self::set_dirty(dir.as_fd())?;
+        }
         for p in &index.problems {
             log::warn!("store: {p}");
         }
@@ -231,6 +239,14 @@ impl Store {
             stats: Stats::default(),
             share_lock: Mutex::new(()),
         }))
+    }
+
+    /// Mark the snapshot stale (the daemon runs, or an offline command changed
+    /// metadata): the next open scans.
+    pub fn set_dirty(dir: BorrowedFd<'_>) -> io::Result<()> {
+        let c = CString::new(index::DIRTY).expect("no NUL");
+        drop(sys::openat(dir, &c, libc::O_WRONLY | libc::O_CREAT, 0o644)?);
+        sys::fsync_dir_at(dir)
     }
 
     /// Open a store by path without taking the daemon lock (read-only commands).
@@ -289,8 +305,23 @@ impl Store {
             let _ = q.send(seal::Job::Stop);
         }
         let ws = std::mem::take(&mut *self.workers.lock());
+        let had_workers = !ws.is_empty();
         for w in ws {
             let _ = w.join();
+        }
+        if had_workers {
+            // Clean shutdown: the index on disk is exactly the in-memory one.
+            let r = index::save_snapshot(self.dir.as_fd(), &self.index.read()).and_then(|_| {
+                sys::unlinkat(
+                    self.dir.as_fd(),
+                    &CString::new(index::DIRTY).expect("no NUL"),
+                    0,
+                )?;
+                sys::fsync_dir_at(self.dir.as_fd())
+            });
+            if let Err(e) = r {
+                log::warn!("index snapshot: {e} (the next mount scans the store)");
+            }
         }
     }
 

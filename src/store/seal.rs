@@ -26,6 +26,9 @@ pub struct Prepared {
     dir: String,
     dfd: std::os::fd::OwnedFd,
     tmp: String,
+    /// The temp metadata file, kept open to fsync it in small batches.
+    tmp_file: std::fs::File,
+    copied: bool,
 }
 
 pub enum Job {
@@ -349,7 +352,6 @@ impl Store {
         )?;
         let mut f = std::fs::File::from(f);
         std::io::Write::write_all(&mut f, &bytes)?;
-        drop(f);
         local.insert(relpath, (size, digest, number + 1));
         Ok(Some(Prepared {
             name: name.to_string(),
@@ -357,6 +359,8 @@ impl Store {
             dir,
             dfd,
             tmp,
+            tmp_file: f,
+            copied: cap.copied,
         }))
     }
 
@@ -366,7 +370,23 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        sys::syncfs(self.dir.as_fd())?;
+        // Small batches fsync just their own files; big ones (rm -rf of a tree)
+        // use one filesystem-wide sync, which also waits for unrelated dirty data.
+        let small = batch.len() <= 16;
+        if small {
+            for p in &batch {
+                p.tmp_file.sync_data()?;
+                if p.copied {
+                    let c = CString::new(p.name.as_str()).map_err(io::Error::other)?;
+                    sys::fsync(
+                        sys::openat(self.incoming.as_fd(), &c, libc::O_RDONLY, 0)?.as_fd(),
+                        true,
+                    )?;
+                }
+            }
+        } else {
+            sys::syncfs(self.dir.as_fd())?;
+        }
         let mut done = Vec::new();
         for p in batch {
             let cname = CString::new(p.name.as_str()).map_err(io::Error::other)?;
@@ -391,7 +411,16 @@ impl Store {
                 }
             }
         }
-        sys::syncfs(self.dir.as_fd())?;
+        if small {
+            let mut synced = std::collections::HashSet::new();
+            for p in &done {
+                if synced.insert(p.dir.as_str()) {
+                    sys::fsync(p.dfd.as_fd(), false)?;
+                }
+            }
+        } else {
+            sys::syncfs(self.dir.as_fd())?;
+        }
         for p in done {
             let relpath = p.meta.relpath();
             let cat = p.meta.category.clone();
