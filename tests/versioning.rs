@@ -451,3 +451,38 @@ for k in range(1, 5):
         );
     });
 }
+
+#[test]
+fn unmount_seals_pending_and_interval_versions_long_writers() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        // settle_ms far away: only the unmount can seal this save.
+        let cfg = r#"{ "autosave": { "settle_ms": 600000, "interval_seconds": 1 } }"#;
+        let mut m = Mount::new(
+            "unmountseal",
+            Opts {
+                config: Some(cfg.into()),
+                mountpoint: true,
+                ..Opts::default()
+            },
+        );
+        std::fs::write(m.p("pending.txt"), b"sealed at unmount").unwrap();
+        // A writer that stays open and keeps changing the file.
+        python(
+            &m,
+            "import os, time\nf = open('open.log', 'w')\nfor i in range(4):\n    f.write(f'line {i}\\n'); f.flush(); time.sleep(0.8)\nf.close()",
+        );
+        m.unmount();
+        m.mount();
+        let v = versions_of(&m, "pending.txt");
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("-unmount"), "{v:?}");
+        let v = versions_of(&m, "open.log");
+        assert!(
+            v.iter().any(|e| e.contains("-interval")),
+            "interval versions of a long writer: {v:?}"
+        );
+    });
+}

@@ -266,6 +266,18 @@ impl Versioner {
             let how = if append { How::Link } else { How::Copy };
             self.capture(&fd, relpath, Reason::Overwrite, writer, how)?;
         }
+        Ok(())
+    }
+
+    /// A writer opened the file: start its `interval_seconds` clock.
+    fn writer_opened(&self, inode: &Arc<Inode>) {
+        let Ok(st) = self
+            .inodes
+            .path_fd(inode)
+            .and_then(|fd| sys::fstat(fd.as_fd()))
+        else {
+            return;
+        };
         self.open_dirty
             .lock()
             .entry(inode.ino)
@@ -273,7 +285,6 @@ impl Versioner {
                 since: Instant::now(),
                 mtime: mtime_ns(&st),
             });
-        Ok(())
     }
 
     fn schedule(&self, inode: &Inode, reason: Reason, writer: Option<Writer>) {
@@ -618,6 +629,9 @@ impl CkptFs {
         let Some(p) = v.path_of(inode) else {
             return Ok(());
         };
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            v.writer_opened(inode);
+        }
         if flags & libc::O_TRUNC != 0 {
             v.before_rewrite(inode, &p, Reason::Overwrite, 0, writer_of(req.pid()))
         } else {
@@ -644,7 +658,13 @@ impl CkptFs {
         }
     }
 
-    pub(super) fn after_create(&self, _inode: &Arc<Inode>) {}
+    pub(super) fn after_create(&self, inode: &Arc<Inode>) {
+        if let Some(v) = self.v()
+            && v.path_of(inode).is_some()
+        {
+            v.writer_opened(inode);
+        }
+    }
 
     /// A second writer opened a file that already has one: POSIX semantics hold
     /// for the live file; we count and log it, and every displaced state still
