@@ -14,6 +14,10 @@ for t in pjdfstest fsx; do
     command -v "$t" >/dev/null || { echo "conformance: $t not found (cargo install --locked pjdfstest fsx)" >&2; exit 2; }
 done
 [ -d "$DIR" ] || { echo "conformance: $DIR: not a directory" >&2; exit 2; }
+# Other users must be able to reach DIR (pjdfstest's non-root cases).
+if ! su -s /bin/sh nobody -c "test -x '$DIR'" 2>/dev/null; then
+    echo "conformance: warning: $DIR is not reachable by other users (chmod 755 it and its parents)" >&2
+fi
 # pjdfstest's non-root cases run as the dummy user `tests`.
 id tests >/dev/null 2>&1 || echo 'tests:x:::Dummy User for pjdfstest:/:/usr/sbin/nologin' | newusers
 
@@ -29,7 +33,10 @@ rename_ctime = {}
 [settings]
 naptime = 0.01
 TOML
-PJD="$DIR/conformance-pjdfstest.$$"
+# pjdfstest nests directories and binds AF_UNIX sockets (names ≤ 108 bytes):
+# keep the prefix short, or even native ext4 fails dozens of socket cases.
+PJD="$DIR/pj$$"
+[ ${#PJD} -le 32 ] || echo "conformance: warning: $PJD is long; socket tests may fail with ENAMETOOLONG" >&2
 mkdir -p "$PJD" && chmod 777 "$PJD"
 status=0
 echo "== pjdfstest on $DIR"

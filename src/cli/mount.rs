@@ -102,5 +102,10 @@ pub fn run_umount(c: UmountCmd) -> CliResult {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    eprintln!(
+        "ckptfs: {}: unmounted; the daemon is still sealing after {} s and finishes in the background",
+        mp.display(),
+        c.timeout
+    );
     Ok(ExitCode::SUCCESS)
 }

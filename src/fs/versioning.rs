@@ -576,7 +576,8 @@ impl CkptFs {
         let Ok(st) = sys::fstatat(pfd.as_fd(), cname) else {
             return Ok(());
         };
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        // Only non-empty regular files have content to keep.
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size == 0 {
             return Ok(());
         }
         let Some(mut relpath) = (if parent == ROOT_INO {

@@ -59,9 +59,7 @@ pub struct VersionMeta {
 impl VersionMeta {
     pub fn relpath(&self) -> Vec<u8> {
         match &self.path_hex {
-            Some(h) => (0..h.len() / 2)
-                .filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok())
-                .collect(),
+            Some(h) => super::unhex(h),
             None => self.path.clone().into_bytes(),
         }
     }
@@ -74,7 +72,7 @@ impl VersionMeta {
             }
             Err(_) => {
                 self.path = String::from_utf8_lossy(p).into_owned();
-                self.path_hex = Some(p.iter().map(|b| format!("{b:02x}")).collect());
+                self.path_hex = Some(super::hex(p));
             }
         }
     }

@@ -476,15 +476,7 @@ impl Store {
             }
             let mut m2 = m.clone();
             m2.object_ino = new_ino;
-            let d = layout::version_dir(&m.category, &m.relpath());
-            let dfd = sys::openat(
-                self.dir.as_fd(),
-                &CString::new(d).map_err(io::Error::other)?,
-                libc::O_RDONLY | libc::O_DIRECTORY,
-                0,
-            )?;
-            let bytes = serde_json::to_vec_pretty(&m2).map_err(io::Error::other)?;
-            meta::write_atomic(dfd.as_fd(), &layout::meta_name(m.number), &bytes)?;
+            self.rewrite_meta(&m2)?;
             idx.remove(&m.relpath(), m.number);
             idx.insert(m2);
         }
@@ -504,6 +496,19 @@ impl Store {
         Ok(())
     }
 
+    /// Replace a version's metadata file (crash-safely) with `m`.
+    pub(crate) fn rewrite_meta(&self, m: &VersionMeta) -> io::Result<()> {
+        let d = layout::version_dir(&m.category, &m.relpath());
+        let dfd = sys::openat(
+            self.dir.as_fd(),
+            &CString::new(d).map_err(io::Error::other)?,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        let bytes = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
+        meta::write_atomic(dfd.as_fd(), &layout::meta_name(m.number), &bytes)
+    }
+
     /// Set or clear the pin of a version. Pinned versions are never evicted.
     pub fn set_pin(&self, relpath: &[u8], number: u64, pinned: bool) -> io::Result<()> {
         let mut idx = self.index.write();
@@ -518,15 +523,7 @@ impl Store {
         };
         let mut m2 = m;
         m2.pinned = pinned;
-        let d = layout::version_dir(&m2.category, relpath);
-        let dfd = sys::openat(
-            self.dir.as_fd(),
-            &CString::new(d).map_err(io::Error::other)?,
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-        )?;
-        let bytes = serde_json::to_vec_pretty(&m2).map_err(io::Error::other)?;
-        meta::write_atomic(dfd.as_fd(), &layout::meta_name(number), &bytes)?;
+        self.rewrite_meta(&m2)?;
         idx.insert(m2);
         Ok(())
     }

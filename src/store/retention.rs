@@ -330,8 +330,7 @@ impl Store {
         m2.compressed = true;
         m2.object_ino =
             sys::fstatat(dfd.as_fd(), &CString::new(zname).map_err(io::Error::other)?)?.st_ino;
-        let bytes = serde_json::to_vec_pretty(&m2).map_err(io::Error::other)?;
-        super::meta::write_atomic(dfd.as_fd(), &layout::meta_name(m.number), &bytes)?;
+        self.rewrite_meta(&m2)?;
         {
             let mut idx = self.index.write();
             idx.remove(&relpath, m.number);
