@@ -12,6 +12,7 @@ while [ $# -gt 0 ]; do
         --size-mib) SIZE_MIB=$2; shift ;;
         --rewrites) N=$2; shift ;;
         --appends) APPENDS=$2; shift ;;
+        --no-classify) export CKPTFS_CLASSIFY=0 ;;   # measure sealing without classification
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -69,7 +70,7 @@ PY
 }
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.3f}')" "$1" "$2"; }
 
-echo "ckptfs versioning bench: $N rewrites of $SIZE_MIB MiB, $APPENDS appends"
+echo "ckptfs versioning bench: $N rewrites of $SIZE_MIB MiB, $APPENDS appends, classification ${CKPTFS_CLASSIFY:-on}"
 printf '%-26s %10s %10s %8s %14s %14s %8s\n' workload native_s ckptfs_s t_ratio written store_grew growth
 for mode in trunc rename; do
     rm -f "$NATIVE/ckpt.bin" "$MNT/ckpt.bin"
@@ -104,5 +105,7 @@ size=$(stat -c %s "$MNT/train.log")
 grew=$(( $(store_bytes) - before ))
 versions=$("$BIN" log --json "$MNT/train.log" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
 printf '%-26s %10s %10.2f %8s %14d %14d %8s\n' "$APPENDS appends" - "$t" - "$size" "$grew" "$(ratio "$grew" "$size")"
+# Sealing throughput: versions sealed per second of wall time for the appends.
+echo "sealing: $(python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$("$BIN" log --json "$MNT/train.log" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" "$t") versions/s while appending"
 echo "appends: $versions versions of a $size-byte file; store grew by $grew bytes (content objects only; O(file size) means near or below 1x, not $versions x; each version also has a small metadata file)"
 "$BIN" stats "$MNT" | python3 -c "import json,sys; s=json.load(sys.stdin)['stats']; print('captures linked', s['captures_linked'], 'copied', s['captures_copied'], 'bytes copied', s['bytes_copied'])"

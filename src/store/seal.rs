@@ -31,6 +31,13 @@ pub struct Prepared {
     copied: bool,
 }
 
+/// `CKPTFS_CLASSIFY=0` turns classification off, only to measure what it costs
+/// (scripts/bench-versions.sh --no-classify); versions are then "binary".
+fn classification_off() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| std::env::var("CKPTFS_CLASSIFY").is_ok_and(|v| v == "0"))
+}
+
 pub enum Job {
     Seal(String, Capture),
     Stop,
@@ -298,12 +305,22 @@ impl Store {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
-        let tail_len = (size as usize).min(classify::WINDOW);
-        let mut tail = vec![0u8; tail_len];
-        let n = sys::pread_full(obj.as_fd(), &mut tail, size - tail_len as u64)?;
-        tail.truncate(n);
-        let fname = relpath.rsplit(|&b| b == b'/').next().unwrap_or(&relpath);
-        let class = classify::classify(&head, &tail, size, &String::from_utf8_lossy(fname));
+        let class = if classification_off() {
+            classify::Class {
+                category: "binary",
+                mime: "application/octet-stream".into(),
+                complete: None,
+                why: String::new(),
+            }
+        } else {
+            // The head came with the digest pass; the tail costs one more read.
+            let tail_len = (size as usize).min(classify::WINDOW);
+            let mut tail = vec![0u8; tail_len];
+            let n = sys::pread_full(obj.as_fd(), &mut tail, size - tail_len as u64)?;
+            tail.truncate(n);
+            let fname = relpath.rsplit(|&b| b == b'/').next().unwrap_or(&relpath);
+            classify::classify(&head, &tail, size, &String::from_utf8_lossy(fname))
+        };
         let ost = sys::fstat(obj.as_fd())?;
         if ost.st_nlink == 1 {
             // Only the store holds this inode now: its cached pages are cold
