@@ -141,6 +141,9 @@ pub struct Store {
     pub stats: Stats,
     /// Serializes unshare against capture for the same inode.
     share_lock: Mutex<()>,
+    /// Held shared by everything that changes objects or metadata, exclusively
+    /// by `verify` while it compares the index with the disk.
+    pub(crate) quiesce: RwLock<()>,
 }
 
 impl Store {
@@ -238,6 +241,7 @@ impl Store {
             stop: AtomicBool::new(false),
             stats: Stats::default(),
             share_lock: Mutex::new(()),
+            quiesce: RwLock::new(()),
         }))
     }
 
@@ -399,6 +403,7 @@ impl Store {
     /// checked to still be that inode before it is re-pointed, so a version is
     /// never given someone else's content.
     pub fn unshare(&self, fd: BorrowedFd<'_>, ino: u64) -> io::Result<()> {
+        let _q = self.quiesce.read();
         let _g = self.share_lock.lock();
         let mut locations: Vec<String> = self
             .pending
@@ -511,6 +516,7 @@ impl Store {
 
     /// Set or clear the pin of a version. Pinned versions are never evicted.
     pub fn set_pin(&self, relpath: &[u8], number: u64, pinned: bool) -> io::Result<()> {
+        let _q = self.quiesce.read();
         let mut idx = self.index.write();
         let Some(m) = idx.get(relpath).and_then(|h| h.get(number)).cloned() else {
             return Err(io::Error::new(

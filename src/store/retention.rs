@@ -69,6 +69,7 @@ impl Store {
 
     /// Delete one version: metadata first, then its object.
     pub fn evict(&self, relpath: &[u8], number: u64) -> io::Result<u64> {
+        let _q = self.quiesce.read();
         let _g = self.share_lock.lock();
         let Some(m) = self
             .index
@@ -288,6 +289,7 @@ impl Store {
     }
 
     fn compress_one(&self, m: &super::VersionMeta) -> io::Result<u64> {
+        let _q = self.quiesce.read();
         let relpath = m.relpath();
         let dir = layout::version_dir(&m.category, &relpath);
         let dfd = sys::openat(

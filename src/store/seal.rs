@@ -387,6 +387,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        let _q = self.quiesce.read();
         // Small batches fsync just their own files; big ones (rm -rf of a tree)
         // use one filesystem-wide sync, which also waits for unrelated dirty data.
         let small = batch.len() <= 16;
@@ -438,9 +439,9 @@ impl Store {
         } else {
             sys::syncfs(self.dir.as_fd())?;
         }
+        let mut sealed = Vec::with_capacity(done.len());
         for p in done {
-            let relpath = p.meta.relpath();
-            let cat = p.meta.category.clone();
+            sealed.push((p.meta.relpath(), p.meta.category.clone()));
             {
                 let _g = self.share_lock.lock();
                 self.index.write().insert(p.meta);
@@ -449,6 +450,10 @@ impl Store {
             let cap_file = CString::new(format!("{}.cap", p.name)).map_err(io::Error::other)?;
             let _ = sys::unlinkat(self.incoming.as_fd(), &cap_file, 0);
             self.stats.sealed.fetch_add(1, Ordering::Relaxed);
+        }
+        // Retention evicts (which takes `quiesce` itself): outside the guard.
+        drop(_q);
+        for (relpath, cat) in sealed {
             self.retain_path(&relpath, &cat);
         }
         Ok(())
