@@ -10,33 +10,22 @@ pub struct AsCaller {
     active: bool,
 }
 
-fn caller_groups(pid: u32) -> Vec<libc::gid_t> {
-    // The kernel does not send supplementary groups; /proc has them.
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return Vec::new();
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl AsCaller {
     /// Switch to `uid`/`gid` when the daemon is root and the caller is not.
-    pub fn new(uid: u32, gid: u32, pid: u32) -> io::Result<Self> {
+    ///
+    /// Supplementary groups are dropped rather than looked up (a /proc read per
+    /// create): when the caller's access comes only through one of them the
+    /// backing filesystem refuses, and the caller redoes the operation as root
+    /// and chowns the result — the kernel already checked access
+    /// (default_permissions).
+    pub fn new(uid: u32, gid: u32, _pid: u32) -> io::Result<Self> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 || (uid == 0 && gid == 0) {
             return Ok(Self { active: false });
         }
-        let groups = caller_groups(pid);
-        // SAFETY: raw per-thread syscalls; arguments are plain integers / a valid slice.
+        // SAFETY: raw per-thread syscalls with plain integer arguments.
         unsafe {
-            libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr());
+            libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
             libc::syscall(libc::SYS_setfsgid, gid);
             libc::syscall(libc::SYS_setfsuid, uid);
         }
