@@ -27,14 +27,14 @@ fn keep_last_pins_and_gc_dry_run() {
             },
         );
         std::fs::write(m.p("m.bin"), b"v1").unwrap();
-        wait_for("v1", 10, || versions_of(&m, "m.bin").len() == 1);
+        wait_for("v1", 60, || versions_of(&m, "m.bin").len() == 1);
         let o = ckptfs(&["pin", &m.p("m.bin").display().to_string(), "1"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         for i in 2..=8 {
             std::fs::write(m.p("m.bin"), format!("v{i}")).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
-        wait_for("retention", 10, || versions_of(&m, "m.bin").len() == 4);
+        wait_for("retention", 60, || versions_of(&m, "m.bin").len() == 4);
         let v = versions_of(&m, "m.bin");
         // Pinned v1 and the newest three.
         let nums: Vec<&str> = v.iter().map(|e| &e[24..30]).collect();
