@@ -208,6 +208,9 @@ impl Versioner {
         let opath = sys::openat(pfd.as_fd(), &cname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let nst = sys::fstat(opath.as_fd())?;
         self.inodes.rebind(inode, opath, &nst);
+        // The old inode now lives only in the store: hand its cached pages back,
+        // as a truncate would, so the writer's new save does not pay for them.
+        drop_cache(&fd);
         *inode.passthrough.lock() = std::sync::Weak::new();
         Ok(())
     }
@@ -523,6 +526,14 @@ fn open_beneath(root: &OwnedFd, relpath: &[u8]) -> io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
+/// Drop the clean cached pages of a file (dirty ones start writing back).
+fn drop_cache(fd: &OwnedFd) {
+    if let Ok(f) = sys::open_path(&sys::proc_path(fd.as_raw_fd()), libc::O_RDONLY, 0) {
+        // SAFETY: advisory syscall on an open fd.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+}
+
 fn copy_xattrs(from: &OwnedFd, to: &OwnedFd) {
     let src = sys::proc_path(from.as_raw_fd());
     let dst = sys::proc_path(to.as_raw_fd());
@@ -608,7 +619,11 @@ impl CkptFs {
             .map(|i| self.handles.writers(i.ino))
             .unwrap_or(0);
         let how = if writers == 0 { How::Link } else { How::Copy };
-        v.capture(&fd, &relpath, reason, writer_of(req.pid()), how)
+        v.capture(&fd, &relpath, reason, writer_of(req.pid()), how)?;
+        if st.st_nlink == 1 && writers == 0 {
+            drop_cache(&fd); // about to leave the live tree: cold history now
+        }
+        Ok(())
     }
 
     pub(super) fn before_write_open(
