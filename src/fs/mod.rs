@@ -70,14 +70,10 @@ pub struct CkptFs {
     inodes: Arc<InodeStore>,
     handles: Arc<Handles>,
     opts: FsOptions,
-    /// Set in `init` when the kernel accepted passthrough.
-    passthrough_on: AtomicBool,
     store: Option<Arc<Store>>,
     versioner: Option<Arc<versioning::Versioner>>,
     view: versions_view::View,
-    /// Set by `init`; a metric and a check for tests.
-    pub ready: Arc<AtomicBool>,
-    /// Set in `init` when passthrough was negotiated (read by the daemon).
+    /// Set in `init` when the kernel accepted passthrough (also read by the daemon).
     pub passthrough_flag: Arc<AtomicBool>,
 }
 
@@ -104,9 +100,7 @@ impl CkptFs {
             handles,
             versioner,
             opts,
-            passthrough_on: AtomicBool::new(false),
             store,
-            ready: Arc::new(AtomicBool::new(false)),
             passthrough_flag: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -116,7 +110,7 @@ impl CkptFs {
     }
 
     fn passthrough(&self) -> bool {
-        self.passthrough_on.load(Ordering::Relaxed)
+        self.passthrough_flag.load(Ordering::Relaxed)
     }
 
     /// Names in the root that the live view must never show or let anyone touch.
@@ -225,7 +219,6 @@ impl Filesystem for CkptFs {
             && cfg.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && cfg.set_max_stack_depth(1).is_ok()
         {
-            self.passthrough_on.store(true, Ordering::Relaxed);
             self.passthrough_flag.store(true, Ordering::Relaxed);
         }
         log::info!(
@@ -241,7 +234,6 @@ impl Filesystem for CkptFs {
         if let Err(max) = cfg.set_max_readahead(1 << 20) {
             let _ = cfg.set_max_readahead(max);
         }
-        self.ready.store(true, Ordering::SeqCst);
         Ok(())
     }
 
