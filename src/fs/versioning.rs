@@ -155,7 +155,7 @@ impl Versioner {
         inode: &Arc<Inode>,
         relpath: &[u8],
         reason: Reason,
-        writer: Option<Writer>,
+        pid: u32,
         link_ok: bool,
     ) -> io::Result<bool> {
         let fd = self.inodes.path_fd(inode)?;
@@ -166,9 +166,9 @@ impl Versioner {
             return Ok(false);
         }
         if self.handles.writers(inode.ino) == 0 || link_ok {
-            self.capture(&fd, relpath, reason, writer, How::Link)?;
+            self.capture(&fd, relpath, reason, writer_of(pid), How::Link)?;
         } else {
-            self.capture(&fd, relpath, reason, writer, How::Copy)?;
+            self.capture(&fd, relpath, reason, writer_of(pid), How::Copy)?;
         }
         Ok(true)
     }
@@ -223,7 +223,7 @@ impl Versioner {
         relpath: &[u8],
         reason: Reason,
         size: u64,
-        writer: Option<Writer>,
+        pid: u32,
     ) -> io::Result<()> {
         let fd = self.inodes.path_fd(inode)?;
         let st = sys::fstat(fd.as_fd())?;
@@ -238,13 +238,13 @@ impl Versioner {
         let can_swap =
             size == 0 && self.handles.open_count(inode.ino) == 0 && (st.st_nlink == 1 || shared);
         if can_swap {
-            self.preserve(inode, relpath, reason, writer, true)?;
+            self.preserve(inode, relpath, reason, pid, true)?;
             return self.swap_fresh(inode);
         }
         // In place: versions sharing this inode get their own copy first, and the
         // current state is captured by copy.
         self.store.unshare(fd.as_fd(), st.st_ino)?;
-        self.preserve(inode, relpath, reason, None, false)?;
+        self.preserve(inode, relpath, reason, pid, false)?;
         Ok(())
     }
 
@@ -255,7 +255,7 @@ impl Versioner {
         inode: &Arc<Inode>,
         relpath: &[u8],
         append: bool,
-        writer: Option<Writer>,
+        pid: u32,
     ) -> io::Result<()> {
         let fd = self.inodes.path_fd(inode)?;
         let st = sys::fstat(fd.as_fd())?;
@@ -267,7 +267,7 @@ impl Versioner {
         if !pending && !kept && st.st_size > 0 {
             // Appends only add bytes, so a hard link keeps this state intact.
             let how = if append { How::Link } else { How::Copy };
-            self.capture(&fd, relpath, Reason::Overwrite, writer, how)?;
+            self.capture(&fd, relpath, Reason::Overwrite, writer_of(pid), how)?;
         }
         Ok(())
     }
@@ -571,7 +571,7 @@ impl CkptFs {
             return Ok(());
         };
         let _g = inode.vlock.lock();
-        v.before_rewrite(inode, &p, Reason::Truncate, size, writer_of(req.pid()))
+        v.before_rewrite(inode, &p, Reason::Truncate, size, req.pid())
     }
 
     pub(super) fn before_destroy(
@@ -649,9 +649,9 @@ impl CkptFs {
             v.writer_opened(inode);
         }
         if flags & libc::O_TRUNC != 0 {
-            v.before_rewrite(inode, &p, Reason::Overwrite, 0, writer_of(req.pid()))
+            v.before_rewrite(inode, &p, Reason::Overwrite, 0, req.pid())
         } else {
-            v.before_write(inode, &p, flags & libc::O_APPEND != 0, writer_of(req.pid()))
+            v.before_write(inode, &p, flags & libc::O_APPEND != 0, req.pid())
         }
     }
 
