@@ -5,6 +5,10 @@
 #
 #   scripts/bench.sh [--no-passthrough] [--size-gib N] [--files N]
 #
+# With PASSTHROUGH_HP=path/to/passthrough_hp (scripts/build-passthrough-hp.sh
+# builds libfuse's example) the metadata rows also measure it, in the same run,
+# as the reference the targets are stated against.
+#
 # Needs root (cache drops, passthrough). Uses a fresh directory under $BENCH_DIR
 # (default /var/tmp). Timings are never asserted anywhere: read the ratios.
 set -euo pipefail
@@ -31,6 +35,16 @@ mkdir -p "$NATIVE" "$MNT"
 cleanup() { "$BIN" umount "$MNT" >/dev/null 2>&1 || umount -l "$MNT" 2>/dev/null || true; rm -rf "$BASE"; }
 trap cleanup EXIT
 "$BIN" mount "$MNT" $MODE > "$BASE/mounted-log"
+PHP=${PASSTHROUGH_HP:-}
+if [ -n "$PHP" ]; then
+    mkdir -p "$BASE/php-src" "$BASE/php"
+    "$PHP" "$BASE/php-src" "$BASE/php"
+    cleanup() {
+        "$BIN" umount "$MNT" >/dev/null 2>&1 || umount -l "$MNT" 2>/dev/null || true
+        umount "$BASE/php" 2>/dev/null || umount -l "$BASE/php" 2>/dev/null || true
+        rm -rf "$BASE"
+    }
+fi
 
 now() { date +%s.%N; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
@@ -112,13 +126,21 @@ rows = [list(map(float, l.split())) for l in sys.argv[1:]]
 print(*[min(r[i] for r in rows) for i in range(3)])
 PY
 }
-nrows=(); mrows=()
-for _ in $(seq "$REPS"); do nrows+=("$(meta "$NATIVE")"); mrows+=("$(meta "$MNT")"); done
+nrows=(); mrows=(); prows=()
+for _ in $(seq "$REPS"); do
+    nrows+=("$(meta "$NATIVE")"); mrows+=("$(meta "$MNT")")
+    [ -z "$PHP" ] || prows+=("$(meta "$BASE/php")")
+done
 read -r nc ns nu <<<"$(best3 "${nrows[@]}")"
 read -r mc ms mu <<<"$(best3 "${mrows[@]}")"
-row "create $FILES" "$(printf %.3f "$nc")" "$(printf %.3f "$mc")" "$(ratio "$nc" "$mc")"
-row "stat $FILES (warm)" "$(printf %.3f "$ns")" "$(printf %.3f "$ms")" "$(ratio "$ns" "$ms")"
-row "unlink $FILES" "$(printf %.3f "$nu")" "$(printf %.3f "$mu")" "$(ratio "$nu" "$mu")"
+[ -z "$PHP" ] || read -r pc ps pu <<<"$(best3 "${prows[@]}")"
+metarow() { # label native ckptfs passthrough_hp
+    row "$1" "$(printf %.3f "$2")" "$(printf %.3f "$3")" "$(ratio "$2" "$3")"
+    [ -z "$PHP" ] || row "  passthrough_hp, same run" "" "$(printf %.3f "$4")" "$(ratio "$2" "$4")"
+}
+metarow "create $FILES" "$nc" "$mc" "${pc:-}"
+metarow "stat $FILES (warm)" "$ns" "$ms" "${ps:-}"
+metarow "unlink $FILES" "$nu" "$mu" "${pu:-}"
 for mode in inplace rename; do
     ns=(); ms=()
     # Every round after the first overwrites: the versioning path.

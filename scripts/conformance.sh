@@ -54,15 +54,30 @@ if [ "$fail" -gt 0 ] || [ "$pjd_rc" -ne 0 ] || [ "$pass" -eq 0 ]; then
 fi
 rm -rf "$PJD"
 
+# fsx 0.3.2 never munmaps after a mapread (one leaked mapping per mapread, ~20%
+# of the default mix), so one process dies at vm.max_map_count (65530) after
+# ~300,000 operations on any filesystem, native ext4 included, and slows down
+# well before (every truncate walks all those mappings). So the run is split
+# into processes of at most FSX_CHUNK operations of the *same* seeded sequence:
+# `-b K` replays operations 1..K-1 in memory only, writes the expected file
+# image, and from K on performs and checks every operation for real.
+CHUNK=${FSX_CHUNK:-50000}
 run_fsx() { # name, toml
-    local name=$1 cfg=$2 f="$DIR/conformance-fsx.$$"
+    local name=$1 cfg=$2 f="$DIR/conformance-fsx.$$" start=0 end runs=0
     printf '%s\n' "$cfg" > "$WORK/$name.toml"
-    if fsx -q -N "$OPS" -S 42 -P "$WORK" -f "$WORK/$name.toml" "$f" > "$WORK/$name.out" 2>&1; then
-        echo "fsx ($name): $OPS operations passed"
-    else
-        echo "fsx ($name): FAILED"; tail -30 "$WORK/$name.out" | sed 's/^/  /'
-        status=1
-    fi
+    while [ "$start" -lt "$OPS" ]; do
+        end=$((start + CHUNK < OPS ? start + CHUNK : OPS))
+        if ! fsx -q -b $((start + 1)) -N "$end" -S 42 -P "$WORK" -f "$WORK/$name.toml" "$f" \
+            > "$WORK/$name.out" 2>&1; then
+            echo "fsx ($name): FAILED in operations $((start + 1))..$end"
+            tail -30 "$WORK/$name.out" | sed 's/^/  /'
+            status=1
+            rm -f "$f" "$f".*
+            return
+        fi
+        start=$end; runs=$((runs + 1))
+    done
+    echo "fsx ($name): $OPS operations passed ($runs runs of <= $CHUNK)"
     rm -f "$f" "$f".*
 }
 echo "== fsx on $DIR ($OPS operations per mix)"

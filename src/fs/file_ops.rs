@@ -22,10 +22,13 @@ const STRIP: i32 =
 
 impl CkptFs {
     /// The inode's shared passthrough registration, created on first open.
+    /// `fd_is_plain_rw`: `fd` is already O_RDWR with no other status flags and can
+    /// back the inode itself (saves reopening it).
     fn backing_for(
         &self,
         inode: &Arc<Inode>,
         fd: &OwnedFd,
+        fd_is_plain_rw: bool,
         register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> io::Result<Arc<BackingId>> {
         let mut slot = inode.passthrough.lock();
@@ -33,10 +36,16 @@ impl CkptFs {
             return Ok(b);
         }
         // One backing file serves every open of the inode, so it must allow both
-        // directions; the kernel already checked the caller's access mode.
-        let rw = sys::open_path(&sys::proc_path(fd.as_raw_fd()), libc::O_RDWR, 0)
-            .or_else(|_| fd.try_clone())?;
-        let b = Arc::new(register(&rw)?);
+        // directions and carry no O_APPEND/O_SYNC of one opener; the kernel
+        // already checked each caller's access mode.
+        let b = if fd_is_plain_rw {
+            register(fd)?
+        } else {
+            let rw = sys::open_path(&sys::proc_path(fd.as_raw_fd()), libc::O_RDWR, 0)
+                .or_else(|_| fd.try_clone())?;
+            register(&rw)?
+        };
+        let b = Arc::new(b);
         *slot = Arc::downgrade(&b);
         Ok(b)
     }
@@ -59,7 +68,7 @@ impl CkptFs {
         }
         let f = self.inodes.open(&inode, flags & !STRIP)?;
         let backing = if self.passthrough() && inode.is_reg() {
-            Some(self.backing_for(&inode, &f, register)?)
+            Some(self.backing_for(&inode, &f, false, register)?)
         } else {
             None
         };
@@ -96,7 +105,15 @@ impl CkptFs {
         register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> io::Result<(fuser::FileAttr, u64, Option<Arc<BackingId>>)> {
         let (p, pfd, cname) = self.at(parent, name)?;
-        let oflags = (flags & !STRIP & !libc::O_TRUNC) | libc::O_CREAT | libc::O_EXCL;
+        let pt = self.passthrough();
+        let oflags = if pt {
+            // Reads and writes bypass the daemon, so our descriptor can be the
+            // inode's plain read-write backing file: a new file may be opened for
+            // writing whatever its mode, and one open less per create.
+            libc::O_RDWR | libc::O_CLOEXEC | libc::O_CREAT | libc::O_EXCL
+        } else {
+            (flags & !STRIP & !libc::O_TRUNC) | libc::O_CREAT | libc::O_EXCL
+        };
         let r = {
             let _g = AsCaller::new(req.uid(), req.gid(), req.pid())?;
             sys::openat(pfd.as_fd(), &cname, oflags, mode & 0o7777)
@@ -122,8 +139,8 @@ impl CkptFs {
         let inode = self.inodes.intern(opath, &st)?;
         *inode.loc.lock() = (parent, name.as_bytes().to_vec());
         self.after_create(&inode);
-        let backing = if self.passthrough() {
-            Some(self.backing_for(&inode, &f, register)?)
+        let backing = if pt {
+            Some(self.backing_for(&inode, &f, true, register)?)
         } else {
             None
         };

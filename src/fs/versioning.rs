@@ -30,17 +30,12 @@ use parking_lot::Mutex;
 use super::CkptFs;
 use super::handles::Handles;
 use super::inode::{Inode, InodeStore, ROOT_INO};
+use super::pending::{Pending, PendingSet};
 use crate::store::{Capture, How, Reason, Store, Writer, now_ns};
 use crate::sys;
 
 /// Prefix of the temporary names used while swapping an inode; never listed.
 pub const SWAP_PREFIX: &[u8] = b".ckptfs-swap-";
-
-struct Pending {
-    due: Instant,
-    reason: Reason,
-    writer: Option<Writer>,
-}
 
 struct OpenDirty {
     since: Instant,
@@ -51,7 +46,7 @@ pub struct Versioner {
     inodes: Arc<InodeStore>,
     handles: Arc<Handles>,
     store: Arc<Store>,
-    pending: Mutex<HashMap<u64, Pending>>,
+    pending: Mutex<PendingSet>,
     /// Wakes the settle timer when a seal is scheduled.
     wake: parking_lot::Condvar,
     open_dirty: Mutex<HashMap<u64, OpenDirty>>,
@@ -84,7 +79,7 @@ impl Versioner {
             inodes,
             handles,
             store,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(PendingSet::default()),
             wake: parking_lot::Condvar::new(),
             open_dirty: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
@@ -292,7 +287,7 @@ impl Versioner {
 
     fn schedule(&self, inode: &Inode, reason: Reason, writer: Option<Writer>) {
         let settle = Duration::from_millis(self.store.cfg.settle_ms);
-        self.pending.lock().insert(
+        let earliest = self.pending.lock().insert(
             inode.ino,
             Pending {
                 due: Instant::now() + settle,
@@ -300,7 +295,11 @@ impl Versioner {
                 writer,
             },
         );
-        self.wake.notify_one();
+        // The timer sleeps until the earliest due seal; only a new earliest one
+        // needs to wake it (a burst of closes costs one wake-up, not one each).
+        if earliest {
+            self.wake.notify_one();
+        }
     }
 
     /// Seal one pending inode now if nobody writes it (else it stays pending).
@@ -311,6 +310,10 @@ impl Versioner {
         };
         let _g = inode.vlock.lock();
         if self.handles.writers(ino) > 0 && force_reason.is_none() {
+            // Reopened for writing: its last close will reschedule it. Until then
+            // look again only after another settle time, not on every tick.
+            let settle = Duration::from_millis(self.store.cfg.settle_ms.max(50));
+            self.pending.lock().postpone(ino, Instant::now() + settle);
             return;
         }
         let Some(p) = self.pending.lock().remove(&ino) else {
@@ -339,7 +342,7 @@ impl Versioner {
     }
 
     pub fn seal_all_pending(&self, reason: Reason) {
-        let inos: Vec<u64> = self.pending.lock().keys().copied().collect();
+        let inos = self.pending.lock().inos();
         for ino in inos {
             self.seal_pending(ino, Some(reason));
         }
@@ -350,7 +353,7 @@ impl Versioner {
             // Wake at the earliest due seal, when one is scheduled, or every 50 ms.
             {
                 let mut p = self.pending.lock();
-                let next = p.values().map(|p| p.due).min();
+                let next = p.next_due();
                 let nap = next
                     .map(|d| d.saturating_duration_since(Instant::now()))
                     .unwrap_or(Duration::from_millis(50))
@@ -360,13 +363,7 @@ impl Versioner {
                 }
             }
             let now = Instant::now();
-            let due: Vec<u64> = self
-                .pending
-                .lock()
-                .iter()
-                .filter(|(_, p)| p.due <= now)
-                .map(|(i, _)| *i)
-                .collect();
+            let due = self.pending.lock().due(now);
             for ino in due {
                 self.seal_pending(ino, None);
             }
