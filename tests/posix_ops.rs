@@ -168,3 +168,55 @@ except OSError: pass
         ));
     });
 }
+
+#[test]
+fn inode_numbers_are_the_backing_ones_and_stable() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        let mut m = Mount::new(
+            "inos",
+            Opts {
+                mountpoint: true,
+                ..Opts::default()
+            },
+        );
+        // st_ino through the mount, readdir's d_ino and the backing st_ino agree,
+        // before and after the kernel forgets the inodes and after a remount.
+        let check = format!(
+            r#"python3 - {mnt} {dir} <<'PY'
+import os, sys
+mnt, back = sys.argv[1], sys.argv[2]
+os.makedirs(f"{{mnt}}/d", exist_ok=True)
+for n in ["a", "d/b"]:
+    if not os.path.exists(f"{{mnt}}/{{n}}"):
+        open(f"{{mnt}}/{{n}}", "w").write(n)
+if not os.path.exists(f"{{mnt}}/d/hard"):
+    os.link(f"{{mnt}}/a", f"{{mnt}}/d/hard")
+out = []
+for n in ["a", "d", "d/b", "d/hard"]:
+    live, real = os.lstat(f"{{mnt}}/{{n}}").st_ino, os.lstat(f"{{back}}/{{n}}").st_ino
+    assert live == real, (n, live, real)
+    out.append(live)
+for top in [mnt, f"{{mnt}}/d"]:
+    for e in os.scandir(top):
+        assert e.inode() == os.lstat(e.path).st_ino, (e.path, e.inode())
+assert out[0] == out[3], "hard links share one inode number"
+print(*out)
+PY"#,
+            mnt = m.mnt.display(),
+            dir = m.dir.display()
+        );
+        let first = sh_ok(&check);
+        sh_ok("sync; echo 2 > /proc/sys/vm/drop_caches");
+        assert_eq!(
+            sh_ok(&check),
+            first,
+            "same numbers after the kernel forgot them"
+        );
+        m.unmount();
+        m.mount();
+        assert_eq!(sh_ok(&check), first, "same numbers after a remount");
+    });
+}

@@ -18,6 +18,13 @@ use crate::sys::{self, KHandle};
 
 pub const ROOT_INO: u64 = 1;
 
+/// FUSE inode numbers are the backing inode numbers, so `st_ino` is what the
+/// plain directory shows, stable across remounts and equal to readdir's `d_ino`
+/// (git, rsync, backup tools and `find -inum` compare them). Objects whose number
+/// cannot be used (another device, a number still held by an entry the kernel
+/// knows, 1) get one from here up; `.versions` uses 1<<62 and above.
+pub const SYNTHETIC_BASE: u64 = 1 << 61;
+
 /// Backing identity: device and inode number on the backing filesystem.
 pub type BackingKey = (u64, u64);
 
@@ -103,7 +110,7 @@ impl InodeStore {
             use_handles,
             map: RwLock::new(map),
             by_key: RwLock::new(by_key),
-            next: AtomicU64::new(ROOT_INO + 1),
+            next: AtomicU64::new(SYNTHETIC_BASE),
             cache: Mutex::new(VecDeque::new()),
             cache_cap,
         })
@@ -228,7 +235,16 @@ impl InodeStore {
             }
         }
         // New object (or the backing inode number was reused by a new file).
-        let ino = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut map = self.map.write();
+        let ino = if st.st_dev == self.root_dev_of(&map)
+            && st.st_ino > ROOT_INO
+            && st.st_ino < SYNTHETIC_BASE
+            && !map.contains_key(&st.st_ino)
+        {
+            st.st_ino
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        };
         let inode = Arc::new(Inode {
             ino,
             fmt: st.st_mode & libc::S_IFMT,
@@ -240,16 +256,19 @@ impl InodeStore {
             loc: Mutex::new((0, Vec::new())),
             vlock: Mutex::new(()),
         });
-        self.map.write().insert(ino, inode.clone());
+        map.insert(ino, inode.clone());
+        drop(map);
         self.by_key.write().insert(key, ino);
         self.remember_fd(&inode, Arc::new(fd));
         Ok(inode)
     }
 
     fn root_dev(&self) -> u64 {
-        self.map
-            .read()
-            .get(&ROOT_INO)
+        self.root_dev_of(&self.map.read())
+    }
+
+    fn root_dev_of(&self, map: &HashMap<u64, Arc<Inode>>) -> u64 {
+        map.get(&ROOT_INO)
             .map(|r| r.backing.read().key.0)
             .unwrap_or(0)
     }

@@ -144,6 +144,8 @@ pub struct Store {
     /// Held shared by everything that changes objects or metadata, exclusively
     /// by `verify` while it compares the index with the disk.
     pub(crate) quiesce: RwLock<()>,
+    /// When retention last ran for paths with long histories (see `retention_due`).
+    retained_at: Mutex<HashMap<Vec<u8>, std::time::Instant>>,
 }
 
 impl Store {
@@ -242,6 +244,7 @@ impl Store {
             stats: Stats::default(),
             share_lock: Mutex::new(()),
             quiesce: RwLock::new(()),
+            retained_at: Mutex::new(HashMap::new()),
         }))
     }
 

@@ -25,6 +25,9 @@ pub struct GcLine {
     pub kept_by: Vec<Keep>,
 }
 
+/// Histories longer than this have their retention decided at most once a second.
+const LONG_HISTORY: usize = 1000;
+
 impl Store {
     pub fn retention_for(&self, category: &str) -> &Retention {
         self.cfg
@@ -55,6 +58,30 @@ impl Store {
     pub fn decide(&self, relpath: &[u8]) -> policy::Decision {
         let (items, cat) = self.items(relpath);
         policy::apply(&items, self.retention_for(&cat), now_ns() / 1_000_000_000)
+    }
+
+    /// Whether the seal just made for `relpath` should apply its retention now.
+    /// A decision costs O(versions of the path); a file fsynced hundreds of times
+    /// a second under `keep_within` holds 100,000s of them, so a long history is
+    /// decided at most once a second (what it would evict waits that long).
+    pub(super) fn retention_due(&self, relpath: &[u8]) -> bool {
+        let n = self
+            .index
+            .read()
+            .get(relpath)
+            .map_or(0, |h| h.versions.len());
+        if n <= LONG_HISTORY {
+            return true;
+        }
+        let mut last = self.retained_at.lock();
+        let now = std::time::Instant::now();
+        match last.get(relpath) {
+            Some(t) if now.duration_since(*t) < Duration::from_secs(1) => false,
+            _ => {
+                last.insert(relpath.to_vec(), now);
+                true
+            }
+        }
     }
 
     pub(super) fn retain_path(&self, relpath: &[u8], category: &str) {

@@ -453,8 +453,11 @@ impl Store {
         }
         // Retention evicts (which takes `quiesce` itself): outside the guard.
         drop(_q);
+        let mut seen = std::collections::HashSet::new();
         for (relpath, cat) in sealed {
-            self.retain_path(&relpath, &cat);
+            if seen.insert(relpath.clone()) && self.retention_due(&relpath) {
+                self.retain_path(&relpath, &cat);
+            }
         }
         Ok(())
     }
