@@ -220,3 +220,38 @@ PY"#,
         assert_eq!(sh_ok(&check), first, "same numbers after a remount");
     });
 }
+
+#[test]
+fn truncating_open_of_a_running_program_fails_and_keeps_it() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        for opts in modes() {
+            let m = Mount::new("etxtbsy", opts);
+            // The kernel checks ETXTBSY for O_RDONLY|O_TRUNC only after the
+            // filesystem's open, which (atomic O_TRUNC) is where truncation happens.
+            sh_ok(&format!(
+                r#"python3 - {d} <<'PY'
+import errno, os, shutil, subprocess, sys, time
+p = sys.argv[1] + "/prog"
+shutil.copyfile("/usr/bin/sleep", p)
+os.chmod(p, 0o755)
+want = open("/usr/bin/sleep", "rb").read()
+c = subprocess.Popen([p, "30"])
+time.sleep(0.3)
+for fl in (os.O_RDONLY | os.O_TRUNC, os.O_WRONLY, os.O_RDWR | os.O_TRUNC):
+    try:
+        os.close(os.open(p, fl))
+        raise SystemExit(f"open {{fl:#x}} of a running program succeeded")
+    except OSError as e:
+        assert e.errno == errno.ETXTBSY, e
+assert c.poll() is None, "the program was killed"
+c.kill(); c.wait()
+assert open(p, "rb").read() == want, "the program's file was changed"
+PY"#,
+                d = m.mnt.display()
+            ));
+        }
+    });
+}

@@ -17,8 +17,11 @@ use super::{CkptFs, TTL, err, errno};
 use crate::sys;
 
 /// Flags the daemon must not pass to its own open of the backing file.
+/// `__FMODE_EXEC`: the kernel's flag on the open done by execve.
+const FMODE_EXEC: i32 = 0x20;
+
 const STRIP: i32 =
-    libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_DIRECT;
+    libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_DIRECT | FMODE_EXEC;
 
 impl CkptFs {
     /// The inode's shared passthrough registration, created on first open.
@@ -59,6 +62,13 @@ impl CkptFs {
     ) -> io::Result<(u64, Option<Arc<BackingId>>)> {
         let inode = self.inodes.get(ino)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        // With FUSE_ATOMIC_O_TRUNC we truncate here, but the kernel checks a
+        // running program's text (ETXTBSY) for O_RDONLY|O_TRUNC only after this
+        // open returned; check it first, or the program's text would be truncated
+        // under it (and it killed) before the open fails anyway.
+        if flags & libc::O_TRUNC != 0 && self.handles.execs(ino) > 0 {
+            return Err(err(libc::ETXTBSY));
+        }
         let _v = inode.vlock.lock();
         if writable || flags & libc::O_TRUNC != 0 {
             self.before_write_open(req, &inode, flags)?;
@@ -81,6 +91,7 @@ impl CkptFs {
             src: Source::Live(f),
             backing: backing.clone(),
             writable,
+            exec: flags & FMODE_EXEC != 0,
             dirty: AtomicBool::new(dirty),
         });
         Ok((fh, backing))
@@ -151,6 +162,7 @@ impl CkptFs {
             src: Source::Live(f),
             backing: backing.clone(),
             writable,
+            exec: false,
             dirty: AtomicBool::new(true),
         });
         Ok((self.live_attr(inode.ino, &st), fh, backing))

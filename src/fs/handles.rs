@@ -30,6 +30,8 @@ pub struct FileH {
     pub backing: Option<Arc<fuser::BackingId>>,
     /// Opened for writing.
     pub writable: bool,
+    /// Opened by execve (`FMODE_EXEC`): the file is a running program's text.
+    pub exec: bool,
     /// Some write, truncate or fallocate happened through this handle (or, with
     /// passthrough, it was opened for writing: the daemon cannot see the writes).
     pub dirty: AtomicBool,
@@ -99,6 +101,15 @@ impl Handles {
             .read()
             .values()
             .filter(|h| h.ino == ino && h.writable)
+            .count()
+    }
+
+    /// Handles through which a running program executes inode `ino`.
+    pub fn execs(&self, ino: u64) -> usize {
+        self.files
+            .read()
+            .values()
+            .filter(|h| h.ino == ino && h.exec)
             .count()
     }
 

@@ -378,6 +378,7 @@ impl View {
             src,
             backing: None,
             writable: false,
+            exec: false,
             dirty: std::sync::atomic::AtomicBool::new(false),
         }))
     }
