@@ -60,10 +60,25 @@ pub struct DirEntry {
     pub kind: fuser::FileType,
 }
 
+/// How many handles are open on one inode, by kind (kept with the handles so
+/// the per-open questions below are O(1), not a scan of every open file).
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    open: usize,
+    writers: usize,
+    execs: usize,
+}
+
+#[derive(Default)]
+struct Files {
+    by_fh: HashMap<u64, Arc<FileH>>,
+    by_ino: HashMap<u64, Counts>,
+}
+
 #[derive(Default)]
 pub struct Handles {
     next: AtomicU64,
-    files: RwLock<HashMap<u64, Arc<FileH>>>,
+    files: RwLock<Files>,
     dirs: RwLock<HashMap<u64, Arc<DirH>>>,
 }
 
@@ -74,43 +89,60 @@ impl Handles {
 
     pub fn add_file(&self, h: FileH) -> u64 {
         let id = self.id();
-        self.files.write().insert(id, Arc::new(h));
+        let mut f = self.files.write();
+        let c = f.by_ino.entry(h.ino).or_default();
+        c.open += 1;
+        c.writers += usize::from(h.writable);
+        c.execs += usize::from(h.exec);
+        f.by_fh.insert(id, Arc::new(h));
         id
     }
 
     pub fn file(&self, fh: u64) -> io::Result<Arc<FileH>> {
         self.files
             .read()
+            .by_fh
             .get(&fh)
             .cloned()
             .ok_or_else(|| super::err(libc::EBADF))
     }
 
     pub fn remove_file(&self, fh: u64) -> Option<Arc<FileH>> {
-        self.files.write().remove(&fh)
+        let mut f = self.files.write();
+        let h = f.by_fh.remove(&fh)?;
+        if let Some(c) = f.by_ino.get_mut(&h.ino) {
+            c.open -= 1;
+            c.writers -= usize::from(h.writable);
+            c.execs -= usize::from(h.exec);
+            if c.open == 0 {
+                f.by_ino.remove(&h.ino);
+            }
+        }
+        Some(h)
+    }
+
+    fn counts(&self, ino: u64) -> Counts {
+        self.files
+            .read()
+            .by_ino
+            .get(&ino)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Open handles on a live inode (for deciding zero-copy vs. copy on truncate).
     pub fn open_count(&self, ino: u64) -> usize {
-        self.files.read().values().filter(|h| h.ino == ino).count()
+        self.counts(ino).open
     }
 
     /// Handles that still write into inode `ino`.
     pub fn writers(&self, ino: u64) -> usize {
-        self.files
-            .read()
-            .values()
-            .filter(|h| h.ino == ino && h.writable)
-            .count()
+        self.counts(ino).writers
     }
 
     /// Handles through which a running program executes inode `ino`.
     pub fn execs(&self, ino: u64) -> usize {
-        self.files
-            .read()
-            .values()
-            .filter(|h| h.ino == ino && h.exec)
-            .count()
+        self.counts(ino).execs
     }
 
     pub fn add_dir(&self, h: DirH) -> u64 {
@@ -129,5 +161,39 @@ impl Handles {
 
     pub fn remove_dir(&self, fh: u64) {
         self.dirs.write().remove(&fh);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(ino: u64, writable: bool, exec: bool) -> FileH {
+        FileH {
+            ino,
+            inode: None,
+            src: Source::Memory(Vec::new()),
+            backing: None,
+            writable,
+            exec,
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    #[test]
+    fn counts_follow_opens_and_releases() {
+        let hs = Handles::default();
+        let a = hs.add_file(h(7, true, false));
+        let b = hs.add_file(h(7, false, true));
+        let c = hs.add_file(h(8, false, false));
+        assert_eq!((hs.open_count(7), hs.writers(7), hs.execs(7)), (2, 1, 1));
+        assert_eq!((hs.open_count(8), hs.writers(8), hs.execs(8)), (1, 0, 0));
+        assert!(hs.remove_file(a).is_some());
+        assert!(hs.remove_file(a).is_none(), "a handle is released once");
+        assert_eq!((hs.open_count(7), hs.writers(7), hs.execs(7)), (1, 0, 1));
+        hs.remove_file(b);
+        hs.remove_file(c);
+        assert_eq!((hs.open_count(7), hs.open_count(8)), (0, 0));
+        assert!(hs.files.read().by_ino.is_empty(), "no entries left behind");
     }
 }
