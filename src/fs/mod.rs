@@ -250,6 +250,17 @@ impl Filesystem for CkptFs {
         };
         match r {
             Ok((a, ttl)) => reply.entry_with_ttls(&ttl, &ttl, &a, fuser::Generation(0)),
+            // A live name that does not exist: node id 0 with a timeout lets the
+            // kernel cache the miss (every create goes through the mount), so
+            // programs probing for absent files do not pay a round trip each time.
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENOENT)
+                    && !versions_view::is_virtual(parent.0) =>
+            {
+                // SAFETY: an all-zero stat is a valid value.
+                let none = attr::to_attr(0, &unsafe { std::mem::zeroed() });
+                reply.entry(&TTL, &none, fuser::Generation(0))
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
