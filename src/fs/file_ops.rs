@@ -16,10 +16,10 @@ use super::inode::Inode;
 use super::{CkptFs, TTL, err, errno};
 use crate::sys;
 
-/// Flags the daemon must not pass to its own open of the backing file.
 /// `__FMODE_EXEC`: the kernel's flag on the open done by execve.
 const FMODE_EXEC: i32 = 0x20;
 
+/// Flags the daemon must not pass to its own open of the backing file.
 const STRIP: i32 =
     libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_DIRECT | FMODE_EXEC;
 
@@ -65,7 +65,7 @@ impl CkptFs {
         // With FUSE_ATOMIC_O_TRUNC we truncate here, but the kernel checks a
         // running program's text (ETXTBSY) for O_RDONLY|O_TRUNC only after this
         // open returned; check it first, or the program's text would be truncated
-        // under it (and it killed) before the open fails anyway.
+        // under it (killing it) although the open then fails.
         if flags & libc::O_TRUNC != 0 && self.handles.execs(ino) > 0 {
             return Err(err(libc::ETXTBSY));
         }
