@@ -204,7 +204,10 @@ impl Versioner {
         let nst = sys::fstat(opath.as_fd())?;
         self.inodes.rebind(inode, opath, &nst);
         // The old inode now lives only in the store: hand its cached pages back,
-        // as a truncate would, so the writer's new save does not pay for them.
+        // as a truncate would, so the writer's new save reuses them. Measured on
+        // this VM: leaving them for the seal's hash made 1 GiB saves 4x slower
+        // (the save's copies landed on never-touched guest RAM, host faults),
+        // although the seal then re-reads the old version from disk.
         drop_cache(&fd);
         *inode.passthrough.lock() = std::sync::Weak::new();
         Ok(())
