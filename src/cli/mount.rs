@@ -22,8 +22,8 @@ pub struct MountCmd {
     /// Where the store lives (default DIR/.ckptfs; elsewhere means copies, not links).
     #[arg(long)]
     store: Option<PathBuf>,
-    /// FUSE request threads.
-    #[arg(long, default_value_t = 4)]
+    /// FUSE request threads (8 measured steadier unlink latency than 4 here).
+    #[arg(long, default_value_t = 8)]
     threads: usize,
     /// Mount options as mount(8) passes them (accepted for fstab; `passthrough=0`,
     /// `store=PATH`, `config=FILE` are understood, the rest ignored).
