@@ -9,6 +9,11 @@ apt-get update -qq
 # setpriv, losetup; procps: pgrep (crash torture); attr: getfattr/setfattr.
 apt-get install -y -qq fuse3 sqlite3 btrfs-progs e2fsprogs util-linux procps attr >/dev/null
 export PATH="$HOME/.cargo/bin:$PATH"
+# fmt and clippy run in scripts/test.sh.
+command -v rustup >/dev/null && rustup component add rustfmt clippy >/dev/null 2>&1 || true
 command -v pjdfstest >/dev/null && command -v fsx >/dev/null || cargo install --locked -q pjdfstest fsx
 # Real format writers used by the mount tests (fixtures are committed).
-python3 -m pip install -q numpy safetensors h5py
+python3 -m pip --version >/dev/null 2>&1 || apt-get install -y -qq python3-pip >/dev/null
+# A distribution Python refuses plain `pip install` (PEP 668); a venv/pyenv one does not.
+python3 -m pip install -q numpy safetensors h5py ||
+    python3 -m pip install -q --break-system-packages numpy safetensors h5py
