@@ -18,7 +18,7 @@ impl AsCaller {
     /// backing filesystem refuses, and the caller redoes the operation as root
     /// and chowns the result — the kernel already checked access
     /// (default_permissions).
-    pub fn new(uid: u32, gid: u32, _pid: u32) -> io::Result<Self> {
+    pub fn new(uid: u32, gid: u32) -> io::Result<Self> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 || (uid == 0 && gid == 0) {
             return Ok(Self { active: false });

@@ -126,7 +126,7 @@ impl CkptFs {
             (flags & !STRIP & !libc::O_TRUNC) | libc::O_CREAT | libc::O_EXCL
         };
         let r = {
-            let _g = AsCaller::new(req.uid(), req.gid(), req.pid())?;
+            let _g = AsCaller::new(req.uid(), req.gid())?;
             sys::openat(pfd.as_fd(), &cname, oflags, mode & 0o7777)
         };
         let f = match r {

@@ -155,7 +155,7 @@ impl CkptFs {
     ) -> io::Result<FileAttr> {
         let (p, pfd, cname) = self.at(parent, name)?;
         let r = {
-            let _g = AsCaller::new(req.uid(), req.gid(), req.pid())?;
+            let _g = AsCaller::new(req.uid(), req.gid())?;
             op(pfd.as_fd(), &cname)
         };
         match r {
