@@ -210,6 +210,11 @@ impl Config {
             c.fsync_copy_limit = s;
         }
         c.save_path = f.autosave.save_path;
+        // Whether the file itself names keep_within (serde fills in the default).
+        let explicit_within = serde_json::from_str::<serde_json::Value>(&clean)
+            .ok()
+            .and_then(|v| v.get("retention")?.get("keep_within").cloned())
+            .is_some();
         if let Some(r) = f.retention {
             c.retention = r;
         }
@@ -220,7 +225,12 @@ impl Config {
                     origin.display()
                 ));
             }
-            c.retention.keep_last = Some(k);
+            // The seed means "at most N versions, rotate the oldest": a cap. The
+            // default keep_within would keep a day of saves beyond it.
+            c.retention.max_versions = Some(k);
+            if !explicit_within {
+                c.retention.keep_within = None;
+            }
         }
         c.versions_dir = f.versions_dir;
         if c.versions_dir.name.is_empty()
@@ -250,6 +260,12 @@ impl Config {
             }
             r.validate()
                 .map_err(|e| format!("{}: categories.{cat}.{e}", origin.display()))?;
+            if r.reserve_bytes != Retention::default().reserve_bytes {
+                return Err(format!(
+                    "{}: categories.{cat}.reserve_bytes: the reserve is for the whole filesystem; set retention.reserve_bytes",
+                    origin.display()
+                ));
+            }
         }
         c.categories = f.categories;
         if let Some(z) = f.compression {
@@ -328,7 +344,43 @@ mod tests {
             c.save_path.as_deref(),
             Some(Path::new("/checkpoints/latest"))
         );
-        assert_eq!(c.retention.keep_last, Some(3));
+        // max_keep is a cap, and the default keep_within no longer keeps a day.
+        assert_eq!(c.retention.max_versions, Some(3));
+        assert_eq!(c.retention.keep_within, None);
+        let c = Config::parse(
+            r#"{"autosave": {"max_keep": 3}, "retention": {"keep_within": "1h"}}"#,
+            Path::new("c.json"),
+        )
+        .unwrap();
+        assert_eq!(c.retention.keep_within.as_deref(), Some("1h"));
+    }
+
+    #[test]
+    fn reserve_is_auto_a_size_or_an_error() {
+        let c = Config::default();
+        assert_eq!(
+            c.retention.reserve_bytes,
+            Some(crate::policy::Bytes::Text("auto".into()))
+        );
+        assert!(
+            Config::parse(
+                r#"{"retention": {"reserve_bytes": "2G"}}"#,
+                Path::new("c.json")
+            )
+            .is_ok()
+        );
+        let e = Config::parse(
+            r#"{"retention": {"reserve_bytes": "lots"}}"#,
+            Path::new("c.json"),
+        )
+        .unwrap_err();
+        assert!(e.contains("reserve_bytes") && e.contains("c.json"), "{e}");
+        let e = Config::parse(
+            r#"{"categories": {"log": {"reserve_bytes": "1G"}}}"#,
+            Path::new("c.json"),
+        )
+        .unwrap_err();
+        assert!(e.contains("categories.log.reserve_bytes"), "{e}");
     }
 
     #[test]

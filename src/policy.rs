@@ -4,6 +4,10 @@
 //! rule keeps it; the newest version of a path and pinned versions are always
 //! kept. `keep_within` is measured back from the newest version of the path (as
 //! restic does), so history does not evaporate when a job stops writing.
+//! `max_versions` (the seed's `max_keep`) is a cap over all of that except pins.
+//!
+//! Under space pressure the rules bend: [`pressure_order`] ranks every unpinned
+//! version, the newest of a path included, for eviction.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,11 +28,17 @@ pub struct Retention {
     pub keep_monthly: Option<u32>,
     /// Keep every version whose number is a multiple of N (like Orbax keep_period).
     pub keep_every_n: Option<u32>,
+    /// A cap: at most N unpinned versions per file (the seed's `max_keep`),
+    /// whatever the keep rules say. Pins are kept beyond it.
+    pub max_versions: Option<u32>,
     /// Evict (by policy order) while the store is larger than this.
     pub max_store_bytes: Option<u64>,
     /// Evict while the backing filesystem has less free space than this
     /// (bytes, or a percentage string such as "5%").
     pub min_free_bytes: Option<Bytes>,
+    /// Free space kept ahead of the next save, on top of `min_free_bytes`:
+    /// `"auto"` (learned from recent saves) or a size. Global only.
+    pub reserve_bytes: Option<Bytes>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,8 +106,10 @@ impl Default for Retention {
             keep_weekly: None,
             keep_monthly: None,
             keep_every_n: None,
+            max_versions: None,
             max_store_bytes: None,
             min_free_bytes: Some(Bytes::Text("5%".into())),
+            reserve_bytes: Some(Bytes::Text("auto".into())),
         }
     }
 }
@@ -135,9 +147,20 @@ impl Retention {
         if self.keep_every_n == Some(0) {
             return Err("keep_every_n: must be at least 1".into());
         }
+        if self.max_versions == Some(0) {
+            return Err("max_versions: must be at least 1".into());
+        }
         if let Some(b) = &self.min_free_bytes {
             b.resolve(1 << 40)
                 .map_err(|e| format!("min_free_bytes: {e}"))?;
+        }
+        match &self.reserve_bytes {
+            Some(Bytes::Text(t)) if t.trim() == "auto" => {}
+            Some(b) => {
+                b.resolve(1 << 40)
+                    .map_err(|e| format!("reserve_bytes: {e} (a size or \"auto\")"))?;
+            }
+            None => {}
         }
         Ok(())
     }
@@ -254,6 +277,22 @@ pub fn apply(items: &[Item], r: &Retention, _now: i64) -> Decision {
             }
         }
     }
+    if let Some(cap) = r.max_versions {
+        // Newest first. Pins stay outside the count (HF Trainer likewise keeps
+        // its best checkpoint beyond `save_total_limit`); the newest always
+        // stays and counts.
+        let mut room = cap as usize;
+        for (k, i) in sorted.iter().enumerate() {
+            if i.pinned || !keep.contains_key(&i.number) {
+                continue;
+            }
+            if room > 0 || k == 0 {
+                room = room.saturating_sub(1);
+            } else {
+                keep.remove(&i.number);
+            }
+        }
+    }
     let remove = sorted
         .iter()
         .filter(|i| !keep.contains_key(&i.number))
@@ -262,20 +301,23 @@ pub fn apply(items: &[Item], r: &Retention, _now: i64) -> Decision {
     Decision { keep, remove }
 }
 
-/// Under space pressure: which versions to evict first, beyond what `apply`
-/// removes anyway. Never the newest of a path, never pinned. Oldest first.
-pub fn pressure_order(items: &[(usize, Item)]) -> Vec<(usize, u64)> {
-    let mut newest: BTreeMap<usize, u64> = BTreeMap::new();
-    for (p, i) in items {
-        let e = newest.entry(*p).or_insert(i.number);
-        *e = (*e).max(i.number);
-    }
-    let mut v: Vec<&(usize, Item)> = items
-        .iter()
-        .filter(|(p, i)| !i.pinned && newest.get(p) != Some(&i.number))
-        .collect();
-    v.sort_by_key(|(_, i)| (i.sealed, i.number));
-    v.into_iter().map(|(p, i)| (*p, i.number)).collect()
+/// One eviction candidate under space pressure.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    /// The caller's name for the path (an index into its own list).
+    pub path: usize,
+    pub item: Item,
+    /// The policy removes it anyway (`apply` put it in `remove`).
+    pub policy_removes: bool,
+}
+
+/// Under space pressure every unpinned version may go, the newest of a path and
+/// the last state of a deleted file included: the live tree comes first. Order:
+/// what the policy removes anyway, then oldest first. Pins never appear.
+pub fn pressure_order(items: &[Candidate]) -> Vec<(usize, u64)> {
+    let mut v: Vec<&Candidate> = items.iter().filter(|c| !c.item.pinned).collect();
+    v.sort_by_key(|c| (!c.policy_removes, c.item.sealed, c.path, c.item.number));
+    v.into_iter().map(|c| (c.path, c.item.number)).collect()
 }
 
 #[cfg(test)]
@@ -304,6 +346,7 @@ mod tests {
             keep_last: None,
             keep_within: None,
             min_free_bytes: None,
+            reserve_bytes: None,
             ..Retention::default()
         }
     }
@@ -441,16 +484,66 @@ mod tests {
     }
 
     #[test]
-    fn pressure_order_spares_newest_and_pinned() {
+    fn pressure_order_policy_first_then_oldest_never_pins() {
         let mut a = items(&[T0, T0 + 5, T0 + 9]);
         a[0].pinned = true;
         let b = items(&[T0 + 1, T0 + 2]);
-        let all: Vec<(usize, Item)> = a
+        let mut all: Vec<Candidate> = a
             .into_iter()
-            .map(|i| (0, i))
-            .chain(b.into_iter().map(|i| (1, i)))
+            .map(|item| Candidate {
+                path: 0,
+                item,
+                policy_removes: false,
+            })
+            .chain(b.into_iter().map(|item| Candidate {
+                path: 1,
+                item,
+                policy_removes: false,
+            }))
             .collect();
-        assert_eq!(pressure_order(&all), vec![(1, 1), (0, 2)]);
+        // The newest of each path (0/3, 1/2) is evictable too; the pin is not.
+        assert_eq!(pressure_order(&all), vec![(1, 1), (1, 2), (0, 2), (0, 3)]);
+        // What the policy drops anyway goes before anything older.
+        all[2].policy_removes = true;
+        assert_eq!(pressure_order(&all), vec![(0, 3), (1, 1), (1, 2), (0, 2)]);
+    }
+
+    #[test]
+    fn max_versions_caps_every_rule_but_pins() {
+        // The seed's `max_keep: 3` with the defaults' keep_last 10 and keep_within.
+        let mut it = items(&(0..10).map(|i| T0 + i).collect::<Vec<_>>());
+        let r = Retention {
+            max_versions: Some(3),
+            keep_within: Some("24h".into()),
+            ..Retention::default()
+        };
+        let d = apply(&it, &r, T0 + 10);
+        check_invariants(&it, &d);
+        assert_eq!(d.keep.keys().copied().collect::<Vec<_>>(), vec![8, 9, 10]);
+        // Pins stay outside the count.
+        it[0].pinned = true;
+        let d = apply(&it, &r, T0 + 10);
+        check_invariants(&it, &d);
+        assert_eq!(
+            d.keep.keys().copied().collect::<Vec<_>>(),
+            vec![1, 8, 9, 10]
+        );
+        for i in it.iter_mut().take(4) {
+            i.pinned = true;
+        }
+        let d = apply(&it, &r, T0 + 10);
+        check_invariants(&it, &d);
+        assert_eq!(
+            d.keep.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 8, 9, 10]
+        );
+        // A pinned newest does not count either.
+        it[9].pinned = true;
+        let d = apply(&it, &r, T0 + 10);
+        assert_eq!(
+            d.keep.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 7, 8, 9, 10]
+        );
     }
 
     #[test]
