@@ -127,7 +127,7 @@ pub fn execute(r: Request, store: &Store, v: Option<&Versioner>) -> Result<Value
         }
         Request::Du => Ok(du(store)),
         Request::Stats => Ok(
-            json!({"ok": true, "stats": &store.stats, "versions": store.with_index(|i| i.total_versions()), "store_bytes": store.store_bytes()}),
+            json!({"ok": true, "stats": &store.stats, "versions": store.with_index(|i| i.total_versions()), "store_bytes": store.store_bytes(), "space": store.space_status().ok()}),
         ),
     }
 }

@@ -17,7 +17,7 @@ pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn cvt_l(ret: libc::ssize_t) -> io::Result<usize> {
+pub fn cvt_l(ret: libc::ssize_t) -> io::Result<usize> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -38,6 +38,10 @@ pub struct Index {
     pub by_ino: HashMap<u64, Vec<(Vec<u8>, u64)>>,
     /// Problems met while scanning (unreadable or foreign metadata).
     pub problems: Vec<String>,
+    /// The number of a path's newest version when space pressure evicted it, so
+    /// the next version of that path does not reuse the number while this daemon
+    /// runs (views cache entries by number). Dropped once the path has a newer one.
+    evicted_newest: HashMap<Vec<u8>, u64>,
 }
 
 impl Index {
@@ -47,6 +51,9 @@ impl Index {
             .entry(m.object_ino)
             .or_default()
             .push((p.clone(), m.number));
+        if self.evicted_newest.get(&p).is_some_and(|&n| n <= m.number) {
+            self.evicted_newest.remove(&p);
+        }
         let h = self.paths.entry(p).or_default();
         match h.versions.binary_search_by_key(&m.number, |v| v.number) {
             Ok(i) => h.versions[i] = m,
@@ -61,6 +68,10 @@ impl Index {
             .binary_search_by_key(&number, |v| v.number)
             .ok()?;
         let m = h.versions.remove(i);
+        if i == h.versions.len() {
+            let e = self.evicted_newest.entry(relpath.to_vec()).or_default();
+            *e = (*e).max(number);
+        }
         if let Some(v) = self.by_ino.get_mut(&m.object_ino) {
             v.retain(|(p, n)| !(p == relpath && *n == number));
             if v.is_empty() {
@@ -71,6 +82,14 @@ impl Index {
             self.paths.remove(relpath);
         }
         Some(m)
+    }
+
+    /// The number the next version of `relpath` gets: numbers only grow.
+    pub fn next_number(&self, relpath: &[u8]) -> u64 {
+        let after_evicted = self.evicted_newest.get(relpath).map_or(1, |n| n + 1);
+        self.get(relpath)
+            .map_or(1, |h| h.next_number())
+            .max(after_evicted)
     }
 
     pub fn get(&self, relpath: &[u8]) -> Option<&PathHist> {
@@ -364,5 +383,27 @@ mod tests {
         assert!(!i.by_ino.contains_key(&1));
         i.remove(b"f", 2);
         assert!(i.get(b"f").is_none());
+    }
+
+    #[test]
+    fn numbers_never_go_back_when_the_newest_is_evicted() {
+        let mut i = Index::default();
+        for n in 1..=3 {
+            i.insert(m("f", n));
+        }
+        i.remove(b"f", 3);
+        assert_eq!(i.next_number(b"f"), 4, "3 is not given again");
+        i.remove(b"f", 2);
+        i.remove(b"f", 1);
+        assert!(i.get(b"f").is_none());
+        assert_eq!(i.next_number(b"f"), 4);
+        i.insert(m("f", 4));
+        assert_eq!(i.next_number(b"f"), 5);
+        assert!(i.evicted_newest.is_empty(), "forgotten once superseded");
+        // Replacing a version in place (unshare, compression) changes nothing.
+        i.remove(b"f", 4);
+        i.insert(m("f", 4));
+        assert!(i.evicted_newest.is_empty());
+        assert_eq!(i.next_number(b"g"), 1);
     }
 }

@@ -7,6 +7,7 @@ pub mod layout;
 pub mod meta;
 mod retention;
 mod seal;
+pub mod space;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -118,6 +119,20 @@ pub struct Stats {
     pub unshares: AtomicU64,
     pub conflicts: AtomicU64,
     pub errors: AtomicU64,
+    /// Opens for writing served on the daemon data path because free space was
+    /// below the reserve (pressure mode; only counted where passthrough is on).
+    pub pressure_opens: AtomicU64,
+    /// Versions evicted by `max_store_bytes`/`min_free_bytes` (global or per
+    /// category), and under pressure (reserve or ENOSPC) with the bytes freed.
+    pub evicted_quota: AtomicU64,
+    pub evicted_pressure: AtomicU64,
+    pub bytes_evicted_pressure: AtomicU64,
+    /// ENOSPC met by the daemon (a write, a copy for history, metadata) and
+    /// answered by evicting history before trying again.
+    pub enospc_evictions: AtomicU64,
+    /// States not kept because no room was left for them even after evicting
+    /// every unpinned version (the live tree comes first).
+    pub history_skipped: AtomicU64,
 }
 
 pub struct Store {
@@ -146,6 +161,8 @@ pub struct Store {
     pub(crate) quiesce: RwLock<()>,
     /// When retention last ran for paths with long histories (see `retention_due`).
     retained_at: Mutex<HashMap<Vec<u8>, std::time::Instant>>,
+    /// Save-size estimate, reserve and the space thread's wake-up.
+    space: space::Space,
 }
 
 impl Store {
@@ -227,7 +244,8 @@ impl Store {
             qs.push(s);
             rs.push(r);
         }
-        Ok(Arc::new(Self {
+        let store = Arc::new(Self {
+            space: space::Space::new(cfg.settle_ms),
             dir,
             incoming,
             cfg: cfg.clone(),
@@ -245,7 +263,10 @@ impl Store {
             share_lock: Mutex::new(()),
             quiesce: RwLock::new(()),
             retained_at: Mutex::new(HashMap::new()),
-        }))
+        });
+        store.learn_from_index();
+        let _ = store.space_status();
+        Ok(store)
     }
 
     /// Mark the snapshot stale (the daemon runs, or an offline command changed
@@ -308,6 +329,7 @@ impl Store {
     pub fn shutdown(&self) {
         self.flush_pending();
         self.stop.store(true, Ordering::SeqCst);
+        self.wake_space();
         for q in &self.queues {
             let _ = q.send(seal::Job::Stop);
         }
@@ -402,10 +424,56 @@ impl Store {
     }
 
     /// The live file `fd` (its inode is `ino`) is about to be written in place:
-    /// give every version that shares its inode a private copy first. Each name is
-    /// checked to still be that inode before it is re-pointed, so a version is
-    /// never given someone else's content.
+    /// give every version that shares its inode a private copy first. Without
+    /// room for the copy even after evicting history, those versions give way
+    /// (the live file comes first), unless one is pinned: then ENOSPC.
     pub fn unshare(&self, fd: BorrowedFd<'_>, ino: u64) -> io::Result<()> {
+        let size = sys::fstat(fd)?.st_size as u64;
+        match self.with_room(size, || self.unshare_once(fd, ino)) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.same_fs => self.give_way(ino),
+            r => r,
+        }
+    }
+
+    /// No room to copy for the versions sharing live inode `ino`: drop them.
+    fn give_way(&self, ino: u64) -> io::Result<()> {
+        let enospc = || io::Error::from_raw_os_error(libc::ENOSPC);
+        if self.pending.lock().values().any(|(i, _)| *i == ino) {
+            return Err(enospc()); // a capture in flight needs this content
+        }
+        let sharing: Vec<(Vec<u8>, u64)> = self.with_index(|i| {
+            i.by_ino
+                .get(&ino)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(p, n)| i.get(p).and_then(|h| h.get(*n)).is_some())
+                .collect()
+        });
+        let pinned = self.with_index(|i| {
+            sharing
+                .iter()
+                .any(|(p, n)| i.get(p).and_then(|h| h.get(*n)).is_some_and(|m| m.pinned))
+        });
+        if pinned {
+            return Err(enospc());
+        }
+        for (p, n) in sharing {
+            log::warn!(
+                "no room to keep {} v{n} apart from the live file it shares: evicted (live tree first)",
+                String::from_utf8_lossy(&p)
+            );
+            self.evict(&p, n)?;
+            self.stats.history_skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.index.write().by_ino.remove(&ino);
+        Ok(())
+    }
+
+    /// One attempt of [`Store::unshare`]. Each name is checked to still be that
+    /// inode before it is re-pointed, so a version is never given someone else's
+    /// content.
+    fn unshare_once(&self, fd: BorrowedFd<'_>, ino: u64) -> io::Result<()> {
         let _q = self.quiesce.read();
         let _g = self.share_lock.lock();
         let mut locations: Vec<String> = self

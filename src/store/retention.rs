@@ -1,8 +1,7 @@
 //! Applying the retention policy to the store: after each seal for that path, and
-//! from a background sweep for quotas (`max_store_bytes`, `min_free_bytes`).
+//! from a background sweep (which also runs `space.rs`: quotas and the reserve).
 //! Deletion order is the reverse of writing: metadata first, then the object.
 
-use std::collections::HashSet;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::AsFd;
@@ -28,6 +27,15 @@ pub struct GcLine {
 /// Histories longer than this have their retention decided at most once a second.
 const LONG_HISTORY: usize = 1000;
 
+/// What the policy sees of a version.
+pub(super) fn item_of(v: &super::VersionMeta) -> Item {
+    Item {
+        number: v.number,
+        sealed: v.sealed_ns.div_euclid(1_000_000_000),
+        pinned: v.pinned,
+    }
+}
+
 impl Store {
     pub fn retention_for(&self, category: &str) -> &Retention {
         self.cfg
@@ -42,16 +50,7 @@ impl Store {
             return (Vec::new(), String::new());
         };
         let cat = h.latest().map(|l| l.category.clone()).unwrap_or_default();
-        let items = h
-            .versions
-            .iter()
-            .map(|v| Item {
-                number: v.number,
-                sealed: v.sealed_ns.div_euclid(1_000_000_000),
-                pinned: v.pinned,
-            })
-            .collect();
-        (items, cat)
+        (h.versions.iter().map(item_of).collect(), cat)
     }
 
     /// The policy decision for one path (pure; no deletion).
@@ -94,8 +93,17 @@ impl Store {
         }
     }
 
-    /// Delete one version: metadata first, then its object.
+    /// Delete one version: metadata first, then its object. Returns the bytes
+    /// freed (0 while another name still holds the object's inode).
     pub fn evict(&self, relpath: &[u8], number: u64) -> io::Result<u64> {
+        self.evict_counted(relpath, number).map(|(b, _)| b)
+    }
+
+    /// [`Store::evict`], also counting the inodes freed: the metadata file, the
+    /// object when this was its last name, and the path's directory when it was
+    /// the path's last version (many deleted small files must give back inodes,
+    /// not only blocks).
+    pub(super) fn evict_counted(&self, relpath: &[u8], number: u64) -> io::Result<(u64, u64)> {
         let _q = self.quiesce.read();
         let _g = self.share_lock.lock();
         let Some(m) = self
@@ -105,15 +113,16 @@ impl Store {
             .and_then(|h| h.get(number))
             .cloned()
         else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         if m.pinned {
             return Err(io::Error::other("pinned"));
         }
         let dir = layout::version_dir(&m.category, relpath);
+        let cdir = CString::new(dir).map_err(io::Error::other)?;
         let dfd = sys::openat(
             self.dir.as_fd(),
-            &CString::new(dir).map_err(io::Error::other)?,
+            &cdir,
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
         )?;
@@ -122,6 +131,7 @@ impl Store {
             &CString::new(layout::meta_name(number)).unwrap(),
             0,
         )?;
+        let mut inodes = 1;
         let obj = self.object_path(&m);
         let data = obj.rsplit('/').next().unwrap_or_default().to_string();
         let freed = sys::fstatat(dfd.as_fd(), &CString::new(data.clone()).unwrap())
@@ -134,140 +144,35 @@ impl Store {
             })
             .unwrap_or(0);
         sys::unlinkat(dfd.as_fd(), &CString::new(data).unwrap(), 0)?;
+        if freed > 0 {
+            inodes += 1;
+        }
+        // The path's last version gone: its directory too (the seal worker
+        // creates it and its first file under `share_lock`, which we hold).
+        if sys::unlinkat(self.dir.as_fd(), &cdir, libc::AT_REMOVEDIR).is_ok() {
+            inodes += 1;
+        }
         self.index.write().remove(relpath, number);
         self.stats.evictions.fetch_add(1, Ordering::Relaxed);
-        Ok(freed)
-    }
-
-    /// Bytes the store holds (each object inode counted once).
-    pub fn store_bytes(&self) -> u64 {
-        let idx = self.index.read();
-        let mut seen = HashSet::new();
-        let mut total = 0u64;
-        for h in idx.paths.values() {
-            for v in &h.versions {
-                if seen.insert(v.object_ino) {
-                    total += v.size;
-                }
-            }
-        }
-        total
-    }
-
-    /// Free bytes and total bytes of the filesystem holding the store.
-    pub fn fs_space(&self) -> io::Result<(u64, u64)> {
-        let s = sys::statvfs(self.dir.as_fd())?;
-        Ok((s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize))
-    }
-
-    /// How many bytes must go to satisfy the quotas right now.
-    pub fn space_deficit(&self) -> u64 {
-        let r = &self.cfg.retention;
-        let mut need = 0u64;
-        if let Some(max) = r.max_store_bytes {
-            need = need.max(self.store_bytes().saturating_sub(max));
-        }
-        if let (Some(min), Ok((free, total))) = (&r.min_free_bytes, self.fs_space()) {
-            let want = min.resolve(total).unwrap_or(0);
-            need = need.max(want.saturating_sub(free));
-        }
-        need
-    }
-
-    /// Evict by policy until `need` bytes are freed (or nothing evictable is left):
-    /// first what the policy removes anyway, then the oldest that are neither the
-    /// newest of their path nor pinned. Returns bytes freed.
-    pub fn make_room(&self, need: u64) -> u64 {
-        let mut freed = 0u64;
-        if need == 0 {
-            return 0;
-        }
-        let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
-        for p in &paths {
-            for n in self.decide(p).remove {
-                freed += self.evict(p, n).unwrap_or(0);
-                if freed >= need {
-                    return freed;
-                }
-            }
-        }
-        let all: Vec<(usize, Item)> = {
-            let idx = self.index.read();
-            paths
-                .iter()
-                .enumerate()
-                .flat_map(|(i, p)| {
-                    idx.get(p)
-                        .map(|h| {
-                            h.versions
-                                .iter()
-                                .map(|v| {
-                                    (
-                                        i,
-                                        Item {
-                                            number: v.number,
-                                            sealed: v.sealed_ns / 1_000_000_000,
-                                            pinned: v.pinned,
-                                        },
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default()
-                })
-                .collect()
-        };
-        for (i, n) in policy::pressure_order(&all) {
-            freed += self.evict(&paths[i], n).unwrap_or(0);
-            if freed >= need {
-                break;
-            }
-        }
-        if freed > 0 {
-            log::info!("space pressure: evicted {freed} bytes of history");
-        }
-        freed
-    }
-
-    /// Before a writer starts a save of about `expected` bytes: make sure the
-    /// filesystem keeps `min_free_bytes` free after it, evicting by policy now.
-    /// With passthrough the daemon never sees a write's ENOSPC, so prevention
-    /// happens here, at open.
-    pub fn ensure_room(&self, expected: u64) {
-        let Ok((free, total)) = self.fs_space() else {
-            return;
-        };
-        let min = self
-            .cfg
-            .retention
-            .min_free_bytes
-            .as_ref()
-            .and_then(|b| b.resolve(total).ok())
-            .unwrap_or(0);
-        let want = min.saturating_add(expected);
-        if free < want {
-            self.make_room(want - free);
-        }
-    }
-
-    /// Evictable versions exist (something other than newest-of-path and pinned).
-    pub fn has_evictable(&self) -> bool {
-        self.index
-            .read()
-            .paths
-            .values()
-            .any(|h| h.versions.iter().rev().skip(1).any(|v| !v.pinned))
+        Ok((freed, inodes))
     }
 
     /// Background sweep: time rules for every path, quotas continuously.
+    /// Space first: every 250 ms, or at once when an open finds free space below
+    /// the reserve.
     pub(super) fn sweeper(&self) {
         let mut tick = 0u64;
+        let mut last = std::time::Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(500));
-            let need = self.space_deficit();
-            if need > 0 {
-                self.make_room(need);
+            self.space_nap(Duration::from_millis(250));
+            if self.stop.load(Ordering::SeqCst) {
+                break;
             }
+            self.keep_room();
+            if last.elapsed() < Duration::from_millis(500) {
+                continue;
+            }
+            last = std::time::Instant::now();
             tick += 1;
             if tick.is_multiple_of(20) {
                 self.compress_old();

@@ -46,7 +46,32 @@ pub enum Job {
 impl Store {
     /// Capture the current content of `fd` (any fd on the inode, O_PATH is fine) as
     /// the next version of `relpath`. Returns once the content is safe in the store.
+    /// On ENOSPC history is evicted and the capture tried again; with nothing
+    /// left to evict the state is not kept (logged and counted): history never
+    /// makes the writer's operation fail.
     pub fn capture(
+        &self,
+        fd: BorrowedFd<'_>,
+        relpath: &[u8],
+        cap: Capture,
+        how: How,
+    ) -> io::Result<()> {
+        let size = sys::fstat(fd).map(|s| s.st_size as u64).unwrap_or(0);
+        match self.with_room(size, || self.capture_once(fd, relpath, cap.clone(), how)) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.same_fs => {
+                self.stats.history_skipped.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "no room for a version of {} ({:?}) even after evicting history: not kept",
+                    String::from_utf8_lossy(relpath),
+                    cap.reason
+                );
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    fn capture_once(
         &self,
         fd: BorrowedFd<'_>,
         relpath: &[u8],
@@ -223,7 +248,7 @@ impl Store {
                     continue;
                 };
                 jobs += 1;
-                match self.prepare(&name, &cap, &mut local) {
+                match self.with_room(1 << 20, || self.prepare(&name, &cap, &mut local)) {
                     Ok(Some(p)) => prepared.push(p),
                     Ok(None) => {}
                     Err(e) => {
@@ -289,7 +314,7 @@ impl Store {
                 (
                     h.and_then(|h| h.latest())
                         .map(|l| (l.size, l.digest.clone())),
-                    h.map(|h| h.next_number()).unwrap_or(1),
+                    idx.next_number(&relpath),
                 )
             }
         };
@@ -354,19 +379,25 @@ impl Store {
         };
         m.set_relpath(&relpath);
         let dir = layout::version_dir(&m.category, &relpath);
-        let dfd = self.mkdirs(&dir)?;
         // Metadata goes to a temp name first; the object stays in incoming/ until
         // that is durable, so a crash at any point leaves either a capture that
         // the next mount seals again or a complete version.
         let bytes = serde_json::to_vec_pretty(&m).map_err(io::Error::other)?;
         let tmp = format!(".{}.tmp", layout::meta_name(number));
         let ctmp = CString::new(tmp.clone()).map_err(io::Error::other)?;
-        let f = sys::openat(
-            dfd.as_fd(),
-            &ctmp,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-            0o644,
-        )?;
+        // Eviction removes a path's directory with its last version; the temp
+        // file keeps it non-empty from here on.
+        let (dfd, f) = {
+            let _g = self.share_lock.lock();
+            let dfd = self.mkdirs(&dir)?;
+            let f = sys::openat(
+                dfd.as_fd(),
+                &ctmp,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                0o644,
+            )?;
+            (dfd, f)
+        };
         let mut f = std::fs::File::from(f);
         std::io::Write::write_all(&mut f, &bytes)?;
         local.insert(relpath, (size, digest, number + 1));
@@ -442,6 +473,7 @@ impl Store {
         let mut sealed = Vec::with_capacity(done.len());
         for p in done {
             sealed.push((p.meta.relpath(), p.meta.category.clone()));
+            self.note_sealed(&p.meta, &sealed.last().expect("just pushed").0);
             {
                 let _g = self.share_lock.lock();
                 self.index.write().insert(p.meta);
