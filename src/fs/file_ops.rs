@@ -53,6 +53,27 @@ impl CkptFs {
         Ok(b)
     }
 
+    /// Serve this open of a regular file on the daemon data path although the
+    /// kernel offers passthrough? Yes for an open for writing while free space
+    /// is below the reserve (pressure mode: there a write's ENOSPC is caught,
+    /// history evicted and the write retried). The kernel keeps one I/O mode per
+    /// inode while it has opens (every open passthrough, or none), so an inode
+    /// already open one way is opened the same way again. Called with the
+    /// inode's vlock held, so two opens cannot decide differently.
+    fn daemon_path(&self, inode: &Arc<Inode>, writable: bool) -> bool {
+        if inode.passthrough.lock().upgrade().is_some() {
+            return false;
+        }
+        if self.handles.daemon_opens(inode.ino) > 0 {
+            return true;
+        }
+        let pressure = writable && self.store.as_ref().is_some_and(|s| s.under_pressure());
+        if pressure && let Some(s) = &self.store {
+            s.stats.pressure_opens.fetch_add(1, Ordering::Relaxed);
+        }
+        pressure
+    }
+
     fn open_live(
         &self,
         req: &Request,
@@ -77,7 +98,8 @@ impl CkptFs {
             }
         }
         let f = self.inodes.open(&inode, flags & !STRIP)?;
-        let backing = if self.passthrough() && inode.is_reg() {
+        let backing = if self.passthrough() && inode.is_reg() && !self.daemon_path(&inode, writable)
+        {
             Some(self.backing_for(&inode, &f, false, register)?)
         } else {
             None
@@ -101,6 +123,10 @@ impl CkptFs {
         let r = self.open_live(req, ino, flags, |fd| reply.open_backing(fd));
         match r {
             Ok((fh, Some(b))) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            // In pressure mode the page cache may predate passthrough writes.
+            Ok((fh, None)) if self.passthrough() => {
+                reply.opened(FileHandle(fh), FopenFlags::empty())
+            }
             Ok((fh, None)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(e)),
         }
@@ -116,7 +142,15 @@ impl CkptFs {
         register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> io::Result<(fuser::FileAttr, u64, Option<Arc<BackingId>>)> {
         let (p, pfd, cname) = self.at(parent, name)?;
-        let pt = self.passthrough();
+        // A new file under pressure is written on the daemon data path.
+        let pt = self.passthrough()
+            && !self.store.as_ref().is_some_and(|s| {
+                let short = s.under_pressure();
+                if short {
+                    s.stats.pressure_opens.fetch_add(1, Ordering::Relaxed);
+                }
+                short
+            });
         let oflags = if pt {
             // Reads and writes bypass the daemon, so our descriptor can be the
             // inode's plain read-write backing file: a new file may be opened for
@@ -125,10 +159,10 @@ impl CkptFs {
         } else {
             (flags & !STRIP & !libc::O_TRUNC) | libc::O_CREAT | libc::O_EXCL
         };
-        let r = {
+        let r = self.with_room(|| {
             let _g = AsCaller::new(req.uid(), req.gid())?;
             sys::openat(pfd.as_fd(), &cname, oflags, mode & 0o7777)
-        };
+        });
         let f = match r {
             Ok(f) => f,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
@@ -148,6 +182,8 @@ impl CkptFs {
         let opath = sys::openat(pfd.as_fd(), &cname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let st = sys::fstat(f.as_fd())?;
         let inode = self.inodes.intern(opath, &st)?;
+        // Another process may open the new name before our reply: same I/O mode.
+        let _v = inode.vlock.lock();
         *inode.loc.lock() = (parent, name.as_bytes().to_vec());
         self.after_create(&inode);
         let backing = if pt {
@@ -214,15 +250,13 @@ impl CkptFs {
             return Err(err(libc::EROFS));
         };
         let mut done = 0;
-        let mut retried = false;
         while done < data.len() {
             match sys::pwrite(f.as_fd(), &data[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if self.on_write_error(&e, (data.len() - done) as u64) && !retried => {
-                    retried = true;
-                }
+                // Evicting freed something: try again.
+                Err(e) if self.on_write_error(&e, (data.len() - done) as u64) => {}
                 Err(e) if done > 0 => {
                     log::debug!("short write after {done} bytes: {e}");
                     break;
@@ -263,7 +297,9 @@ impl CkptFs {
             self.before_inplace_change(inode)?;
         }
         // SAFETY: plain syscall on an owned fd.
-        sys::cvt(unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) })?;
+        self.with_room(|| {
+            sys::cvt(unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) })
+        })?;
         h.dirty.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -294,14 +330,13 @@ impl CkptFs {
         let mut oi = off_in as i64;
         let mut oo = off_out as i64;
         let fin = hi.fd()?.as_raw_fd();
-        // SAFETY: offsets are valid pointers; fds are open.
-        let n = unsafe {
-            libc::copy_file_range(fin, &mut oi, out.as_raw_fd(), &mut oo, len as usize, 0)
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let n = self.with_room(|| {
+            // SAFETY: offsets are valid pointers; fds are open.
+            sys::cvt_l(unsafe {
+                libc::copy_file_range(fin, &mut oi, out.as_raw_fd(), &mut oo, len as usize, 0)
+            })
+        })?;
         ho.dirty.store(true, Ordering::Relaxed);
-        Ok(n as usize)
+        Ok(n)
     }
 }

@@ -38,6 +38,12 @@ pub struct FileH {
 }
 
 impl FileH {
+    /// A live file whose data goes through the daemon (the kernel's cached I/O
+    /// mode for this inode while the handle is open).
+    pub fn on_daemon_path(&self) -> bool {
+        self.backing.is_none() && matches!(self.src, Source::Live(_))
+    }
+
     pub fn fd(&self) -> io::Result<&OwnedFd> {
         match &self.src {
             Source::Live(f) | Source::Version(f, _) => Ok(f),
@@ -67,6 +73,8 @@ struct Counts {
     open: usize,
     writers: usize,
     execs: usize,
+    /// Live opens served on the daemon data path (no passthrough backing).
+    daemon: usize,
 }
 
 #[derive(Default)]
@@ -94,6 +102,7 @@ impl Handles {
         c.open += 1;
         c.writers += usize::from(h.writable);
         c.execs += usize::from(h.exec);
+        c.daemon += usize::from(h.on_daemon_path());
         f.by_fh.insert(id, Arc::new(h));
         id
     }
@@ -114,6 +123,7 @@ impl Handles {
             c.open -= 1;
             c.writers -= usize::from(h.writable);
             c.execs -= usize::from(h.exec);
+            c.daemon -= usize::from(h.on_daemon_path());
             if c.open == 0 {
                 f.by_ino.remove(&h.ino);
             }
@@ -138,6 +148,11 @@ impl Handles {
     /// Handles that still write into inode `ino`.
     pub fn writers(&self, ino: u64) -> usize {
         self.counts(ino).writers
+    }
+
+    /// Live handles of inode `ino` served on the daemon data path.
+    pub fn daemon_opens(&self, ino: u64) -> usize {
+        self.counts(ino).daemon
     }
 
     /// Handles through which a running program executes inode `ino`.

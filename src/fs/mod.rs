@@ -45,8 +45,9 @@ const TTL: Duration = Duration::from_secs(86400);
 pub struct FsOptions {
     /// Use kernel passthrough for file data when the kernel offers it.
     pub passthrough: bool,
-    /// Name in the root that is the store and must stay invisible (`.ckptfs`).
-    pub hidden_store_name: Option<Vec<u8>>,
+    /// The store when it lies inside the backing tree, as (backing key of its
+    /// parent directory, its name): it must stay invisible (`.ckptfs` by default).
+    pub hidden_store: Option<(inode::BackingKey, Vec<u8>)>,
     /// Name of the `.versions` view in the root; None disables it.
     pub versions_name: Option<Vec<u8>>,
     /// Show `.versions` in the root's readdir.
@@ -59,7 +60,7 @@ impl Default for FsOptions {
     fn default() -> Self {
         Self {
             passthrough: true,
-            hidden_store_name: Some(b".ckptfs".to_vec()),
+            hidden_store: None,
             versions_name: Some(b".versions".to_vec()),
             versions_visible: false,
             fd_cache: 4096,
@@ -114,14 +115,16 @@ impl CkptFs {
         self.passthrough_flag.load(Ordering::Relaxed)
     }
 
-    /// Names in the root that the live view must never show or let anyone touch.
+    /// The store's own directory: the live view must never show it or let anyone
+    /// touch it. The name is compared first, so other names cost nothing.
     fn is_hidden(&self, parent: u64, name: &OsStr) -> bool {
-        parent == ROOT_INO
-            && self
-                .opts
-                .hidden_store_name
-                .as_deref()
-                .is_some_and(|h| h == name.as_bytes())
+        self.opts.hidden_store.as_ref().is_some_and(|(key, n)| {
+            n == name.as_bytes()
+                && self
+                    .inodes
+                    .get(parent)
+                    .is_ok_and(|p| p.backing.read().key == *key)
+        })
     }
 
     fn is_versions_name(&self, parent: u64, name: &OsStr) -> bool {

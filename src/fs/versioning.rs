@@ -633,15 +633,6 @@ impl CkptFs {
         flags: i32,
     ) -> io::Result<()> {
         let Some(v) = self.v() else { return Ok(()) };
-        // A save of about the current size is coming: keep min_free_bytes free
-        // (with passthrough the daemon never sees the ENOSPC, so prevent it).
-        if let Ok(st) = v
-            .inodes
-            .path_fd(inode)
-            .and_then(|fd| sys::fstat(fd.as_fd()))
-        {
-            v.store.ensure_room(st.st_size as u64);
-        }
         let Some(p) = v.path_of(inode) else {
             return Ok(());
         };
@@ -749,12 +740,28 @@ impl CkptFs {
         }
     }
 
-    /// ENOSPC on the daemon data path: evict by policy and tell the caller to retry.
+    /// ENOSPC on the daemon data path: evict history and tell the caller to
+    /// retry, as long as evicting frees something.
     pub(super) fn on_write_error(&self, e: &io::Error, need: u64) -> bool {
         if e.raw_os_error() != Some(libc::ENOSPC) {
             return false;
         }
-        let Some(s) = &self.store else { return false };
-        s.has_evictable() && s.make_room(need.max(1 << 20)) > 0
+        let Some(s) = self.store.as_ref().filter(|s| s.same_fs) else {
+            return false;
+        };
+        s.stats.enospc_evictions.fetch_add(1, Ordering::Relaxed);
+        s.make_room(need.max(1 << 20)) > 0
+    }
+
+    /// Run an operation that allocates space in the live tree; on ENOSPC evict
+    /// history and try again while that frees something.
+    pub(super) fn with_room<T>(&self, op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        match &self.store {
+            Some(s) => s.with_room(1 << 20, op),
+            None => {
+                let mut op = op;
+                op()
+            }
+        }
     }
 }
