@@ -219,13 +219,13 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
             dir.display()
         ));
     }
-    let (store_path, inside) = match args.store.as_ref().or(args.config.save_path.as_ref()) {
-        Some(p) => (
-            std::path::absolute(p).map_err(|e| MountError(format!("{}: {e}", p.display())))?,
-            false,
+    let store_path = match args.store.as_ref().or(args.config.save_path.as_ref()) {
+        Some(p) => normalize(
+            &std::path::absolute(p).map_err(|e| MountError(format!("{}: {e}", p.display())))?,
         ),
-        None => (dir.join(".ckptfs"), true),
+        None => dir.join(".ckptfs"),
     };
+    check_store_place(&store_path, &mountpoint, &versions_name, &args.config)?;
     if let Err(e) = std::fs::create_dir_all(&store_path) {
         return fail(format!(
             "{}: cannot create store: {e}",
@@ -233,8 +233,16 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
         ));
     }
     let store_dir = open_dir(&store_path, "store")?;
+    // Same filesystem as the live tree: versions are hard links, not copies.
+    let same_fs = match (sys::fstat(store_dir.as_fd()), sys::fstat(root.as_fd())) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev,
+        _ => false,
+    };
+    // A store inside the backing tree is hidden like the default `.ckptfs`:
+    // found by its parent directory and name wherever it sits.
+    let hidden_store = hidden_store_name(&store_path, &dir);
     let mut lock = lock_store(&store_dir, &store_path)?;
-    let store = Store::open(store_dir, &args.config, inside)
+    let store = Store::open(store_dir, &args.config, same_fs)
         .map_err(|e| MountError(format!("{}: {e}", store_path.display())))?;
 
     let (mut rd, wr) = if args.foreground {
@@ -277,12 +285,73 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
         &dir,
         &mountpoint,
         &store_path,
-        inside,
+        hidden_store,
         versions_name,
         wr,
     );
     drop(lock);
     r
+}
+
+/// `path` with `.` and `..` resolved lexically (the store may not exist yet).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Refuse a store the mount would hide from itself or from its own history:
+/// inside the `.versions` view, or inside any ckptfs mount (this one included,
+/// when mounted elsewhere: the store must live on the backing side).
+fn check_store_place(
+    store: &Path,
+    mountpoint: &Path,
+    versions_name: &str,
+    cfg: &crate::config::Config,
+) -> Result<(), MountError> {
+    if cfg.versions_dir.visibility != crate::config::Visibility::Disabled
+        && store.starts_with(mountpoint.join(versions_name))
+    {
+        return fail(format!(
+            "{}: the store cannot live inside the read-only {versions_name} view of {}",
+            store.display(),
+            mountpoint.display()
+        ));
+    }
+    if let Some((mp, _)) = ckptfs_mounts()
+        .into_iter()
+        .find(|(mp, _)| store.starts_with(mp))
+    {
+        return fail(format!(
+            "{}: the store cannot live inside the ckptfs mount {}; put it on the backing side",
+            store.display(),
+            mp.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The store's (parent directory, name) when it lies inside the backing tree.
+fn hidden_store_name(store: &Path, dir: &Path) -> Option<(crate::fs::inode::BackingKey, Vec<u8>)> {
+    let real = std::fs::canonicalize(store).ok()?;
+    let root = std::fs::canonicalize(dir).ok()?;
+    if real == root || !real.starts_with(&root) {
+        return None;
+    }
+    let parent = std::fs::metadata(real.parent()?).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    Some((
+        (parent.dev(), parent.ino()),
+        real.file_name()?.as_bytes().to_vec(),
+    ))
 }
 
 fn pipe() -> (Option<File>, Option<File>) {
@@ -327,7 +396,7 @@ fn serve(
     dir: &Path,
     mountpoint: &Path,
     store_path: &Path,
-    inside: bool,
+    hidden_store: Option<(crate::fs::inode::BackingKey, Vec<u8>)>,
     versions_name: String,
     ready: Option<File>,
 ) -> Result<(), MountError> {
@@ -353,7 +422,7 @@ fn serve(
     unsafe { libc::umask(0) };
     let opts = FsOptions {
         passthrough: args.passthrough,
-        hidden_store_name: inside.then(|| b".ckptfs".to_vec()),
+        hidden_store,
         versions_name: (args.config.versions_dir.visibility != crate::config::Visibility::Disabled)
             .then(|| versions_name.into_bytes()),
         versions_visible: args.config.versions_dir.visibility == crate::config::Visibility::Visible,
