@@ -81,6 +81,8 @@ pub struct Opts {
     pub passthrough: bool,
     pub config: Option<String>,
     pub mountpoint: bool,
+    /// More arguments for `ckptfs mount` (e.g. `--store PATH`).
+    pub args: Vec<String>,
 }
 
 impl Default for Opts {
@@ -89,7 +91,55 @@ impl Default for Opts {
             passthrough: true,
             config: None,
             mountpoint: false,
+            args: Vec::new(),
         }
+    }
+}
+
+/// A small ext4 on a loop device (RAM-backed under /dev/shm when it exists, so
+/// the VM disk's speed does not bound the test), unmounted and removed on drop.
+pub struct SmallDisk {
+    pub img: PathBuf,
+    pub mnt: PathBuf,
+}
+
+impl SmallDisk {
+    /// `mb` MiB, no blocks reserved for root. None (with the reason on stderr)
+    /// when this machine cannot loop-mount.
+    pub fn new(root: &Path, mb: u64) -> Option<SmallDisk> {
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            root.to_path_buf()
+        };
+        let img = base.join(format!(
+            "ckptfs-test-disk-{}-{}.img",
+            std::process::id(),
+            root.file_name().unwrap().to_string_lossy()
+        ));
+        let mnt = root.join("disk");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let o = sh(&format!(
+            "truncate -s {mb}M {i} && mkfs.ext4 -q -F -m 0 {i} && mount -o loop {i} {m}",
+            i = img.display(),
+            m = mnt.display()
+        ));
+        if !o.status.success() {
+            let _ = std::fs::remove_file(&img);
+            eprintln!(
+                "SKIPPED: cannot loop-mount an ext4 image: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        Some(SmallDisk { img, mnt })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        let _ = std::fs::remove_file(&self.img);
     }
 }
 
@@ -138,6 +188,7 @@ impl Mount {
         if !self.opts.passthrough {
             args.push("--no-passthrough".into());
         }
+        args.extend(self.opts.args.iter().cloned());
         if let Some(c) = &self.opts.config {
             let p = self.root.join("config.json");
             std::fs::write(&p, c).unwrap();

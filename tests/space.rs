@@ -1,0 +1,533 @@
+//! Space safety on small loop filesystems, in both data paths (DESIGN §2.6): a
+//! write into the mount gets ENOSPC only when the live tree and the pinned
+//! versions alone do not fit. History is evicted, in the background ahead of the
+//! next save and on the spot when a write meets ENOSPC.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Run Python `code` with `cwd` as its working directory; stdout.
+fn python(cwd: &Path, code: &str) -> String {
+    sh_ok(&format!(
+        "cd {} && python3 - <<'PY'\n{code}\nPY",
+        cwd.display()
+    ))
+}
+
+/// The trainer rotation writer shared with scripts/bench-space.sh.
+const ROTATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rotate.py");
+
+fn stats(m: &Mount) -> serde_json::Value {
+    let o = ckptfs(&["stats", &m.mnt.display().to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn stat_u64(m: &Mount, key: &str) -> u64 {
+    stats(m)["stats"][key].as_u64().unwrap()
+}
+
+#[track_caller]
+fn verify_clean(m: &Mount) {
+    let o = ckptfs(&["verify", &m.mnt.display().to_string()]);
+    assert!(
+        o.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn blake2b(b: &[u8]) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, hashlib; print(hashlib.blake2b(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The newest version of `rel` (after its seal) holds exactly `digest`.
+#[track_caller]
+fn newest_version_is(m: &Mount, rel: &str, digest: &str) {
+    wait_for(&format!("a version of {rel}"), 30, || {
+        versions_of(m, rel)
+            .last()
+            .and_then(|e| std::fs::read(m.p(".versions").join(rel).join(e)).ok())
+            .is_some_and(|b| blake2b(&b) == digest)
+    });
+}
+
+fn summary(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.trim().lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn rotation_under_new_names_writes_ten_disks_without_a_failed_save() {
+    if !can_mount() {
+        return;
+    }
+    bounded(900, || {
+        for opts in modes() {
+            let root = tmpdir("rotation");
+            let Some(disk) = SmallDisk::new(&root, 128) else {
+                return;
+            };
+            let dir = disk.mnt.join("ckpt");
+            std::fs::create_dir_all(&dir).unwrap();
+            // Defaults, as a new user mounts it.
+            let mut m = Mount::over(root.clone(), dir, opts.clone());
+            // 12 MiB checkpoints, 107 saves: 10x the disk, keeping the newest 2.
+            let out = sh_ok(&format!(
+                "python3 {ROTATE} {} --saves 107 --mb 12 --fsync",
+                m.mnt.display()
+            ));
+            let s = summary(&out);
+            assert_eq!(s["failed"], 0, "every save succeeds ({opts:?}): {out}");
+            let live = s["live"].as_object().unwrap();
+            assert_eq!(live.len(), 6, "the newest 2 checkpoints of 3 files");
+            for (rel, digest) in live {
+                let digest = digest.as_str().unwrap();
+                let b = std::fs::read(m.p(rel)).unwrap();
+                assert_eq!(blake2b(&b), digest, "{rel} is what was saved");
+                // Their history is still there: the newest version is that save.
+                newest_version_is(&m, rel, digest);
+            }
+            // Eviction under pressure really happened (else this proved nothing).
+            assert!(stat_u64(&m, "evicted_pressure") > 0, "{}", stats(&m));
+            if opts.passthrough {
+                assert!(stat_u64(&m, "pressure_opens") > 0, "{}", stats(&m));
+            }
+            let sp = &stats(&m)["space"];
+            assert!(sp["reserve"].as_u64().unwrap() > sp["min_free"].as_u64().unwrap());
+            assert!(sp["largest_burst"].as_u64().unwrap() >= 12 << 20, "{sp}");
+            verify_clean(&m);
+            m.unmount();
+            drop(disk);
+        }
+    });
+}
+
+#[test]
+fn one_file_rewritten_fifty_times_at_a_fifth_of_the_disk() {
+    if !can_mount() {
+        return;
+    }
+    bounded(600, || {
+        for opts in modes() {
+            let root = tmpdir("rewrite");
+            let Some(disk) = SmallDisk::new(&root, 128) else {
+                return;
+            };
+            let dir = disk.mnt.join("ckpt");
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut m = Mount::over(root.clone(), dir, opts.clone());
+            let out = python(
+                &m.mnt,
+                r#"
+import os, hashlib, json
+block = os.urandom(1 << 20)
+failed, last = 0, None
+for i in range(50):
+    data = i.to_bytes(8, 'little') + block * 25
+    try:
+        with open('model.pt', 'wb') as f:
+            f.write(data)
+            if i % 2:
+                f.flush(); os.fsync(f.fileno())
+        last = hashlib.blake2b(data).hexdigest()
+    except OSError as e:
+        failed += 1
+print(json.dumps({"failed": failed, "last": last}))
+"#,
+            );
+            let s = summary(&out);
+            assert_eq!(s["failed"], 0, "{opts:?}: {out}");
+            let last = s["last"].as_str().unwrap();
+            assert_eq!(blake2b(&std::fs::read(m.p("model.pt")).unwrap()), last);
+            newest_version_is(&m, "model.pt", last);
+            assert!(stat_u64(&m, "evicted_pressure") > 0, "{}", stats(&m));
+            verify_clean(&m);
+            m.unmount();
+            drop(disk);
+        }
+    });
+}
+
+#[test]
+fn ten_thousand_small_files_written_and_deleted() {
+    if !can_mount() {
+        return;
+    }
+    bounded(900, || {
+        for opts in modes() {
+            let root = tmpdir("smallfiles");
+            // 32 MiB: 8,192 inodes; every deleted file's version takes 2-3.
+            let Some(disk) = SmallDisk::new(&root, 32) else {
+                return;
+            };
+            let dir = disk.mnt.join("ckpt");
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut m = Mount::over(
+                root.clone(),
+                dir,
+                Opts {
+                    config: Some(FAST.into()),
+                    ..opts.clone()
+                },
+            );
+            let out = python(
+                &m.mnt,
+                r#"
+import os, json
+failed = 0
+for r in range(10):
+    names = []
+    for i in range(1000):
+        n = f"shard-{r}-{i}.bin"
+        try:
+            with open(n, 'wb') as f:
+                f.write(os.urandom(8192))
+            names.append(n)
+        except OSError as e:
+            failed += 1
+    for n in names:
+        try:
+            os.unlink(n)
+        except OSError:
+            failed += 1
+print(json.dumps({"failed": failed}))
+"#,
+            );
+            assert_eq!(summary(&out)["failed"], 0, "{opts:?}: {out}");
+            assert!(stat_u64(&m, "evicted_pressure") > 0, "{}", stats(&m));
+            verify_clean(&m);
+            m.unmount();
+            drop(disk);
+        }
+    });
+}
+
+#[test]
+fn pins_hold_under_pressure_and_only_they_can_fill_the_disk() {
+    if !can_mount() {
+        return;
+    }
+    bounded(600, || {
+        for opts in modes() {
+            let root = tmpdir("pins");
+            let Some(disk) = SmallDisk::new(&root, 64) else {
+                return;
+            };
+            let dir = disk.mnt.join("ckpt");
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut m = Mount::over(
+                root.clone(),
+                dir,
+                Opts {
+                    config: Some(FAST.into()),
+                    ..opts.clone()
+                },
+            );
+            let pinned: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+            std::fs::write(m.p("best.safetensors"), &pinned).unwrap();
+            wait_for("v1", 30, || versions_of(&m, "best.safetensors").len() == 1);
+            let o = ckptfs(&["pin", &m.p("best.safetensors").display().to_string(), "1"]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            // The live file moves on: v1 is now history alone holds (16 MiB).
+            std::fs::write(m.p("best.safetensors"), vec![7u8; 16 << 20]).unwrap();
+            // Unpinned history of another file.
+            for i in 0..3u8 {
+                std::fs::write(m.p("other.bin"), vec![i; 6 << 20]).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            // 40 MiB cannot fit beside 16 MiB live + 16 MiB pinned + 6 MiB live
+            // on a 64 MiB disk, whatever is evicted.
+            let r = sh(&format!(
+                "dd if=/dev/zero of={} bs=1M count=40 conv=fsync 2>&1",
+                m.p("big.bin").display()
+            ));
+            let msg = String::from_utf8_lossy(&r.stdout);
+            assert!(!r.status.success(), "{opts:?}: 40 MiB cannot fit");
+            assert!(msg.contains("No space left on device"), "{msg}");
+            // Everything unpinned was given up before the writer saw ENOSPC.
+            assert!(stat_u64(&m, "evicted_pressure") > 0, "{}", stats(&m));
+            std::fs::remove_file(m.p("big.bin")).unwrap();
+            let v = versions_of(&m, "best.safetensors");
+            let first = m.p(".versions/best.safetensors").join(&v[0]);
+            assert!(v[0].contains("-000001-"), "{v:?}");
+            assert!(
+                std::fs::read(first).unwrap() == pinned,
+                "the pinned version is intact"
+            );
+            assert_eq!(
+                std::fs::read(m.p("best.safetensors")).unwrap(),
+                vec![7u8; 16 << 20]
+            );
+            assert_eq!(std::fs::read(m.p("other.bin")).unwrap(), vec![2u8; 6 << 20]);
+            verify_clean(&m);
+            m.unmount();
+            drop(disk);
+        }
+    });
+}
+
+#[test]
+fn kill_during_pressure_eviction_then_remount_is_consistent() {
+    if !can_mount() {
+        return;
+    }
+    bounded(900, || {
+        for opts in modes() {
+            let root = tmpdir("spacecrash");
+            let Some(disk) = SmallDisk::new(&root, 128) else {
+                return;
+            };
+            let dir = disk.mnt.join("ckpt");
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut m = Mount::over(
+                root.clone(),
+                dir,
+                Opts {
+                    config: Some(FAST.into()),
+                    ..opts.clone()
+                },
+            );
+            // A pinned version whose live file is gone: only the pin keeps it.
+            std::fs::create_dir_all(m.p("keep")).unwrap();
+            let pinned = vec![42u8; 3 << 20];
+            std::fs::write(m.p("keep/pinned.bin"), &pinned).unwrap();
+            wait_for("v1", 30, || versions_of(&m, "keep/pinned.bin").len() == 1);
+            let pin = ckptfs(&["pin", &m.p("keep/pinned.bin").display().to_string(), "1"]);
+            assert!(pin.status.success());
+            std::fs::remove_file(m.p("keep/pinned.bin")).unwrap();
+            let untouched = vec![9u8; 1 << 20];
+            std::fs::write(m.p("keep/untouched.bin"), &untouched).unwrap();
+            let mut child = Command::new("python3")
+                .args([ROTATE, &m.mnt.display().to_string()])
+                .args(["--saves", "400", "--mb", "12", "--fsync", "--progress"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            // Crash while the rotation keeps the disk under pressure.
+            wait_for("pressure evictions", 120, || {
+                stats(&m)["stats"]["evicted_pressure"].as_u64().unwrap_or(0) >= 20
+            });
+            m.crash();
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            let saved = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["saved"].as_u64())
+                .max()
+                .expect("some saves finished before the crash");
+            m.mount();
+            verify_clean(&m);
+            // What retention never chose is still there: the pin, the live tree.
+            let v = versions_of(&m, "keep/pinned.bin");
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert_eq!(
+                std::fs::read(m.p(".versions/keep/pinned.bin").join(&v[0])).unwrap(),
+                pinned
+            );
+            assert_eq!(std::fs::read(m.p("keep/untouched.bin")).unwrap(), untouched);
+            // The last finished save (the trainer keeps 2) is whole on disk.
+            let model =
+                std::fs::read(m.p(&format!("checkpoint-{saved}/model.safetensors"))).unwrap();
+            assert_eq!(&model[..8], &saved.to_le_bytes());
+            assert_eq!(model.len(), 8 + (8 << 20));
+            m.unmount();
+            drop(disk);
+        }
+    });
+}
+
+#[test]
+fn the_seed_config_loaded_unchanged_keeps_at_most_three_versions() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        let root = tmpdir("seedcap");
+        let store = root.join("seed-store");
+        // The seed file exactly; only the store is moved off /checkpoints by
+        // the command line (which wins over `save_path`).
+        let seed = r#"{ "autosave": { "enabled": true, "interval_seconds": 300,
+                "save_path": "/checkpoints/latest", "max_keep": 3 } }"#;
+        let dir = root.join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = Mount::over(
+            root.clone(),
+            dir,
+            Opts {
+                config: Some(seed.into()),
+                args: vec!["--store".into(), store.display().to_string()],
+                ..Opts::default()
+            },
+        );
+        for i in 0..10u8 {
+            std::fs::write(m.p("model.ckpt"), vec![i; 4096]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        // The last save seals after the seed's default settle time (1.5 s).
+        wait_for("the last save sealed", 30, || {
+            versions_of(&m, "model.ckpt").last().is_some_and(|e| {
+                std::fs::read(m.p(".versions/model.ckpt").join(e)).ok() == Some(vec![9u8; 4096])
+            })
+        });
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let v = versions_of(&m, "model.ckpt");
+        assert_eq!(v.len(), 3, "max_keep 3 is a cap: {v:?}");
+        assert!(store.join("FORMAT").exists(), "--store wins over save_path");
+    });
+}
+
+#[test]
+fn a_store_inside_the_tree_is_hidden_and_linked_and_bad_places_are_refused() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        let root = tmpdir("storeplace");
+        let dir = root.join("data");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let cfg = format!(
+            r#"{{ "autosave": {{ "settle_ms": 50, "save_path": "{}" }} }}"#,
+            dir.join("sub/.hist").display()
+        );
+        let mut m = Mount::over(
+            root.clone(),
+            dir.clone(),
+            Opts {
+                config: Some(cfg),
+                ..Opts::default()
+            },
+        );
+        let names: Vec<String> = std::fs::read_dir(m.p("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.is_empty(), "the store is not listed: {names:?}");
+        let e = std::fs::metadata(m.p("sub/.hist")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+        assert!(std::fs::remove_dir_all(m.p("sub/.hist")).is_err());
+        std::fs::write(m.p("w.bin"), vec![1u8; 1 << 20]).unwrap();
+        wait_for("v1", 30, || versions_of(&m, "w.bin").len() == 1);
+        // Same filesystem: the version is a link, not a copy.
+        assert!(stat_u64(&m, "captures_linked") >= 1);
+        assert_eq!(stat_u64(&m, "captures_copied"), 0);
+        assert_eq!(stat_u64(&m, "bytes_copied"), 0);
+
+        // A store inside another ckptfs mount is refused, nothing is created.
+        let other = root.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        let o = ckptfs(&[
+            "mount",
+            &other.display().to_string(),
+            "--store",
+            &m.p("sub/store2").display().to_string(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(err.contains("inside the ckptfs mount"), "{err}");
+        assert!(!m.p("sub/store2").exists());
+        m.unmount();
+        assert!(
+            dir.join("sub/.hist/FORMAT").exists(),
+            "the store is where it was put"
+        );
+
+        // Inside the `.versions` view of the mount being made: refused.
+        let o = ckptfs(&[
+            "mount",
+            &dir.display().to_string(),
+            "--store",
+            &dir.join(".versions/s").display().to_string(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            err.contains(".versions") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(!dir.join(".versions").exists());
+        assert_eq!(mount_count(&dir), 0);
+    });
+}
+
+#[test]
+fn an_inode_open_across_pressure_and_health_keeps_one_io_mode() {
+    if !can_mount() {
+        return;
+    }
+    bounded(300, || {
+        for opts in modes() {
+            let root = tmpdir("iomode");
+            let Some(disk) = SmallDisk::new(&root, 64) else {
+                return;
+            };
+            let dir = disk.mnt.join("ckpt");
+            std::fs::create_dir_all(&dir).unwrap();
+            let cfg = r#"{ "autosave": { "settle_ms": 50 },
+                           "retention": { "reserve_bytes": "16M", "min_free_bytes": 0 } }"#;
+            let mut m = Mount::over(
+                root.clone(),
+                dir,
+                Opts {
+                    config: Some(cfg.into()),
+                    ..opts.clone()
+                },
+            );
+            let before = stat_u64(&m, "pressure_opens");
+            // filler.tmp is ignored (no versions): deleting it frees its space.
+            let out = python(
+                &m.mnt,
+                r#"
+import os, mmap, json
+free = lambda: os.statvfs('.').f_bavail * os.statvfs('.').f_frsize
+a = open('a.bin', 'wb')                       # healthy: passthrough where offered
+a.write(b'A' * (1 << 20)); a.flush()
+with open('filler.tmp', 'wb') as f:           # leave less than the 16M reserve
+    f.write(b'\0' * (free() - (8 << 20)))
+a2 = open('a.bin', 'r+b')                     # a.bin is open: same mode as before
+a2.seek(1 << 20); a2.write(b'B' * 4096); a2.flush()
+g = open('g.bin', 'w+b')                      # under pressure: daemon path
+g.write(b'G' * (1 << 20)); g.flush()
+os.unlink('filler.tmp')                       # healthy again
+g2 = open('g.bin', 'r+b')                     # g.bin is open: same mode as before
+mm = mmap.mmap(g2.fileno(), 0)
+mm[0:4] = b'MMAP'; mm.flush(); mm.close()
+g.seek(0); head = g.read(4)
+for f in (a, a2, g, g2): f.close()
+g3 = open('g.bin', 'rb'); whole = g3.read(); g3.close()
+print(json.dumps({"head": head.decode(), "g": len(whole), "g_ok": whole[4:] == b'G' * ((1 << 20) - 4),
+                  "a": open('a.bin', 'rb').read() == b'A' * (1 << 20) + b'B' * 4096}))
+"#,
+            );
+            let s = summary(&out);
+            assert_eq!(s["head"], "MMAP", "{out}");
+            assert_eq!(s["g"], 1 << 20);
+            assert_eq!(s["g_ok"], true);
+            assert_eq!(s["a"], true);
+            if opts.passthrough {
+                assert!(stat_u64(&m, "pressure_opens") > before, "{}", stats(&m));
+            }
+            verify_clean(&m);
+            m.unmount();
+            drop(disk);
+        }
+    });
+}
