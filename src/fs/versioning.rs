@@ -698,8 +698,14 @@ impl CkptFs {
 
     pub(super) fn on_dirty_release(&self, inode: &Arc<Inode>, pid: u32) {
         let Some(v) = self.v() else { return };
-        if self.handles.writers(inode.ino) > 0 || v.path_of(inode).is_none() {
+        if self.handles.writers(inode.ino) > 0 {
             return;
+        }
+        let Some(p) = v.path_of(inode) else { return };
+        // A save ended: the reserve learns its size now, not at the seal (a
+        // rewrite before the settle time would seal it as an overwrite).
+        if let Ok(st) = v.inodes.path_fd(inode).and_then(|fd| sys::fstat(fd.as_fd())) {
+            v.store.note_save(&p, st.st_size as u64);
         }
         v.open_dirty.lock().remove(&inode.ino);
         let reason = match v.pending.lock().get(&inode.ino) {

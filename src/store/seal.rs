@@ -248,7 +248,8 @@ impl Store {
                     continue;
                 };
                 jobs += 1;
-                match self.with_room(1 << 20, || self.prepare(&name, &cap, &mut local)) {
+                // Never waits for seals: this is the thread that does them.
+                match self.with_room_nowait(1 << 20, || self.prepare(&name, &cap, &mut local)) {
                     Ok(Some(p)) => prepared.push(p),
                     Ok(None) => {}
                     Err(e) => {
@@ -473,7 +474,6 @@ impl Store {
         let mut sealed = Vec::with_capacity(done.len());
         for p in done {
             sealed.push((p.meta.relpath(), p.meta.category.clone()));
-            self.note_sealed(&p.meta, &sealed.last().expect("just pushed").0);
             {
                 let _g = self.share_lock.lock();
                 self.index.write().insert(p.meta);

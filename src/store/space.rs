@@ -37,6 +37,8 @@ pub const SAFETY: f64 = SAFETY_NUM as f64 / SAFETY_DEN as f64;
 const WINDOW_NS: i64 = 24 * 3600 * 1_000_000_000;
 /// A burst ends after this long; a steady stream of saves is many bursts.
 const MAX_SPAN_NS: i64 = 60 * 1_000_000_000;
+/// How long a writer that met ENOSPC waits for captures still being sealed.
+const SEAL_WAIT: Duration = Duration::from_secs(10);
 /// At most this many finished bursts are remembered.
 const MAX_BURSTS: usize = 1024;
 
@@ -209,11 +211,10 @@ impl Store {
         }
     }
 
-    /// A version was sealed: learn its size if it is a save.
-    pub(super) fn note_sealed(&self, m: &VersionMeta, relpath: &[u8]) {
-        if is_save(m.reason) {
-            self.space.sizes.lock().record(m.sealed_ns, relpath, m.size);
-        }
+    /// A program finished writing `relpath` (its last writer closed it): a save
+    /// of `size` bytes, for the reserve's estimate.
+    pub fn note_save(&self, relpath: &[u8], size: u64) {
+        self.space.sizes.lock().record(now_ns(), relpath, size);
     }
 
     /// Free bytes and total bytes of the filesystem holding the store.
@@ -488,19 +489,57 @@ impl Store {
     }
 
     /// Run `op`; while it fails with ENOSPC and eviction frees something, evict
-    /// about `need` bytes and run it again.
-    pub fn with_room<T>(&self, need: u64, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    /// about `need` bytes and run it again. When nothing is evictable but
+    /// captures are still being sealed (they become evictable once sealed),
+    /// wait for them (at most [`SEAL_WAIT`]) before giving up.
+    pub fn with_room<T>(&self, need: u64, op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        self.retry_enospc(need, true, op)
+    }
+
+    /// [`Store::with_room`] for the sealing workers, which must not wait for
+    /// themselves.
+    pub(super) fn with_room_nowait<T>(
+        &self,
+        need: u64,
+        op: impl FnMut() -> io::Result<T>,
+    ) -> io::Result<T> {
+        self.retry_enospc(need, false, op)
+    }
+
+    fn retry_enospc<T>(
+        &self,
+        need: u64,
+        wait: bool,
+        mut op: impl FnMut() -> io::Result<T>,
+    ) -> io::Result<T> {
         loop {
             match op() {
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.same_fs => {
                     self.stats.enospc_evictions.fetch_add(1, Ordering::Relaxed);
-                    if self.make_room(need.max(1 << 20)) == 0 {
+                    if self.make_room(need.max(1 << 20)) > 0 {
+                        continue;
+                    }
+                    if !(wait && self.wait_seals(SEAL_WAIT) && self.make_room(need.max(1 << 20)) > 0)
+                    {
                         return Err(e);
                     }
                 }
                 r => return r,
             }
         }
+    }
+
+    /// Wait until no capture is being sealed, at most `d`; true if some were.
+    fn wait_seals(&self, d: Duration) -> bool {
+        let deadline = std::time::Instant::now() + d;
+        let mut n = self.inflight.lock();
+        let had = *n > 0;
+        while *n > 0 {
+            if self.idle.wait_until(&mut n, deadline).timed_out() {
+                break;
+            }
+        }
+        had
     }
 }
 
