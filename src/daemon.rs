@@ -225,7 +225,7 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
         ),
         None => dir.join(".ckptfs"),
     };
-    check_store_place(&store_path, &mountpoint, &versions_name, &args.config)?;
+    check_store_place(&store_path, &dir, &mountpoint, &versions_name, &args.config)?;
     if let Err(e) = std::fs::create_dir_all(&store_path) {
         return fail(format!(
             "{}: cannot create store: {e}",
@@ -309,14 +309,23 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// Refuse a store the mount would hide from itself or from its own history:
-/// inside the `.versions` view, or inside any ckptfs mount (this one included,
-/// when mounted elsewhere: the store must live on the backing side).
+/// inside the `.versions` view, under the mount point of a mount made elsewhere
+/// (the new mount would cover it), or inside any ckptfs mount.
 fn check_store_place(
     store: &Path,
+    dir: &Path,
     mountpoint: &Path,
     versions_name: &str,
     cfg: &crate::config::Config,
 ) -> Result<(), MountError> {
+    if mountpoint != dir && store.starts_with(mountpoint) {
+        return fail(format!(
+            "{}: the store cannot live under the mount point {} (the mount would cover it); put it under {}",
+            store.display(),
+            mountpoint.display(),
+            dir.display()
+        ));
+    }
     if cfg.versions_dir.visibility != crate::config::Visibility::Disabled
         && store.starts_with(mountpoint.join(versions_name))
     {

@@ -465,6 +465,21 @@ fn a_store_inside_the_tree_is_hidden_and_linked_and_bad_places_are_refused() {
         );
         assert!(!dir.join(".versions").exists());
         assert_eq!(mount_count(&dir), 0);
+
+        // Under the mount point of a mount made elsewhere: the mount would cover it.
+        let mnt = root.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let o = ckptfs(&[
+            "mount",
+            &dir.display().to_string(),
+            &mnt.display().to_string(),
+            "--store",
+            &mnt.join("s").display().to_string(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(err.contains("under the mount point"), "{err}");
+        assert_eq!(mount_count(&mnt), 0);
     });
 }
 
@@ -529,5 +544,60 @@ print(json.dumps({"head": head.decode(), "g": len(whole), "g_ok": whole[4:] == b
             m.unmount();
             drop(disk);
         }
+    });
+}
+
+#[test]
+fn a_category_quota_evicts_only_that_category() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        let cfg = r#"{ "autosave": { "settle_ms": 50 },
+                       "categories": { "log": { "max_store_bytes": 1048576, "keep_last": 100 } } }"#;
+        let m = Mount::new(
+            "catquota",
+            Opts {
+                config: Some(cfg.into()),
+                ..Opts::default()
+            },
+        );
+        for i in 0..5 {
+            let text: String = (0..12000)
+                .map(|k| format!("2026-11-30 08:00:00 INFO step {k} save {i}\n"))
+                .collect();
+            std::fs::write(m.p("train.log"), text).unwrap();
+            std::fs::write(m.p("model.bin"), vec![i as u8 + 1; 600 << 10]).unwrap();
+            wait_for("both sealed", 30, || {
+                versions_of(&m, "train.log").len() > i.min(1)
+                    && versions_of(&m, "model.bin").len() == i + 1
+            });
+        }
+        // The space thread runs every 250 ms.
+        wait_for("the log quota", 30, || {
+            let v = versions_of(&m, "train.log");
+            let bytes: u64 = v
+                .iter()
+                .map(|e| {
+                    std::fs::metadata(m.p(".versions/train.log").join(e))
+                        .unwrap()
+                        .len()
+                })
+                .sum();
+            bytes <= 1 << 20
+        });
+        assert!(stat_u64(&m, "evicted_quota") > 0);
+        // The other category keeps all five (keep_last 10 by default).
+        assert_eq!(versions_of(&m, "model.bin").len(), 5);
+        let log = ckptfs(&["log", "--json", &m.p("train.log").display().to_string()]);
+        let log: serde_json::Value = serde_json::from_slice(&log.stdout).unwrap();
+        assert!(
+            log.as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v["category"] == "log"),
+            "{log}"
+        );
+        verify_clean(&m);
     });
 }

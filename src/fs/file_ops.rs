@@ -67,11 +67,16 @@ impl CkptFs {
         if self.handles.daemon_opens(inode.ino) > 0 {
             return true;
         }
-        let pressure = writable && self.store.as_ref().is_some_and(|s| s.under_pressure());
-        if pressure && let Some(s) = &self.store {
-            s.stats.pressure_opens.fetch_add(1, Ordering::Relaxed);
-        }
-        pressure
+        writable && self.pressure_open()
+    }
+
+    /// Is free space below the reserve? Counts the open served in pressure mode.
+    fn pressure_open(&self) -> bool {
+        let Some(s) = self.store.as_ref().filter(|s| s.under_pressure()) else {
+            return false;
+        };
+        s.stats.pressure_opens.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     fn open_live(
@@ -143,14 +148,7 @@ impl CkptFs {
     ) -> io::Result<(fuser::FileAttr, u64, Option<Arc<BackingId>>)> {
         let (p, pfd, cname) = self.at(parent, name)?;
         // A new file under pressure is written on the daemon data path.
-        let pt = self.passthrough()
-            && !self.store.as_ref().is_some_and(|s| {
-                let short = s.under_pressure();
-                if short {
-                    s.stats.pressure_opens.fetch_add(1, Ordering::Relaxed);
-                }
-                short
-            });
+        let pt = self.passthrough() && !self.pressure_open();
         let oflags = if pt {
             // Reads and writes bypass the daemon, so our descriptor can be the
             // inode's plain read-write backing file: a new file may be opened for
@@ -296,8 +294,8 @@ impl CkptFs {
         if let Some(inode) = &h.inode {
             self.before_inplace_change(inode)?;
         }
-        // SAFETY: plain syscall on an owned fd.
         self.with_room(|| {
+            // SAFETY: plain syscall on an owned fd.
             sys::cvt(unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) })
         })?;
         h.dirty.store(true, Ordering::Relaxed);

@@ -704,7 +704,11 @@ impl CkptFs {
         let Some(p) = v.path_of(inode) else { return };
         // A save ended: the reserve learns its size now, not at the seal (a
         // rewrite before the settle time would seal it as an overwrite).
-        if let Ok(st) = v.inodes.path_fd(inode).and_then(|fd| sys::fstat(fd.as_fd())) {
+        if let Ok(st) = v
+            .inodes
+            .path_fd(inode)
+            .and_then(|fd| sys::fstat(fd.as_fd()))
+        {
             v.store.note_save(&p, st.st_size as u64);
         }
         v.open_dirty.lock().remove(&inode.ino);

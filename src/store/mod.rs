@@ -329,7 +329,7 @@ impl Store {
     pub fn shutdown(&self) {
         self.flush_pending();
         self.stop.store(true, Ordering::SeqCst);
-        self.wake_space();
+        self.kick_space();
         for q in &self.queues {
             let _ = q.send(seal::Job::Stop);
         }

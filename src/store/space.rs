@@ -28,11 +28,9 @@ use super::{Reason, Store, VersionMeta, now_ns};
 use crate::policy::{self, Bytes, Candidate, Item};
 use crate::sys;
 
-/// Headroom = the largest recent save times this.
-pub const SAFETY_NUM: u64 = 3;
-pub const SAFETY_DEN: u64 = 2;
-/// Shown in docs: 1.5.
-pub const SAFETY: f64 = SAFETY_NUM as f64 / SAFETY_DEN as f64;
+/// Headroom = the largest recent save × 3/2.
+const SAFETY_NUM: u64 = 3;
+const SAFETY_DEN: u64 = 2;
 /// Saves this old no longer count for the estimate.
 const WINDOW_NS: i64 = 24 * 3600 * 1_000_000_000;
 /// A burst ends after this long; a steady stream of saves is many bursts.
@@ -193,21 +191,22 @@ impl Store {
     /// Learn the size of saves from the history already in the store (a remount
     /// knows how big checkpoints are before the first new one).
     pub(super) fn learn_from_index(&self) {
-        let mut v: Vec<(i64, Vec<u8>, u64)> = self.with_index(|i| {
-            i.paths
-                .iter()
-                .flat_map(|(p, h)| {
-                    h.versions
-                        .iter()
-                        .filter(|m| is_save(m.reason))
-                        .map(move |m| (m.sealed_ns, p.clone(), m.size))
-                })
-                .collect()
-        });
+        let since = now_ns() - WINDOW_NS;
+        let idx = self.index.read();
+        let mut v: Vec<(i64, &[u8], u64)> = idx
+            .paths
+            .iter()
+            .flat_map(|(p, h)| {
+                h.versions
+                    .iter()
+                    .filter(|m| m.sealed_ns >= since && is_save(m.reason))
+                    .map(move |m| (m.sealed_ns, p.as_slice(), m.size))
+            })
+            .collect();
         v.sort_by_key(|e| e.0);
         let mut s = self.space.sizes.lock();
         for (t, p, n) in v {
-            s.record(t, &p, n);
+            s.record(t, p, n);
         }
     }
 
@@ -223,14 +222,11 @@ impl Store {
         Ok((s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize))
     }
 
-    /// Free inodes and total inodes (0, 0 where the filesystem has no fixed count).
-    fn fs_inodes(&self) -> io::Result<(u64, u64)> {
-        let s = sys::statvfs(self.dir.as_fd())?;
-        Ok((s.f_favail, s.f_files))
-    }
-
     pub fn space_status(&self) -> io::Result<SpaceStatus> {
-        let (free, total) = self.fs_space()?;
+        let st = sys::statvfs(self.dir.as_fd())?;
+        let (free, total) = (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize);
+        // Inode counts are 0 where the filesystem has no fixed number (btrfs).
+        let (free_inodes, min_free_inodes) = (st.f_favail, min_inodes(st.f_files));
         let r = &self.cfg.retention;
         let min_free = r
             .min_free_bytes
@@ -252,8 +248,6 @@ impl Store {
             .min(total / 2)
             .max(min_free);
         self.space.reserve.store(reserve, Ordering::Relaxed);
-        let (free_inodes, inodes) = self.fs_inodes()?;
-        let min_free_inodes = min_inodes(inodes);
         Ok(SpaceStatus {
             free_inodes,
             min_free_inodes,
@@ -287,7 +281,8 @@ impl Store {
         short
     }
 
-    fn kick_space(&self) {
+    /// Wake the space thread (space is short, or the store shuts down).
+    pub(super) fn kick_space(&self) {
         *self.space.kick.lock() = true;
         self.space.wake.notify_one();
     }
@@ -299,11 +294,6 @@ impl Store {
             self.space.wake.wait_for(&mut k, d);
         }
         *k = false;
-    }
-
-    /// Wake the space thread (shutdown).
-    pub(super) fn wake_space(&self) {
-        self.kick_space();
     }
 
     /// One pass of the space thread: quotas per category block, then the global
@@ -339,8 +329,9 @@ impl Store {
         }
         if let (Some(min), Ok((free, total))) = (&r.min_free_bytes, self.fs_space()) {
             let want = min.resolve(total).unwrap_or(0);
-            if self.store_bytes_in(category) > 0 {
-                need = need.max(want.saturating_sub(free));
+            // Only then walk the index (this runs every 250 ms).
+            if want > free && self.store_bytes_in(category) > 0 {
+                need = need.max(want - free);
             }
         }
         need
@@ -519,7 +510,9 @@ impl Store {
                     if self.make_room(need.max(1 << 20)) > 0 {
                         continue;
                     }
-                    if !(wait && self.wait_seals(SEAL_WAIT) && self.make_room(need.max(1 << 20)) > 0)
+                    if !(wait
+                        && self.wait_seals(SEAL_WAIT)
+                        && self.make_room(need.max(1 << 20)) > 0)
                     {
                         return Err(e);
                     }
