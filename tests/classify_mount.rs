@@ -21,7 +21,7 @@ fn torn_saves_are_flagged_and_latest_complete_skips_them() {
         .status
         .success()
     {
-        eprintln!("SKIPPED: safetensors/numpy not installed");
+        skip("the Python writers safetensors and numpy (pip install safetensors numpy)");
         return;
     }
     bounded(120, || {

@@ -161,7 +161,7 @@ fn non_root_user_can_mount_via_fusermount() {
     }
     // Needs a non-root account and fusermount3.
     if sh("id nobody && which fusermount3").status.code() != Some(0) {
-        eprintln!("SKIPPED: no nobody user or fusermount3");
+        skip("a non-root user `nobody` and fusermount3 (apt-get install fuse3)");
         return;
     }
     // Debian makes /dev/fuse 0666; this machine ships it 0600, which shuts every

@@ -24,7 +24,7 @@ fn in_place_writes_and_fsync_use_reflinks_on_btrfs() {
         return;
     }
     if !sh("command -v mkfs.btrfs").status.success() {
-        eprintln!("SKIPPED: mkfs.btrfs not installed (apt-get install btrfs-progs)");
+        skip("btrfs for reflinks: mkfs.btrfs (apt-get install btrfs-progs)");
         return;
     }
     bounded(180, || {
@@ -40,10 +40,10 @@ fn in_place_writes_and_fsync_use_reflinks_on_btrfs() {
             m = fs.mnt.display()
         ));
         if !ok.status.success() {
-            eprintln!(
-                "SKIPPED: cannot loop-mount btrfs: {}",
-                String::from_utf8_lossy(&ok.stderr)
-            );
+            skip(&format!(
+                "btrfs for reflinks: cannot loop-mount it: {}",
+                String::from_utf8_lossy(&ok.stderr).trim()
+            ));
             return;
         }
         let dir = fs.mnt.join("ckpt");

@@ -313,7 +313,7 @@ fn real_writers_round_trip_through_versions() {
             }
             states.push(("arr.npy", s));
         } else {
-            eprintln!("SKIPPED numpy writer: numpy not installed");
+            skip("the numpy writer (pip install numpy)");
         }
         if have("h5py") {
             let mut s = Vec::new();
@@ -329,7 +329,7 @@ fn real_writers_round_trip_through_versions() {
             }
             states.push(("w.h5", s));
         } else {
-            eprintln!("SKIPPED h5py writer: h5py not installed");
+            skip("the h5py writer (pip install h5py)");
         }
         // temp + os.replace writer
         let mut s = Vec::new();

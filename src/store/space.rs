@@ -5,7 +5,7 @@
 //!   that still shares its inode with a live file frees nothing and is skipped.
 //! - A reserve of free space is kept ahead of the next save: `min_free_bytes`
 //!   plus the largest recent save (one file, or one burst of files sealed
-//!   together: a checkpoint is many files) times [`SAFETY`], learned from what
+//!   together: a checkpoint is many files) times 1.5, learned from what
 //!   was sealed ([`SaveSizes`]), or a fixed `reserve_bytes`.
 //! - The space thread evicts whenever free space falls below the reserve, and
 //!   the fs layer asks [`Store::under_pressure`] at each open for writing so it
@@ -482,7 +482,7 @@ impl Store {
     /// Run `op`; while it fails with ENOSPC and eviction frees something, evict
     /// about `need` bytes and run it again. When nothing is evictable but
     /// captures are still being sealed (they become evictable once sealed),
-    /// wait for them (at most [`SEAL_WAIT`]) before giving up.
+    /// wait for them (at most 10 s) before giving up.
     pub fn with_room<T>(&self, need: u64, op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
         self.retry_enospc(need, true, op)
     }

@@ -12,13 +12,35 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ckptfs");
 
+/// A test's precondition is missing. Under `CI=true` that is a failure naming
+/// what is missing (CI installs everything); elsewhere the test is skipped, said
+/// on stderr and appended to `$CKPTFS_SKIP_LOG` so scripts/test.sh can count it.
+#[track_caller]
+pub fn skip(what: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and a precondition is missing: {what}");
+    }
+    eprintln!("SKIPPED: {what}");
+    if let Ok(log) = std::env::var("CKPTFS_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{}: {what}", std::panic::Location::caller());
+        }
+    }
+}
+
 /// Can this machine mount FUSE filesystems as root? Tests say clearly when not.
+#[track_caller]
 pub fn can_mount() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let ok = root && Path::new("/dev/fuse").exists();
     if !ok {
-        eprintln!("SKIPPED: needs root and /dev/fuse");
+        skip("needs root and /dev/fuse");
     }
     ok
 }
@@ -126,10 +148,10 @@ impl SmallDisk {
         ));
         if !o.status.success() {
             let _ = std::fs::remove_file(&img);
-            eprintln!(
-                "SKIPPED: cannot loop-mount an ext4 image: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
+            skip(&format!(
+                "loop-mounting an ext4 image (e2fsprogs, loop devices): {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
             return None;
         }
         Some(SmallDisk { img, mnt })
@@ -203,6 +225,20 @@ impl Mount {
             String::from_utf8_lossy(&o.stderr)
         );
         assert_eq!(mount_count(&self.mnt), 1, "exactly one mount expected");
+        // "Both modes" must not silently be the daemon path twice.
+        let line = String::from_utf8_lossy(&o.stdout);
+        let daemon = line.contains("data path: daemon");
+        assert!(
+            daemon || line.contains("data path: kernel passthrough"),
+            "the mount reports its data path: {line}"
+        );
+        if !self.opts.passthrough {
+            assert!(daemon, "--no-passthrough gave: {line}");
+        } else if daemon {
+            skip(
+                "kernel passthrough (Linux >= 6.9, root): this mount fell back to the daemon path",
+            );
+        }
     }
 
     pub fn p(&self, rel: &str) -> PathBuf {
