@@ -20,12 +20,27 @@ use crate::store::{Store, unhex};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
-    Log { path: String },
-    Snapshot { path: Option<String> },
-    Pin { path: String, number: u64 },
-    Unpin { path: String, number: u64 },
-    Gc { dry_run: bool },
-    Verify,
+    Log {
+        path: String,
+    },
+    Snapshot {
+        path: Option<String>,
+    },
+    Pin {
+        path: String,
+        number: u64,
+    },
+    Unpin {
+        path: String,
+        number: u64,
+    },
+    Gc {
+        dry_run: bool,
+    },
+    Verify {
+        #[serde(default)]
+        repair: bool,
+    },
     Du,
     Stats,
 }
@@ -121,9 +136,22 @@ pub fn execute(r: Request, store: &Store, v: Option<&Versioner>) -> Result<Value
             let (lines, freed) = store.gc(dry_run);
             Ok(json!({"ok": true, "lines": lines, "freed": freed}))
         }
-        Request::Verify => {
+        Request::Verify { repair: false } => {
             store.flush_pending();
-            Ok(json!({"ok": true, "problems": store.verify(|_, _| {})}))
+            let p: Vec<String> = store
+                .verify(|_, _| {})
+                .into_iter()
+                .map(|p| p.message)
+                .collect();
+            Ok(json!({"ok": true, "problems": p}))
+        }
+        Request::Verify { repair: true } => {
+            store.flush_pending();
+            let (found, left) = store.repair().map_err(|e| format!("repair: {e}"))?;
+            let msg = |v: Vec<crate::store::verify::Problem>| -> Vec<String> {
+                v.into_iter().map(|p| p.message).collect()
+            };
+            Ok(json!({"ok": true, "repaired": msg(found), "problems": msg(left)}))
         }
         Request::Du => Ok(du(store)),
         Request::Stats => Ok(

@@ -192,9 +192,25 @@ pub fn gc(c: GcCmd) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn verify(c: DirOpt) -> CliResult {
-    let t = target::locate(&here(&c.dir))?;
-    let v = t.ask(Request::Verify, &load_config(&c.config)?)?;
+#[derive(clap::Args)]
+pub struct VerifyCmd {
+    #[command(flatten)]
+    at: DirOpt,
+    /// Move damaged versions, unreadable records and orphan objects to
+    /// `<store>/damaged/`, rebuild the index, and verify again.
+    #[arg(long)]
+    repair: bool,
+}
+
+pub fn verify(c: VerifyCmd) -> CliResult {
+    let t = target::locate(&here(&c.at.dir))?;
+    let v = t.ask(
+        Request::Verify { repair: c.repair },
+        &load_config(&c.at.config)?,
+    )?;
+    for p in v["repaired"].as_array().into_iter().flatten() {
+        println!("repaired: {}", p.as_str().unwrap_or(""));
+    }
     let problems = v["problems"].as_array().cloned().unwrap_or_default();
     for p in &problems {
         println!("{}", p.as_str().unwrap_or(""));

@@ -51,7 +51,7 @@ enum Cmd {
     /// Apply the retention policy now (--dry-run shows what would go and why the rest stays).
     Gc(admin::GcCmd),
     /// Check every version's digest and the index against the objects.
-    Verify(admin::DirOpt),
+    Verify(admin::VerifyCmd),
     /// Counters of the running daemon.
     Stats(admin::DirOpt),
     /// Store bytes and version counts per category and top-level directory.

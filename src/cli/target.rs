@@ -82,7 +82,10 @@ impl Target {
                 Store::open_path(&self.store_path, cfg).map_err(|e| e.to_string())?;
             let mutates = matches!(
                 r,
-                Request::Pin { .. } | Request::Unpin { .. } | Request::Gc { dry_run: false }
+                Request::Pin { .. }
+                    | Request::Unpin { .. }
+                    | Request::Gc { dry_run: false }
+                    | Request::Verify { repair: true }
             );
             if mutates {
                 Store::set_dirty(s.dir()).map_err(|e| e.to_string())?;

@@ -84,6 +84,14 @@ impl Index {
         Some(m)
     }
 
+    /// Take `fresh`'s versions (a rescan), keeping what this index remembers of
+    /// evicted numbers.
+    pub fn replace_with(&mut self, fresh: Index) {
+        let evicted = std::mem::take(&mut self.evicted_newest);
+        *self = fresh;
+        self.evicted_newest = evicted;
+    }
+
     /// The number the next version of `relpath` gets: numbers only grow.
     pub fn next_number(&self, relpath: &[u8]) -> u64 {
         let after_evicted = self.evicted_newest.get(relpath).map_or(1, |n| n + 1);

@@ -1,18 +1,59 @@
-//! `ckptfs verify`: every version's digest against its object, and the metadata
-//! against the objects on disk (orphans, missing objects, leftovers).
+//! `ckptfs verify`: every version's digest against its object, the index against
+//! the metadata on disk, and the objects against the metadata (orphans, missing
+//! objects, unreadable records). `verify --repair` quarantines what is damaged.
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::AsFd;
 
+use serde::Serialize;
+
 use super::{Store, index, layout};
 use crate::sys;
+
+/// An unreadable metadata record met by a scan: `objects/…/vN.json: error`.
+/// Its object goes with it (nothing could name it any more).
+fn record_problem(p: &str) -> Problem {
+    let files = p
+        .split_once(": ")
+        .map(|(f, _)| {
+            let data = f.replace(".json", ".data");
+            vec![f.to_string(), format!("{data}.zst"), data]
+        })
+        .unwrap_or_default();
+    Problem::new(format!("{p} (unreadable metadata record)"), files)
+}
+
+/// One thing `verify` found wrong.
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    /// What is wrong, naming the file's path (`<path> vN: …`) or, where no
+    /// metadata names it, the store file (`objects/…: …`).
+    pub message: String,
+    /// Store-relative files `verify --repair` moves to `damaged/`: a damaged
+    /// version's metadata and object, an unreadable record, an orphan object.
+    /// Empty when rebuilding the index is the whole repair.
+    pub quarantine: Vec<String>,
+}
+
+impl Problem {
+    fn new(message: String, quarantine: Vec<String>) -> Self {
+        Self {
+            message,
+            quarantine,
+        }
+    }
+}
+
+/// Where `--repair` puts what it takes out of the store (never read again).
+pub const DAMAGED: &str = "damaged";
 
 impl Store {
     /// Check everything; returns the problems found (empty = consistent).
     /// `progress` is called with (done, total) versions.
-    pub fn verify(&self, mut progress: impl FnMut(usize, usize)) -> Vec<String> {
-        let mut problems: Vec<String> = self.with_index(|i| i.problems.clone());
+    pub fn verify(&self, mut progress: impl FnMut(usize, usize)) -> Vec<Problem> {
+        let mut problems: Vec<Problem> =
+            self.with_index(|i| i.problems.iter().map(|p| record_problem(p)).collect());
         let all: Vec<super::VersionMeta> = self.with_index(|i| {
             i.paths
                 .values()
@@ -30,27 +71,121 @@ impl Store {
                         .map(|c| c.object_ino)
                 });
                 if current == Some(m.object_ino) {
-                    problems.push(format!("{} v{}: {e}", m.path, m.number));
+                    let obj = self.object_path(m);
+                    let what = if e.kind() == io::ErrorKind::NotFound {
+                        format!("object {obj} is missing")
+                    } else {
+                        format!("damaged: {e} ({obj})")
+                    };
+                    let meta = format!(
+                        "{}/{}",
+                        layout::version_dir(&m.category, &m.relpath()),
+                        layout::meta_name(m.number)
+                    );
+                    problems.push(Problem::new(
+                        format!("{} v{}: {what}", m.path, m.number),
+                        vec![meta, obj],
+                    ));
                 }
             }
         }
         progress(total, total);
         // Index against disk, with every writer paused so both are one state.
         let _q = self.quiesce.write();
-        let total = self.with_index(|i| i.total_versions());
         match index::scan(self.dir()) {
             Ok(fresh) => {
-                if fresh.total_versions() != total {
-                    problems.push(format!(
-                        "index holds {total} versions but the store has {} metadata files",
-                        fresh.total_versions()
-                    ));
+                // Unreadable records the index never had are reported once.
+                for p in &fresh.problems {
+                    if !problems.iter().any(|q| q.message.starts_with(p.as_str())) {
+                        problems.push(record_problem(p));
+                    }
                 }
+                problems.extend(self.index_against(&fresh));
             }
-            Err(e) => problems.push(format!("scan: {e}")),
+            Err(e) => problems.push(Problem::new(format!("scan: {e}"), Vec::new())),
         }
         problems.extend(self.orphans());
         problems
+    }
+
+    /// Versions the index holds that the store's metadata does not, and back.
+    fn index_against(&self, fresh: &index::Index) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let key = |m: &super::VersionMeta| (m.relpath(), m.number, m.digest.clone());
+        self.with_index(|i| {
+            let mine: std::collections::HashSet<_> = i
+                .paths
+                .values()
+                .flat_map(|h| h.versions.iter().map(key))
+                .collect();
+            let disk: std::collections::HashSet<_> = fresh
+                .paths
+                .values()
+                .flat_map(|h| h.versions.iter().map(key))
+                .collect();
+            for (p, n, _) in mine.difference(&disk) {
+                out.push(Problem::new(
+                    format!(
+                        "{} v{n}: in the index, but the store holds no such metadata",
+                        String::from_utf8_lossy(p)
+                    ),
+                    Vec::new(),
+                ));
+            }
+            for (p, n, _) in disk.difference(&mine) {
+                out.push(Problem::new(
+                    format!(
+                        "{} v{n}: metadata in the store that the index does not hold",
+                        String::from_utf8_lossy(p)
+                    ),
+                    Vec::new(),
+                ));
+            }
+        });
+        out.sort_by(|a, b| a.message.cmp(&b.message));
+        out
+    }
+
+    /// `verify --repair`: move every damaged version, unreadable record and
+    /// orphan object to `damaged/<time>/` (nothing is deleted), rebuild the index
+    /// from the metadata left, and verify again. Healthy versions are untouched.
+    /// Returns (problems found, problems left after the repair).
+    pub fn repair(&self) -> io::Result<(Vec<Problem>, Vec<Problem>)> {
+        let mut all = Vec::new();
+        let mut found = self.verify(|_, _| {});
+        // A rebuilt index can reveal more (a record gone from the disk leaves
+        // its object an orphan once the index forgets it): a few rounds.
+        for _ in 0..3 {
+            if found.is_empty() {
+                break;
+            }
+            self.repair_once(&found)?;
+            all.append(&mut found);
+            found = self.verify(|_, _| {});
+        }
+        Ok((all, found))
+    }
+
+    fn repair_once(&self, found: &[Problem]) -> io::Result<()> {
+        {
+            let _q = self.quiesce.write();
+            let _g = self.share_lock.lock();
+            let dest = format!("{DAMAGED}/{}", layout::stamp(super::now_ns()));
+            let dfd = self.mkdirs(&dest)?;
+            for f in found.iter().flat_map(|p| &p.quarantine) {
+                let from = CString::new(f.as_str()).map_err(io::Error::other)?;
+                let to = CString::new(f.replace('/', "_")).map_err(io::Error::other)?;
+                match sys::renameat2(self.dir(), &from, dfd.as_fd(), &to, 0) {
+                    Ok(()) => log::warn!("repair: moved {f} to {dest}/"),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            sys::fsync_dir_at(dfd.as_fd())?;
+            let fresh = index::scan(self.dir())?;
+            self.index.write().replace_with(fresh);
+        }
+        Ok(())
     }
 
     fn check_one(&self, m: &super::VersionMeta) -> io::Result<()> {
@@ -89,7 +224,7 @@ impl Store {
         Ok(raw)
     }
 
-    fn orphans(&self) -> Vec<String> {
+    fn orphans(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let expected: std::collections::HashSet<String> = self.with_index(|i| {
             i.paths
@@ -134,7 +269,10 @@ impl Store {
                         }
                         let p = format!("{}/{cat}/{shard}/{h}/{f}", layout::OBJECTS);
                         if !expected.contains(&p) {
-                            out.push(format!("{p}: object without metadata"));
+                            out.push(Problem::new(
+                                format!("{p}: object without metadata"),
+                                vec![p],
+                            ));
                         }
                     }
                 }
