@@ -458,6 +458,7 @@ fn serve(
     cfg.clone_fd = true;
     // Seal what a previous crash left behind before any new request arrives.
     store.start_workers();
+    store.flush_pending();
     let versioner = fs.versioner();
     let pt = fs.passthrough_flag.clone();
     let made = if is_root {

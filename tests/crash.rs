@@ -1,99 +1,118 @@
-//! Crash safety: SIGKILL the daemon while writers are busy, remount, and check
-//! that every version whose close or fsync returned is present, byte-identical,
-//! and that `verify` is clean.
+//! Crash safety: SIGKILL the daemon while writers are still writing, remount,
+//! and check that every state whose close or fsync returned before the kill is
+//! present (as a version or as the live file), byte-identical, and that
+//! `verify` is clean. In both data paths.
 
 mod common;
 use common::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
 
-/// Writers save files; each save's bytes are recorded after close returns.
-fn writers(m: &Mount, rounds: usize) -> BTreeMap<String, Vec<Vec<u8>>> {
-    let out = sh_ok(&format!(
-        r#"cd {d} && python3 - <<'PY'
-import os, random, threading, json, hashlib
-random.seed(1)
-saved = {{}}
-lock = threading.Lock()
+/// Four writer threads save files until the mount goes away. After each close
+/// (or fsync + rename) returns, the state's digest is appended to `log`, outside
+/// the mount, and fsynced: that is what must survive.
+const WRITERS: &str = r#"
+import os, sys, random, threading, hashlib
+mnt, log = sys.argv[1], sys.argv[2]
+lf = open(log, "a"); lock = threading.Lock()
 def w(k):
-    for r in range({rounds}):
-        name = f"w{{k}}.bin"
-        data = os.urandom(random.randrange(1, 200_000))
-        if r % 3 == 0:
-            with open(name + ".tmp", "wb") as f: f.write(data); f.flush(); os.fsync(f.fileno())
-            os.replace(name + ".tmp", name)
-        else:
-            with open(name, "wb") as f: f.write(data)
-        with lock: saved.setdefault(name, []).append(data.hex())
+    rnd = random.Random(k)
+    r = 0
+    while True:
+        name = f"w{k}.bin"
+        data = os.urandom(rnd.randrange(1, 200_000))
+        try:
+            if r % 3 == 0:
+                with open(f"{mnt}/{name}.tmp", "wb") as f:
+                    f.write(data); f.flush(); os.fsync(f.fileno())
+                os.replace(f"{mnt}/{name}.tmp", f"{mnt}/{name}")
+            else:
+                with open(f"{mnt}/{name}", "wb") as f:
+                    f.write(data)
+        except OSError:
+            return
+        with lock:
+            lf.write(f"{name} {hashlib.blake2b(data).hexdigest()}\n"); lf.flush(); os.fsync(lf.fileno())
+        r += 1
 ts = [threading.Thread(target=w, args=(k,)) for k in range(4)]
 [t.start() for t in ts]; [t.join() for t in ts]
-print(json.dumps(saved))
-PY"#,
-        d = m.mnt.display()
+"#;
+
+fn blake2b_of(p: &std::path::Path) -> String {
+    let out = sh_ok(&format!(
+        "python3 -c \"import hashlib,sys; print(hashlib.blake2b(open(sys.argv[1],'rb').read()).hexdigest())\" '{}'",
+        p.display()
     ));
-    let v: BTreeMap<String, Vec<String>> = serde_json::from_str(out.trim()).unwrap();
-    v.into_iter()
-        .map(|(k, xs)| {
-            (
-                k,
-                xs.into_iter()
-                    .map(|h| {
-                        (0..h.len() / 2)
-                            .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
-                            .collect()
-                    })
-                    .collect(),
-            )
-        })
-        .collect()
+    out.trim().to_string()
 }
 
 #[test]
-fn sigkill_loses_no_closed_state() {
+fn sigkill_while_writing_loses_no_closed_state() {
     if !can_mount() {
         return;
     }
-    bounded(240, || {
-        let cfg = r#"{ "autosave": { "settle_ms": 50 }, "retention": { "keep_last": 1000, "keep_within": "1d" } }"#;
-        let mut m = Mount::new(
-            "crash",
-            Opts {
-                config: Some(cfg.into()),
-                mountpoint: true,
-                ..Opts::default()
-            },
-        );
-        let saved = writers(&m, 12);
-        // Kill mid-flight: seals may be queued, captures half-sealed.
-        m.crash();
-        assert!(!is_mounted(&m.mnt));
-        m.mount();
-        let _ = ckptfs(&["snapshot", &m.mnt.display().to_string()]);
-        for (name, states) in &saved {
-            // The last state is the live file; every earlier state that was
-            // displaced by a later save must be a version.
-            assert_eq!(
-                &std::fs::read(m.p(name)).unwrap(),
-                states.last().unwrap(),
-                "{name} live"
+    bounded(400, || {
+        for opts in modes() {
+            let cfg = r#"{ "autosave": { "settle_ms": 50 }, "retention": { "keep_last": 100000, "keep_within": "1y" } }"#;
+            let mut m = Mount::new(
+                "crash",
+                Opts {
+                    config: Some(cfg.into()),
+                    mountpoint: true,
+                    ..opts.clone()
+                },
             );
-            let mut have: Vec<Vec<u8>> = versions_of(&m, name)
-                .iter()
-                .map(|e| std::fs::read(m.p(".versions").join(name).join(e)).unwrap())
-                .collect();
-            have.push(std::fs::read(m.p(name)).unwrap());
-            for (i, s) in states.iter().enumerate() {
+            let log = m.root.join("acknowledged.log");
+            let mut child = Command::new("python3")
+                .args(["-c", WRITERS, &m.mnt.display().to_string()])
+                .arg(&log)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let acked = || {
+                std::fs::read_to_string(&log)
+                    .map(|s| s.lines().count())
+                    .unwrap_or(0)
+            };
+            wait_for("40 acknowledged saves", 120, || acked() >= 40);
+            // Mid-flight: the writers are running, seals queued, captures half-made.
+            assert!(child.try_wait().unwrap().is_none(), "the writers still run");
+            m.crash();
+            // They stop on their own: the next operation fails.
+            wait_for("the writers to stop", 30, || {
+                child.try_wait().unwrap().is_some()
+            });
+            assert!(!is_mounted(&m.mnt));
+            m.mount();
+            let lines = std::fs::read_to_string(&log).unwrap();
+            let mut want: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for l in lines.lines() {
+                let (name, digest) = l.split_once(' ').unwrap();
+                want.entry(name.into()).or_default().insert(digest.into());
+            }
+            assert!(want.len() == 4, "all four writers saved: {want:?}");
+            for (name, digests) in &want {
+                let mut have: BTreeSet<String> = versions_of(&m, name)
+                    .iter()
+                    .map(|e| blake2b_of(&m.p(".versions").join(name).join(e)))
+                    .collect();
+                have.insert(blake2b_of(&m.p(name)));
+                let lost: Vec<_> = digests.difference(&have).collect();
                 assert!(
-                    have.contains(s),
-                    "{name}: state {i} of {} lost",
-                    states.len()
+                    lost.is_empty(),
+                    "{opts:?} {name}: {} of {} acknowledged states lost",
+                    lost.len(),
+                    digests.len()
                 );
             }
+            let o = ckptfs(&["verify", &m.mnt.display().to_string()]);
+            assert!(
+                o.status.success(),
+                "verify: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+            m.unmount();
         }
-        let o = ckptfs(&["verify", &m.mnt.display().to_string()]);
-        assert!(
-            o.status.success(),
-            "verify: {}",
-            String::from_utf8_lossy(&o.stdout)
-        );
     });
 }

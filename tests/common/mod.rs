@@ -290,17 +290,23 @@ impl Mount {
         );
     }
 
-    /// Kill the daemon with SIGKILL and detach the dead mount.
+    /// Kill the daemon with SIGKILL and detach the dead mount. Fails the test
+    /// when the daemon cannot be found (a crash test that kills nothing proves
+    /// nothing).
+    #[track_caller]
     pub fn crash(&mut self) {
-        if let Some(pid) = self.daemon_pid() {
-            // SAFETY: sending a signal to a pid.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            let t = Instant::now();
-            while Path::new(&format!("/proc/{pid}")).exists()
-                && t.elapsed() < Duration::from_secs(10)
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        let pid = self
+            .daemon_pid()
+            .unwrap_or_else(|| panic!("no ckptfs daemon found for {}", self.mnt.display()));
+        // SAFETY: sending a signal to a pid.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill {pid}");
+        let t = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "daemon {pid} survived SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
         let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
     }
