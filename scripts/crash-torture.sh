@@ -3,9 +3,14 @@
 # moment → remount → every state whose close()/fsync() returned is present and
 # byte-identical (as a version or as the live file) → ckptfs verify is clean".
 #
-#   scripts/crash-torture.sh [N]     (default 5)
+# Each round alternates the data path (kernel passthrough, then the daemon path)
+# and kills only after at least MIN_STATES (default 20) saves were acknowledged
+# in that round, so a round that checks nothing fails.
+#
+#   scripts/crash-torture.sh [N]     (default 5; CRASH_ROUNDS=N for long runs)
 set -euo pipefail
-N=${1:-5}
+N=${1:-${CRASH_ROUNDS:-5}}
+MIN_STATES=${MIN_STATES:-20}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CKPTFS_BIN:-$ROOT/target/release/ckptfs}
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q)
@@ -16,9 +21,16 @@ echo '{ "autosave": { "settle_ms": 100 }, "retention": { "keep_last": 100000, "k
 cleanup() { umount -l "$MNT" 2>/dev/null || true; rm -rf "$BASE"; }
 trap cleanup EXIT
 fail=0
+acked() { [ -f "$LOG" ] && wc -l < "$LOG" || echo 0; }
 for round in $(seq "$N"); do
-    "$BIN" mount "$DIR" "$MNT" --config "$BASE/cfg.json" >/dev/null
+    args=(--config "$BASE/cfg.json")
+    want="kernel passthrough"
+    [ $((round % 2)) = 0 ] && { args+=(--no-passthrough); want=daemon; }
+    line=$("$BIN" mount "$DIR" "$MNT" "${args[@]}")
+    case "$line" in *"data path: $want"*) ;; *) echo "round $round: expected data path $want: $line"; exit 1 ;; esac
     pid=$(pgrep -f "ckptfs mount $DIR $MNT" | head -1)
+    [ -n "$pid" ] || { echo "round $round: no daemon found"; exit 1; }
+    before=$(acked)
     # Writer: after each close/fsync returns, append the state's digest to a log
     # outside the mount (fsynced), so we know what must survive.
     python3 - "$MNT" "$LOG" "$round" <<'PY' &
@@ -46,11 +58,18 @@ while True:
     i += 1
 PY
     wpid=$!
-    sleep "0.$((RANDOM % 9 + 1))"
+    for _ in $(seq 600); do
+        [ $(( $(acked) - before )) -ge "$MIN_STATES" ] && break
+        sleep 0.05
+    done
+    sleep "0.$((RANDOM % 5))"
+    kill -0 "$wpid" 2>/dev/null || { echo "round $round: the writer stopped before the kill"; exit 1; }
     kill -9 "$pid"
+    this=$(( $(acked) - before ))
+    [ "$this" -ge "$MIN_STATES" ] || { echo "round $round: only $this states acknowledged (< $MIN_STATES)"; fail=1; }
     wait "$wpid" 2>/dev/null || true
     umount -l "$MNT" 2>/dev/null || true
-    "$BIN" mount "$DIR" "$MNT" --config "$BASE/cfg.json" >/dev/null
+    "$BIN" mount "$DIR" "$MNT" "${args[@]}" >/dev/null
     if ! python3 - "$MNT" "$LOG" <<'PY'
 import os, sys, hashlib
 mnt, log = sys.argv[1], sys.argv[2]
@@ -73,6 +92,6 @@ PY
     then fail=1; fi
     "$BIN" verify "$MNT" >/dev/null || { echo "  verify found problems"; "$BIN" verify "$MNT" | tail -5; fail=1; }
     "$BIN" umount "$MNT"
-    echo "round $round: $([ $fail = 0 ] && echo ok || echo FAILED)"
+    echo "round $round ($want): $this states acknowledged this round; $([ $fail = 0 ] && echo ok || echo FAILED)"
 done
 exit $fail
