@@ -5,7 +5,10 @@
 #   scripts/conformance.sh DIR [FSX_OPS]      (default FSX_OPS=100000)
 #
 # Environment: FSX_MIXES ("default full"), FSX_CHUNK (50000 operations per fsx
-# process), PJDFSTEST=0 to run fsx only.
+# process), PJDFSTEST=0 to run fsx only, PJD_EXPECT="PASSED SKIPPED" to fail
+# when pjdfstest's counts differ (a newly skipped group is noticed), CKPTFS_BIN
+# (default target/release/ckptfs). When DIR is a ckptfs mount, `ckptfs verify`
+# runs after pjdfstest and after each fsx mix: the store must stay consistent.
 #
 # Needs root (pjdfstest switches users), pjdfstest and fsx on PATH
 # (`cargo install --locked pjdfstest fsx`). Exit status 0 only if everything passed.
@@ -23,6 +26,19 @@ if ! su -s /bin/sh nobody -c "test -x '$DIR'" 2>/dev/null; then
 fi
 # pjdfstest's non-root cases run as the dummy user `tests`.
 id tests >/dev/null 2>&1 || echo 'tests:x:::Dummy User for pjdfstest:/:/usr/sbin/nologin' | newusers
+
+CKPTFS_BIN=${CKPTFS_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/ckptfs}
+is_ckptfs=0
+awk -v d="$(cd "$DIR" && pwd)" '$2 == d && $1 ~ /^ckptfs:/ {found=1} END {exit !found}' /proc/mounts && is_ckptfs=1
+check_store() { # what
+    [ "$is_ckptfs" = 1 ] || return 0
+    if "$CKPTFS_BIN" verify "$DIR" > "$WORK/verify.out" 2>&1; then
+        echo "verify after $1: store consistent"
+    else
+        echo "verify after $1: FAILED"; sed 's/^/  /' "$WORK/verify.out" | tail -20
+        status=1
+    fi
+}
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -56,7 +72,13 @@ if [ "$fail" -gt 0 ] || [ "$pjd_rc" -ne 0 ] || [ "$pass" -eq 0 ]; then
     grep -E '[[:space:]]FAILED$' -A1 "$WORK/pjd.out" | grep -v '^--' | sed 's/^/  /'
     [ "$pass" -eq 0 ] && tail -20 "$WORK/pjd.out"
 fi
+if [ -n "${PJD_EXPECT:-}" ] && [ "$pass $skip" != "$PJD_EXPECT" ]; then
+    echo "pjdfstest: expected \"$PJD_EXPECT\" (passed skipped), got \"$pass $skip\""
+    grep -E '[[:space:]]skipped$' "$WORK/pjd.out" | sed 's/^/  /'
+    status=1
+fi
 rm -rf "$PJD"
+check_store pjdfstest
 fi
 
 # fsx 0.3.2 never munmaps after a mapread (one leaked mapping per mapread, ~20%
@@ -86,6 +108,7 @@ run_fsx() { # name, toml
     done
     echo "fsx ($name): $OPS operations passed ($runs runs of <= $CHUNK, seeds 42..$((seed - 1)))"
     rm -f "$f" "$f".*
+    check_store "fsx ($name)"
 }
 echo "== fsx on $DIR ($OPS operations per mix)"
 MIXES=${FSX_MIXES:-default full}
