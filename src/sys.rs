@@ -44,12 +44,14 @@ pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> io::Re
             mode,
         )
     })?;
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 pub fn open_path(path: &CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
     // SAFETY: as for openat.
     let fd = cvt(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode) })?;
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -64,6 +66,7 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
             libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
         )
     })?;
+    // SAFETY: fstatat succeeded, so the kernel filled `st`.
     Ok(unsafe { st.assume_init() })
 }
 
@@ -78,6 +81,7 @@ pub fn fstatat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
             libc::AT_SYMLINK_NOFOLLOW,
         )
     })?;
+    // SAFETY: fstatat succeeded, so the kernel filled `st`.
     Ok(unsafe { st.assume_init() })
 }
 
@@ -140,6 +144,7 @@ pub fn open_by_handle(mount_fd: BorrowedFd<'_>, h: &KHandle, flags: i32) -> io::
             flags | libc::O_CLOEXEC,
         ) as libc::c_int
     })?;
+    // SAFETY: the kernel just returned this fd; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -258,12 +263,14 @@ pub fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], mut off: u64) -> io::Resul
 
 /// Directory entries of an open directory fd (name, d_ino, d_type), `.`/`..` excluded.
 pub fn read_dir_fd(fd: OwnedFd) -> io::Result<Vec<(Vec<u8>, u64, u8)>> {
-    // SAFETY: fdopendir takes ownership of the fd; closedir releases both.
     let raw = fd.as_raw_fd();
     std::mem::forget(fd);
+    // SAFETY: fdopendir takes ownership of the fd (forgotten above); closedir
+    // releases both.
     let dir = unsafe { libc::fdopendir(raw) };
     if dir.is_null() {
         let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `raw` is still ours to close.
         unsafe { libc::close(raw) };
         return Err(e);
     }
@@ -271,9 +278,12 @@ pub fn read_dir_fd(fd: OwnedFd) -> io::Result<Vec<(Vec<u8>, u64, u8)>> {
     loop {
         // SAFETY: errno is thread-local; reset to tell EOF from error.
         unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `dir` is a valid DIR* until the closedir below.
         let ent = unsafe { libc::readdir64(dir) };
         if ent.is_null() {
+            // SAFETY: errno is thread-local; read right after readdir.
             let err = unsafe { *libc::__errno_location() };
+            // SAFETY: `dir` is valid and closed exactly once, here.
             unsafe { libc::closedir(dir) };
             if err != 0 {
                 return Err(io::Error::from_raw_os_error(err));
@@ -282,6 +292,7 @@ pub fn read_dir_fd(fd: OwnedFd) -> io::Result<Vec<(Vec<u8>, u64, u8)>> {
         }
         // SAFETY: readdir returned a valid entry that lives until the next call.
         let ent = unsafe { &*ent };
+        // SAFETY: d_name is NUL-terminated inside the entry.
         let name = unsafe { CStr::from_ptr(ent.d_name.as_ptr()) }.to_bytes();
         if name == b"." || name == b".." {
             continue;
@@ -398,6 +409,7 @@ pub fn statvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
     let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
     // SAFETY: the kernel fills st.
     cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatvfs succeeded, so the kernel filled `st`.
     Ok(unsafe { st.assume_init() })
 }
 

@@ -131,9 +131,11 @@ fn signals_and_umount_commands_unmount_cleanly() {
             std::fs::write(m.p("f"), b"kept").unwrap();
             let pid = m.daemon_pid().expect("daemon pid");
             match how {
+                // SAFETY: sending a signal to a pid.
                 "sigterm" => unsafe {
                     libc::kill(pid, libc::SIGTERM);
                 },
+                // SAFETY: sending a signal to a pid.
                 "sigint" => unsafe {
                     libc::kill(pid, libc::SIGINT);
                 },

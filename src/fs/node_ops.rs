@@ -67,6 +67,7 @@ impl CkptFs {
             self.before_truncate(req, &inode, size)?;
             let handle = s.fh.and_then(|fh| self.handles.file(fh).ok());
             let r = match handle.filter(|h| h.ino == ino && h.writable) {
+                // SAFETY: plain syscall on an open fd.
                 Some(h) => sys::cvt(unsafe { libc::ftruncate(h.fd()?.as_raw_fd(), size as i64) }),
                 None => {
                     let f = self.inodes.open(&inode, libc::O_WRONLY)?;
@@ -117,6 +118,7 @@ impl CkptFs {
                 let p = self.inodes.get(parent)?;
                 let pfd = self.inodes.path_fd(&p)?;
                 let c = sys::cstr(OsStr::from_bytes(&name))?;
+                // SAFETY: valid fd, C string and two timespecs.
                 unsafe {
                     libc::utimensat(
                         pfd.as_raw_fd(),
@@ -126,6 +128,7 @@ impl CkptFs {
                     )
                 }
             } else {
+                // SAFETY: valid C string and two timespecs.
                 unsafe { libc::utimensat(libc::AT_FDCWD, proc.as_ptr(), times.as_ptr(), 0) }
             };
             sys::cvt(r)?;

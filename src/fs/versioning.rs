@@ -192,6 +192,7 @@ impl Versioner {
         let r = (|| -> io::Result<()> {
             // SAFETY: plain syscalls on an owned fd.
             sys::cvt(unsafe { libc::fchown(f.as_raw_fd(), st.st_uid, st.st_gid) })?;
+            // SAFETY: as above.
             sys::cvt(unsafe { libc::fchmod(f.as_raw_fd(), st.st_mode & 0o7777) })?;
             copy_xattrs(&fd, &f);
             sys::renameat2(pfd.as_fd(), &ctmp, pfd.as_fd(), &cname, 0)
