@@ -452,6 +452,85 @@ for k in range(1, 5):
     });
 }
 
+/// Two writer processes with the same file open, overlapping writes: each
+/// writer's state at its close becomes a version, and nothing else does.
+#[test]
+fn each_of_two_overlapping_writer_processes_leaves_its_closing_state() {
+    if !can_mount() {
+        return;
+    }
+    bounded(180, || {
+        for opts in modes() {
+            let m = Mount::new(
+                "twowriters",
+                Opts {
+                    config: Some(FAST.into()),
+                    ..opts.clone()
+                },
+            );
+            let out = python(
+                &m,
+                r#"
+import os, sys, json, subprocess
+CHILD = """
+import os, sys
+fd = os.open("shared.bin", os.O_RDWR | os.O_CREAT, 0o644)
+for line in sys.stdin:
+    cmd = line.split()
+    if cmd[0] == "write":
+        os.pwrite(fd, bytes([int(cmd[1])]) * int(cmd[3]), int(cmd[2]))
+    elif cmd[0] == "close":
+        os.close(fd)
+    print("ok", flush=True)
+"""
+def spawn():
+    return subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+def do(p, cmd):
+    p.stdin.write(cmd + "\n"); p.stdin.flush()
+    assert p.stdout.readline().strip() == "ok"
+a = spawn(); do(a, "ping")      # both open the (empty) file before anyone writes
+b = spawn(); do(b, "ping")
+do(a, "write 65 0 8192")        # A: 'A' * 8 KiB
+do(b, "write 66 4096 8192")     # B overlaps A's second half
+do(a, "write 67 0 1024")        # A writes again
+state_a = open("shared.bin", "rb").read()
+do(a, "close")                  # B still has it open
+do(b, "write 68 10000 100")
+state_b = open("shared.bin", "rb").read()
+do(b, "close")
+a.stdin.close(); b.stdin.close(); a.wait(); b.wait()
+print(json.dumps({"a": state_a.hex(), "b": state_b.hex()}))
+"#,
+            );
+            let v: serde_json::Value =
+                serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
+            let hex = |k: &str| -> Vec<u8> {
+                let h = v[k].as_str().unwrap();
+                (0..h.len() / 2)
+                    .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+                    .collect()
+            };
+            let (a, b) = (hex("a"), hex("b"));
+            assert_ne!(a, b);
+            wait_for("both states", 10, || {
+                versions_of(&m, "shared.bin").len() >= 2
+            });
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let got: Vec<Vec<u8>> = versions_of(&m, "shared.bin")
+                .iter()
+                .map(|e| std::fs::read(m.p(".versions/shared.bin").join(e)).unwrap())
+                .collect();
+            assert!(
+                got == vec![a.clone(), b.clone()],
+                "{opts:?}: the versions are exactly A's and B's closing states ({} found)",
+                got.len()
+            );
+            assert_eq!(std::fs::read(m.p("shared.bin")).unwrap(), b);
+        }
+    });
+}
+
 #[test]
 fn unmount_seals_pending_and_interval_versions_long_writers() {
     if !can_mount() {

@@ -700,6 +700,9 @@ impl CkptFs {
     pub(super) fn on_dirty_release(&self, inode: &Arc<Inode>, pid: u32) {
         let Some(v) = self.v() else { return };
         if self.handles.writers(inode.ino) > 0 {
+            // Another writer keeps the file open and will change it: this
+            // writer's last state is kept now (guarantee 4), as at an fsync.
+            self.keep_displaced_state(inode, pid);
             return;
         }
         let Some(p) = v.path_of(inode) else { return };
@@ -720,7 +723,18 @@ impl CkptFs {
         v.schedule(inode, reason, writer_of(pid));
     }
 
+    /// A writer closed while others still write: capture its state now.
+    fn keep_displaced_state(&self, inode: &Arc<Inode>, pid: u32) {
+        self.capture_while_open(inode, pid, Reason::Close);
+    }
+
     pub(super) fn on_fsync(&self, inode: &Arc<Inode>, pid: u32) {
+        self.capture_while_open(inode, pid, Reason::Fsync);
+    }
+
+    /// Capture the state of a file that stays open for writing (fsync, or a
+    /// writer's close while another writer remains).
+    fn capture_while_open(&self, inode: &Arc<Inode>, pid: u32, reason: Reason) {
         let Some(v) = self.v() else { return };
         let Some(p) = v.path_of(inode) else { return };
         let _g = inode.vlock.lock();
@@ -734,20 +748,24 @@ impl CkptFs {
             // files without reflink seal at the last close (zero copy) instead.
             let small = (st.st_size as u64) <= v.store.cfg.fsync_copy_limit;
             let how = if small { How::Copy } else { How::CloneOnly };
-            match v.capture(&fd, &p, Reason::Fsync, writer_of(pid), how) {
+            match v.capture(&fd, &p, reason, writer_of(pid), how) {
                 Ok(()) => {
                     v.pending.lock().remove(&inode.ino);
                     Ok(())
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                    v.schedule(inode, Reason::Fsync, writer_of(pid));
+                    v.schedule(inode, reason, writer_of(pid));
                     Ok(())
                 }
                 Err(e) => Err(e),
             }
         });
         if let Err(e) = r {
-            log::warn!("fsync version of {}: {e}", String::from_utf8_lossy(&p));
+            log::warn!(
+                "{} version of {}: {e}",
+                reason.as_str(),
+                String::from_utf8_lossy(&p)
+            );
         }
     }
 
