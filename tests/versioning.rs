@@ -123,10 +123,28 @@ fn triggers_view_and_restore() {
                 std::fs::read(m.p(".versions/log.txt").join(&v[0])).unwrap(),
                 b"line1\n"
             );
-            // snapshot
-            std::fs::write(m.dir.join("never-closed-through-mount"), b"x").ok();
+            // snapshot: the state of a file a writer still holds open becomes a
+            // new `-snapshot` entry with exactly those bytes.
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(m.p("open.bin")).unwrap();
+                f.write_all(b"state at the snapshot").unwrap();
+                let o = ckptfs(&["snapshot", &m.p("open.bin").display().to_string()]);
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                let v = versions_of(&m, "open.bin");
+                assert_eq!(v.len(), 1, "{v:?}");
+                assert!(v[0].contains("-000001-snapshot"), "{v:?}");
+                assert_eq!(
+                    std::fs::read(m.p(".versions/open.bin").join(&v[0])).unwrap(),
+                    b"state at the snapshot"
+                );
+                f.write_all(b", then more").unwrap();
+            }
+            // A snapshot of an unchanged file adds nothing.
+            let before = versions_of(&m, "cfg.json");
             let o = ckptfs(&["snapshot", &m.p("cfg.json").display().to_string()]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            assert_eq!(versions_of(&m, "cfg.json"), before);
             // verify is clean
             let o = ckptfs(&["verify", &m.mnt.display().to_string()]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
