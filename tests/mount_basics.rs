@@ -209,3 +209,36 @@ fn non_root_user_can_mount_via_fusermount() {
         let _ = std::fs::remove_dir_all(&root);
     });
 }
+
+#[test]
+fn mount_options_are_understood_or_refused() {
+    if !can_mount() {
+        return;
+    }
+    bounded(60, || {
+        let root = tmpdir("mountopts");
+        let dir = root.join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display().to_string();
+        // `ro` would be silently untrue: refused, nothing mounted.
+        for bad in ["ro", "defaults,bogus=1", "noexec"] {
+            let o = ckptfs(&["mount", &d, "-o", bad]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "-o {bad} must fail");
+            assert!(err.contains("unknown mount option"), "{err}");
+            assert_eq!(mount_count(&dir), 0);
+        }
+        // fstab's generic options plus ours: store= is honoured.
+        let store = root.join("st");
+        let opts = format!(
+            "defaults,nofail,x-systemd.automount,passthrough=0,store={}",
+            store.display()
+        );
+        let o = ckptfs(&["mount", &d, "-o", &opts]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("data path: daemon"));
+        assert!(store.join("FORMAT").exists());
+        let o = ckptfs(&["umount", &d]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    });
+}

@@ -25,23 +25,40 @@ pub struct MountCmd {
     /// FUSE request threads (8 measured steadier unlink latency than 4 here).
     #[arg(long, default_value_t = 8)]
     threads: usize,
-    /// Mount options as mount(8) passes them (accepted for fstab; `passthrough=0`,
-    /// `store=PATH`, `config=FILE` are understood, the rest ignored).
+    /// Mount options as mount(8) passes them (for fstab): `store=PATH`,
+    /// `config=FILE`, `passthrough=0|1`, `no_passthrough`, and mount(8)'s generic
+    /// options (`rw`, `defaults`, `nofail`, `x-…`, …), which need nothing from us.
+    /// Anything else is an error.
     #[arg(short = 'o')]
     options: Option<String>,
     #[command(flatten)]
     config: ConfigArg,
 }
 
+/// mount(8)'s options that hold for every ckptfs mount as it is (it is always
+/// rw, nosuid, nodev, exec, relatime) or that only mount(8) itself reads; `suid`
+/// and `dev` are accepted because mount helpers add them for root, and have no
+/// effect. Others (`ro`, `noexec`, `sync`, …) would be silently untrue: errors.
+const GENERIC: &[&str] = &[
+    "defaults", "rw", "auto", "noauto", "user", "nouser", "users", "owner", "group", "nofail",
+    "_netdev", "nosuid", "nodev", "suid", "dev", "exec", "relatime", "async", "loud", "silent",
+];
+
 pub fn run(mut c: MountCmd) -> CliResult {
     if let Some(o) = c.options.take() {
-        for opt in o.split(',') {
+        for opt in o.split(',').filter(|o| !o.is_empty()) {
             match opt.split_once('=') {
                 Some(("store", v)) => c.store = Some(v.into()),
                 Some(("config", v)) => c.config.config = Some(v.into()),
                 Some(("passthrough", "0")) => c.no_passthrough = true,
+                Some(("passthrough", "1")) => {}
                 _ if opt == "no_passthrough" => c.no_passthrough = true,
-                _ => {}
+                _ if GENERIC.contains(&opt) || opt.starts_with("x-") => {}
+                _ => {
+                    return Err(format!(
+                        "-o {opt}: unknown mount option (known: store=PATH, config=FILE, passthrough=0|1, no_passthrough, and mount(8)'s generic options)"
+                    ));
+                }
             }
         }
     }
