@@ -8,7 +8,10 @@
 #   scripts/make-fixtures.sh
 set -euo pipefail
 OUT=$(cd "$(dirname "$0")/.." && pwd)/tests/fixtures
-rm -rf "$OUT"; mkdir -p "$OUT"
+# Everything but store-v1/, the committed format-1 store (tests/store_format.rs),
+# which no writer here can make again.
+mkdir -p "$OUT"
+find "$OUT" -mindepth 1 -maxdepth 1 ! -name store-v1 -exec rm -rf {} +
 cd "$OUT"
 python3 - <<'PY'
 import json, os, pickle, sqlite3, subprocess, tarfile, io
@@ -56,6 +59,24 @@ try:
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
     add("tiny.gguf", "gguf", "application/x-gguf")
 except Exception as e: skip("gguf", e)
+# big headers: begin (headers longer than the classifier's 64 KiB window)
+try:
+    import numpy as np
+    from safetensors.numpy import save_file
+    save_file({f"layers.{i}.w": np.full(2, i, dtype=np.float32) for i in range(1500)}, "big-header.safetensors")
+    assert int.from_bytes(open("big-header.safetensors", "rb").read(8), "little") > 64 * 1024
+    add("big-header.safetensors", "safetensors", "application/x-safetensors")
+except Exception as e: skip("safetensors (big header)", e)
+try:
+    import gguf, numpy as np
+    w = gguf.GGUFWriter("big-vocab.gguf", "llama")
+    w.add_block_count(1)
+    w.add_token_list([f"token-{i:05d}" for i in range(20000)])
+    w.add_tensor("tok_embd", np.ones((16, 8), dtype=np.float32))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    add("big-vocab.gguf", "gguf", "application/x-gguf")
+except Exception as e: skip("gguf (big vocabulary)", e)
+# big headers: end
 db = sqlite3.connect("app.sqlite")
 db.execute("create table t(x, y)"); db.executemany("insert into t values (?, ?)", [(i, "v" * 50) for i in range(300)])
 db.commit(); db.close()

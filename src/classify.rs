@@ -35,6 +35,48 @@ pub const CATEGORIES: &[&str] = &[
 
 /// How many bytes of head and tail the classifier wants.
 pub const WINDOW: usize = 64 * 1024;
+/// The most leading bytes read for a header that runs past [`WINDOW`] (a
+/// safetensors header of a large model, a GGUF vocabulary).
+pub const MAX_HEADER: usize = 100 << 20;
+
+/// How many leading bytes the classifier wants, given the `head` read so far
+/// (the file's first bytes, at least [`WINDOW`] of them or the whole file).
+/// More than `head.len()` when a header runs past it: the exact length where
+/// the format says (safetensors), else twice as much until it parses (GGUF).
+/// Never more than the file or [`MAX_HEADER`]. Pure: the caller reads.
+pub fn head_wanted(head: &[u8], size: u64) -> usize {
+    let cap = size.min(MAX_HEADER as u64) as usize;
+    let want = if let Some(n) = safetensors_header_len(head) {
+        8 + n
+    } else if head.starts_with(b"GGUF") && gguf_data_end(head).is_none() {
+        head.len().max(WINDOW) * 2
+    } else {
+        WINDOW
+    };
+    want.min(cap)
+}
+
+/// Classify a file held whole in memory, with the head [`head_wanted`] asks
+/// for (as the seal reads it).
+pub fn classify_bytes(b: &[u8], name: &str) -> Class {
+    let size = b.len() as u64;
+    let mut n = b.len().min(WINDOW);
+    loop {
+        let w = head_wanted(&b[..n], size).min(b.len());
+        if w <= n {
+            break;
+        }
+        n = w;
+    }
+    classify(&b[..n], &b[b.len().saturating_sub(WINDOW)..], size, name)
+}
+
+/// The length of a safetensors header (the u64 before its JSON), if `head`
+/// looks like one.
+fn safetensors_header_len(head: &[u8]) -> Option<usize> {
+    let n = u64le(head, 0)?;
+    ((2..=MAX_HEADER as u64).contains(&n) && head.get(8) == Some(&b'{')).then_some(n as usize)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Class {
@@ -212,17 +254,16 @@ fn tail_contains(tail: &[u8], needle: &[u8]) -> bool {
 }
 
 fn safetensors(head: &[u8], size: u64) -> Option<Class> {
-    let n = u64le(head, 0)?;
-    if !(2..=100_000_000).contains(&n) || head.get(8) != Some(&b'{') {
-        return None;
-    }
+    let n = safetensors_header_len(head)? as u64;
     let mime = "application/x-safetensors";
     let Some(hdr) = head.get(8..8 + n as usize) else {
-        // Header longer than the window: cannot check the data offsets.
+        // With all `head_wanted` asked for, a head that holds the whole file
+        // means the file ends inside its header; a shorter one (over
+        // MAX_HEADER) cannot be judged.
         return Some(class(
             "safetensors",
             mime,
-            Some(size >= 8 + n),
+            (head.len() as u64 >= size).then_some(false),
             "shorter than its header",
         ));
     };
@@ -267,10 +308,11 @@ fn gguf(head: &[u8], size: u64) -> Class {
             Some(size >= end),
             &format!("size {size} < data end {end}"),
         ),
+        // The whole file read and still no end of header: torn inside it.
         None => class(
             "gguf",
             mime,
-            Some(size > 24),
+            (head.len() as u64 >= size).then_some(false),
             "shorter than the GGUF header",
         ),
     }
@@ -738,8 +780,7 @@ mod tests {
     use super::*;
 
     fn c(b: &[u8], name: &str) -> Class {
-        let tail = &b[b.len().saturating_sub(WINDOW)..];
-        classify(&b[..b.len().min(WINDOW)], tail, b.len() as u64, name)
+        classify_bytes(b, name)
     }
 
     fn st(tensors_end: u64, body: usize) -> Vec<u8> {

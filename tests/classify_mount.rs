@@ -154,3 +154,37 @@ fn ten_thousand_files_spread_over_shards() {
         assert_eq!(du["directories"]["run3"]["versions"], 1000);
     });
 }
+
+/// Headers longer than the 64 KiB window (a safetensors file of 1,500 tensors,
+/// a GGUF vocabulary of 20,000 tokens) are read whole at seal time, so a torn
+/// copy is flagged and a whole one is complete.
+#[test]
+fn headers_beyond_the_window_are_read_whole_when_sealing() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        let m = Mount::new(
+            "bigheader",
+            Opts {
+                config: Some(FAST.into()),
+                ..Opts::default()
+            },
+        );
+        let fx = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for (name, torn) in [
+            ("big-header.safetensors", "torn-tail-big-header.safetensors"),
+            ("big-vocab.gguf", "torn-half-big-vocab.gguf"),
+        ] {
+            std::fs::copy(fx.join(name), m.p(name)).unwrap();
+            wait_for("whole sealed", 30, || versions_of(&m, name).len() == 1);
+            std::fs::copy(fx.join(torn), m.p(name)).unwrap();
+            wait_for("torn sealed", 30, || versions_of(&m, name).len() == 2);
+            let o = ckptfs(&["log", "--json", &m.p(name).display().to_string()]);
+            let log: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let vs = log.as_array().unwrap();
+            assert_eq!(vs[0]["complete"], true, "{name}: {log}");
+            assert_eq!(vs[1]["complete"], false, "{name}: {log}");
+        }
+    });
+}

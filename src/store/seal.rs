@@ -292,15 +292,23 @@ impl Store {
         let mut buf = vec![0u8; 1 << 20];
         let mut off = 0u64;
         let mut head = Vec::new();
+        let mut head_want = classify::WINDOW;
         while off < cap.size {
             let want = ((cap.size - off) as usize).min(buf.len());
             let n = sys::pread_full(obj.as_fd(), &mut buf[..want], off)?;
             if n == 0 {
                 break;
             }
-            if head.len() < classify::WINDOW {
-                let take = (classify::WINDOW - head.len()).min(n);
-                head.extend_from_slice(&buf[..take]);
+            // Keep the head the classifier asks for: 64 KiB, or a whole
+            // header that runs past it (it asks again each time it is met).
+            let mut used = 0;
+            while head.len() < head_want && used < n {
+                let take = (head_want - head.len()).min(n - used);
+                head.extend_from_slice(&buf[used..used + take]);
+                used += take;
+                if head.len() == head_want {
+                    head_want = head_want.max(classify::head_wanted(&head, cap.size));
+                }
             }
             hasher.update(&buf[..n]);
             off += n as u64;
