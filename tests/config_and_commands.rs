@@ -162,7 +162,7 @@ fn max_store_bytes_bounds_the_store() {
         );
         for i in 0..5u8 {
             std::fs::write(m.p("w.bin"), vec![i; 600 << 10]).unwrap();
-            wait_for("sealed", 30, || versions_of(&m, "w.bin").len() >= 1);
+            wait_for("sealed", 30, || !versions_of(&m, "w.bin").is_empty());
             std::thread::sleep(Duration::from_millis(150));
         }
         wait_for("the quota", 30, || {
