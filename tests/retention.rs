@@ -144,21 +144,14 @@ fn a_checkpoint_loop_that_would_fill_the_disk_keeps_running() {
     }
     bounded(400, || {
         for opts in modes() {
-            let root = tmpdir("space");
-            let Some(disk) = SmallDisk::new(&root, 160) else {
+            let cfg = r#"{ "autosave": { "settle_ms": 50 }, "retention": { "keep_last": 100, "keep_within": "1d", "min_free_bytes": "10%" } }"#;
+            let o = Opts {
+                config: Some(cfg.into()),
+                ..opts.clone()
+            };
+            let Some(DiskMount { disk, mut m }) = Mount::on_small_disk("space", 160, o) else {
                 return;
             };
-            let dir = disk.mnt.join("ckpt");
-            std::fs::create_dir_all(&dir).unwrap();
-            let cfg = r#"{ "autosave": { "settle_ms": 50 }, "retention": { "keep_last": 100, "keep_within": "1d", "min_free_bytes": "10%" } }"#;
-            let mut m = Mount::over(
-                root.clone(),
-                dir.clone(),
-                Opts {
-                    config: Some(cfg.into()),
-                    ..opts.clone()
-                },
-            );
             // 30 saves of 24 MiB = 720 MiB through a 160 MiB disk, each distinct.
             let out = python(
                 &m,

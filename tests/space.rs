@@ -80,14 +80,12 @@ fn rotation_under_new_names_writes_ten_disks_without_a_failed_save() {
     }
     bounded(900, || {
         for opts in modes() {
-            let root = tmpdir("rotation");
-            let Some(disk) = SmallDisk::new(&root, 128) else {
+            // Defaults, as a new user mounts it.
+            let Some(DiskMount { disk, mut m }) =
+                Mount::on_small_disk("rotation", 128, opts.clone())
+            else {
                 return;
             };
-            let dir = disk.mnt.join("ckpt");
-            std::fs::create_dir_all(&dir).unwrap();
-            // Defaults, as a new user mounts it.
-            let mut m = Mount::over(root.clone(), dir, opts.clone());
             // 12 MiB checkpoints, 107 saves: 10x the disk, keeping the newest 2.
             let out = sh_ok(&format!(
                 "python3 {ROTATE} {} --saves 107 --mb 12 --fsync",
@@ -126,13 +124,11 @@ fn one_file_rewritten_fifty_times_at_a_fifth_of_the_disk() {
     }
     bounded(600, || {
         for opts in modes() {
-            let root = tmpdir("rewrite");
-            let Some(disk) = SmallDisk::new(&root, 128) else {
+            let Some(DiskMount { disk, mut m }) =
+                Mount::on_small_disk("rewrite", 128, opts.clone())
+            else {
                 return;
             };
-            let dir = disk.mnt.join("ckpt");
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut m = Mount::over(root.clone(), dir, opts.clone());
             let out = python(
                 &m.mnt,
                 r#"
@@ -172,21 +168,15 @@ fn ten_thousand_small_files_written_and_deleted() {
     }
     bounded(900, || {
         for opts in modes() {
-            let root = tmpdir("smallfiles");
             // 32 MiB: 8,192 inodes; every deleted file's version takes 2-3.
-            let Some(disk) = SmallDisk::new(&root, 32) else {
+            let fast = Opts {
+                config: Some(FAST.into()),
+                ..opts.clone()
+            };
+            let Some(DiskMount { disk, mut m }) = Mount::on_small_disk("smallfiles", 32, fast)
+            else {
                 return;
             };
-            let dir = disk.mnt.join("ckpt");
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut m = Mount::over(
-                root.clone(),
-                dir,
-                Opts {
-                    config: Some(FAST.into()),
-                    ..opts.clone()
-                },
-            );
             let out = python(
                 &m.mnt,
                 r#"
@@ -226,20 +216,16 @@ fn pins_hold_under_pressure_and_only_they_can_fill_the_disk() {
     }
     bounded(600, || {
         for opts in modes() {
-            let root = tmpdir("pins");
-            let Some(disk) = SmallDisk::new(&root, 64) else {
-                return;
-            };
-            let dir = disk.mnt.join("ckpt");
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut m = Mount::over(
-                root.clone(),
-                dir,
+            let Some(DiskMount { disk, mut m }) = Mount::on_small_disk(
+                "pins",
+                64,
                 Opts {
                     config: Some(FAST.into()),
                     ..opts.clone()
                 },
-            );
+            ) else {
+                return;
+            };
             let pinned: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
             std::fs::write(m.p("best.safetensors"), &pinned).unwrap();
             wait_for("v1", 30, || versions_of(&m, "best.safetensors").len() == 1);
@@ -290,20 +276,16 @@ fn kill_during_pressure_eviction_then_remount_is_consistent() {
     }
     bounded(900, || {
         for opts in modes() {
-            let root = tmpdir("spacecrash");
-            let Some(disk) = SmallDisk::new(&root, 128) else {
-                return;
-            };
-            let dir = disk.mnt.join("ckpt");
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut m = Mount::over(
-                root.clone(),
-                dir,
+            let Some(DiskMount { disk, mut m }) = Mount::on_small_disk(
+                "spacecrash",
+                128,
                 Opts {
                     config: Some(FAST.into()),
                     ..opts.clone()
                 },
-            );
+            ) else {
+                return;
+            };
             // A pinned version whose live file is gone: only the pin keeps it.
             std::fs::create_dir_all(m.p("keep")).unwrap();
             let pinned = vec![42u8; 3 << 20];
@@ -490,22 +472,15 @@ fn an_inode_open_across_pressure_and_health_keeps_one_io_mode() {
     }
     bounded(300, || {
         for opts in modes() {
-            let root = tmpdir("iomode");
-            let Some(disk) = SmallDisk::new(&root, 64) else {
-                return;
-            };
-            let dir = disk.mnt.join("ckpt");
-            std::fs::create_dir_all(&dir).unwrap();
             let cfg = r#"{ "autosave": { "settle_ms": 50 },
                            "retention": { "reserve_bytes": "16M", "min_free_bytes": 0 } }"#;
-            let mut m = Mount::over(
-                root.clone(),
-                dir,
-                Opts {
-                    config: Some(cfg.into()),
-                    ..opts.clone()
-                },
-            );
+            let o = Opts {
+                config: Some(cfg.into()),
+                ..opts.clone()
+            };
+            let Some(DiskMount { disk, mut m }) = Mount::on_small_disk("iomode", 64, o) else {
+                return;
+            };
             let before = stat_u64(&m, "pressure_opens");
             // filler.tmp is ignored (no versions): deleting it frees its space.
             let out = python(

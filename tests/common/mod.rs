@@ -158,6 +158,25 @@ impl SmallDisk {
     }
 }
 
+/// A mount over `ckpt/` on a fresh [`SmallDisk`]. Bind it as
+/// `DiskMount { disk, mut m }`: `m` is dropped (unmounted) before `disk`.
+pub struct DiskMount {
+    pub disk: SmallDisk,
+    pub m: Mount,
+}
+
+impl Mount {
+    /// None when the machine cannot loop-mount (said by [`skip`]).
+    pub fn on_small_disk(tag: &str, mb: u64, opts: Opts) -> Option<DiskMount> {
+        let root = tmpdir(tag);
+        let disk = SmallDisk::new(&root, mb)?;
+        let dir = disk.mnt.join("ckpt");
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = Mount::over(root, dir, opts);
+        Some(DiskMount { disk, m })
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
