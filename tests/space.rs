@@ -40,24 +40,6 @@ fn verify_clean(m: &Mount) {
     );
 }
 
-fn blake2b(b: &[u8]) -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys, hashlib; print(hashlib.blake2b(sys.stdin.buffer.read()).hexdigest())",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(b)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// The newest version of `rel` (after its seal) holds exactly `digest`.
 #[track_caller]
 fn newest_version_is(m: &Mount, rel: &str, digest: &str) {

@@ -417,3 +417,23 @@ pub fn versions_of(m: &Mount, rel: &str) -> Vec<String> {
 
 /// Fast seal for tests.
 pub const FAST: &str = r#"{ "autosave": { "settle_ms": 100 } }"#;
+
+/// BLAKE2b of `b` as Python's hashlib writes it (the writers in tests record
+/// their saves that way).
+pub fn blake2b(b: &[u8]) -> String {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, hashlib; print(hashlib.blake2b(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
