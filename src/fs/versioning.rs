@@ -775,11 +775,10 @@ impl CkptFs {
         if e.raw_os_error() != Some(libc::ENOSPC) {
             return false;
         }
-        let Some(s) = self.store.as_ref().filter(|s| s.same_fs) else {
-            return false;
-        };
-        s.stats.enospc_evictions.fetch_add(1, Ordering::Relaxed);
-        s.make_room(need.max(1 << 20)) > 0
+        self.store
+            .as_ref()
+            .filter(|s| s.same_fs)
+            .is_some_and(|s| s.relieve(need, true))
     }
 
     /// Run an operation that allocates space in the live tree; on ENOSPC evict

@@ -506,20 +506,22 @@ impl Store {
         loop {
             match op() {
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.same_fs => {
-                    self.stats.enospc_evictions.fetch_add(1, Ordering::Relaxed);
-                    if self.make_room(need.max(1 << 20)) > 0 {
-                        continue;
-                    }
-                    if !(wait
-                        && self.wait_seals(SEAL_WAIT)
-                        && self.make_room(need.max(1 << 20)) > 0)
-                    {
+                    if !self.relieve(need, wait) {
                         return Err(e);
                     }
                 }
                 r => return r,
             }
         }
+    }
+
+    /// Something met ENOSPC: evict about `need` bytes; when nothing is
+    /// evictable but captures are still being sealed (evictable once sealed),
+    /// and `wait`, wait for them and try again. True if room was made.
+    pub fn relieve(&self, need: u64, wait: bool) -> bool {
+        self.stats.enospc_evictions.fetch_add(1, Ordering::Relaxed);
+        let need = need.max(1 << 20);
+        self.make_room(need) > 0 || (wait && self.wait_seals(SEAL_WAIT) && self.make_room(need) > 0)
     }
 
     /// Wait until no capture is being sealed, at most `d`; true if some were.
