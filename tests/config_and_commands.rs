@@ -380,6 +380,24 @@ fn restore_in_place_du_foreground_and_threads() {
                 "{args:?}: {err}"
             );
         }
+        // A read-only place: one line naming it, the live file unchanged.
+        let ro = root.join("ro");
+        std::fs::create_dir_all(&ro).unwrap();
+        sh_ok(&format!("mount -t tmpfs -o ro tmpfs {}", ro.display()));
+        let o = ckptfs(&[
+            "restore",
+            &fs,
+            "1",
+            "--to",
+            &ro.join("x").display().to_string(),
+        ]);
+        let _ = std::process::Command::new("umount").arg(&ro).status();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            err.contains("Read-only file system") && err.contains("ro/x"),
+            "{err}"
+        );
         let nohist = dir.join("never-written.bin");
         let o = ckptfs(&["restore", &nohist.display().to_string(), "1"]);
         let err = String::from_utf8_lossy(&o.stderr);
