@@ -413,3 +413,27 @@ fn restore_in_place_du_foreground_and_threads() {
         let _ = std::fs::remove_dir_all(&root);
     });
 }
+
+#[test]
+fn keep_within_keeps_exactly_the_recent_span() {
+    if !can_mount() {
+        return;
+    }
+    bounded(60, || {
+        let m = mount_with(
+            "within",
+            r#"{ "autosave": { "settle_ms": 50 }, "retention": { "keep_last": 1, "keep_within": "2s" } }"#,
+        );
+        std::fs::write(m.p("k.bin"), [1u8; 64]).unwrap();
+        wait_for("v1", 30, || numbers(&m, "k.bin") == vec![1]);
+        std::thread::sleep(Duration::from_millis(3300));
+        for i in 2..=3u8 {
+            std::fs::write(m.p("k.bin"), [i; 64]).unwrap();
+            wait_for("sealed", 30, || {
+                numbers(&m, "k.bin").last() == Some(&(i as u64))
+            });
+        }
+        // v1 is more than 2 s older than the newest; v2 is within.
+        wait_for("retention", 30, || numbers(&m, "k.bin") == vec![2, 3]);
+    });
+}
