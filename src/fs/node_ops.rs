@@ -64,6 +64,9 @@ impl CkptFs {
                     libc::EINVAL
                 }));
             }
+            // Capture and truncate as one step under the vlock: a seal linking
+            // the inode into the store in between would be truncated with it.
+            let v = inode.vlock.lock();
             self.before_truncate(req, &inode, size)?;
             let handle = s.fh.and_then(|fh| self.handles.file(fh).ok());
             let r = match handle.filter(|h| h.ino == ino && h.writable) {
@@ -76,6 +79,7 @@ impl CkptFs {
                 }
             };
             r?;
+            drop(v);
             self.note_dirty(&inode);
         }
         if let Some(mode) = s.mode {

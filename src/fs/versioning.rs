@@ -561,6 +561,8 @@ impl CkptFs {
         self.versioner.as_ref()
     }
 
+    /// Called with the inode's vlock held through the truncate itself, so no
+    /// seal can link the inode into the store in between.
     pub(super) fn before_truncate(
         &self,
         req: &Request,
@@ -569,9 +571,9 @@ impl CkptFs {
     ) -> io::Result<()> {
         let Some(v) = self.v() else { return Ok(()) };
         let Some(p) = v.path_of(inode) else {
-            return Ok(());
+            // Not versioned under this name; a version under another may share it.
+            return self.before_inplace_change(inode);
         };
-        let _g = inode.vlock.lock();
         v.before_rewrite(inode, &p, Reason::Truncate, size, req.pid())
     }
 
@@ -635,6 +637,11 @@ impl CkptFs {
     ) -> io::Result<()> {
         let Some(v) = self.v() else { return Ok(()) };
         let Some(p) = v.path_of(inode) else {
+            // This name is not versioned, but a version made under another
+            // name (a hard link, a name since renamed) may share the inode.
+            if flags & libc::O_TRUNC != 0 || flags & libc::O_APPEND == 0 {
+                return self.before_inplace_change(inode);
+            }
             return Ok(());
         };
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
