@@ -583,3 +583,41 @@ fn unmount_seals_pending_and_interval_versions_long_writers() {
         );
     });
 }
+
+/// A version shares its inode with the live file; the same inode truncated or
+/// rewritten in place through a second name that is not versioned (a hard link
+/// with an ignored name) must not change the version.
+#[test]
+fn a_version_survives_changes_through_an_unversioned_hard_link() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        for opts in modes() {
+            let m = Mount::new(
+                "hardlink",
+                Opts {
+                    config: Some(FAST.into()),
+                    ..opts.clone()
+                },
+            );
+            let x: Vec<u8> = (0..126_976u32).map(|i| (i % 253) as u8).collect();
+            std::fs::write(m.p("a.bin"), &x).unwrap();
+            wait_for("v1", 30, || versions_of(&m, "a.bin").len() == 1);
+            std::fs::hard_link(m.p("a.bin"), m.p("b.tmp")).unwrap();
+            // Through the ignored name: a path truncate, then an in-place write.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(m.p("b.tmp"))
+                .unwrap();
+            f.set_len(567).unwrap();
+            drop(f);
+            sh_ok(&format!("truncate -s 100 {}", m.p("b.tmp").display()));
+            let v = versions_of(&m, "a.bin");
+            let kept = std::fs::read(m.p(".versions/a.bin").join(&v[0])).unwrap();
+            assert!(kept == x, "{opts:?}: v1 changed to {} bytes", kept.len());
+            let o = ckptfs(&["verify", &m.mnt.display().to_string()]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        }
+    });
+}
