@@ -709,7 +709,7 @@ impl CkptFs {
         if self.handles.writers(inode.ino) > 0 {
             // Another writer keeps the file open and will change it: this
             // writer's last state is kept now (guarantee 4), as at an fsync.
-            self.keep_displaced_state(inode, pid);
+            self.capture_while_open(inode, pid, Reason::Close);
             return;
         }
         let Some(p) = v.path_of(inode) else { return };
@@ -728,11 +728,6 @@ impl CkptFs {
             _ => Reason::Close,
         };
         v.schedule(inode, reason, writer_of(pid));
-    }
-
-    /// A writer closed while others still write: capture its state now.
-    fn keep_displaced_state(&self, inode: &Arc<Inode>, pid: u32) {
-        self.capture_while_open(inode, pid, Reason::Close);
     }
 
     pub(super) fn on_fsync(&self, inode: &Arc<Inode>, pid: u32) {

@@ -166,7 +166,7 @@ pub struct SpaceStatus {
 
 /// State of the space thread.
 pub(super) struct Space {
-    pub(super) sizes: Mutex<SaveSizes>,
+    sizes: Mutex<SaveSizes>,
     /// The last computed reserve (read on every open for writing).
     reserve: std::sync::atomic::AtomicU64,
     kick: Mutex<bool>,
