@@ -43,6 +43,11 @@ pub enum Request {
     },
     Du,
     Stats,
+    /// Block until nothing is settling, being captured or sealed and the space
+    /// thread is between passes (benchmarks and scripts: "the store is quiet").
+    Wait {
+        timeout_ms: u64,
+    },
 }
 
 pub fn socket_name(store_path: &Path) -> String {
@@ -154,9 +159,47 @@ pub fn execute(r: Request, store: &Store, v: Option<&Versioner>) -> Result<Value
             Ok(json!({"ok": true, "repaired": msg(found), "problems": msg(left)}))
         }
         Request::Du => Ok(du(store)),
-        Request::Stats => Ok(
-            json!({"ok": true, "stats": &store.stats, "versions": store.with_index(|i| i.total_versions()), "store_bytes": store.store_bytes(), "space": store.space_status().ok()}),
-        ),
+        Request::Stats => {
+            let (sealing, _) = store.busy();
+            Ok(json!({
+                "ok": true,
+                "stats": &store.stats,
+                "versions": store.with_index(|i| i.total_versions()),
+                "store_bytes": store.store_bytes(),
+                "space": store.space_status().ok(),
+                "settling": v.map_or(0, |v| v.settling()),
+                "sealing": sealing,
+            }))
+        }
+        Request::Wait { timeout_ms } => wait_quiet(store, v, timeout_ms),
+    }
+}
+
+/// Poll every 2 ms until quiet twice in a row (a seal finishing can start a
+/// space pass; the second look sees it).
+fn wait_quiet(store: &Store, v: Option<&Versioner>, timeout_ms: u64) -> Result<Value, String> {
+    let start = std::time::Instant::now();
+    let mut quiet_looks = 0;
+    loop {
+        // Settling first: what leaves it is already counted as sealing.
+        let settling = v.map_or(0, |v| v.settling());
+        let (sealing, space_busy) = store.busy();
+        if settling == 0 && sealing == 0 && !space_busy {
+            quiet_looks += 1;
+            if quiet_looks == 2 {
+                let waited = start.elapsed().as_secs_f64() * 1000.0;
+                return Ok(json!({"ok": true, "waited_ms": waited}));
+            }
+        } else {
+            quiet_looks = 0;
+        }
+        if start.elapsed().as_millis() as u64 >= timeout_ms {
+            return Err(format!(
+                "not quiet after {timeout_ms} ms: {settling} file(s) settling, {sealing} seal(s) queued, space thread {}",
+                if space_busy { "busy" } else { "idle" }
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 

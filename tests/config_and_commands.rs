@@ -437,3 +437,36 @@ fn keep_within_keeps_exactly_the_recent_span() {
         wait_for("retention", 30, || numbers(&m, "k.bin") == vec![2, 3]);
     });
 }
+
+#[test]
+fn wait_returns_once_every_closed_file_is_sealed() {
+    if !can_mount() {
+        return;
+    }
+    bounded(60, || {
+        let m = mount_with("waitq", r#"{ "autosave": { "settle_ms": 3000 } }"#);
+        let mnt = m.mnt.display().to_string();
+        std::fs::write(m.p("a.bin"), [7u8; 4096]).unwrap();
+        std::fs::write(m.p("b.bin"), [8u8; 4096]).unwrap();
+        // Both still wait for their settle time.
+        assert_eq!(stats(&m)["settling"], 2);
+        let o = ckptfs(&["wait", &mnt, "--timeout", "0.1"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("2 file(s) settling"), "{err}");
+        let o = ckptfs(&["wait", &mnt, "--print"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let waited: f64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+        assert!(waited > 0.0, "it had to wait for the settle time");
+        // No polling: the versions exist the moment `wait` returns.
+        assert_eq!(numbers(&m, "a.bin"), vec![1]);
+        assert_eq!(numbers(&m, "b.bin"), vec![1]);
+        let s = stats(&m);
+        assert_eq!((&s["settling"], &s["sealing"]), (&0.into(), &0.into()));
+        let o = ckptfs(&["wait", &mnt, "--timeout=-1"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--timeout -1: not a number of seconds")
+        );
+    });
+}

@@ -35,6 +35,18 @@ pub struct DirOpt {
 }
 
 #[derive(clap::Args)]
+pub struct WaitCmd {
+    /// Give up (exit 1) after this many seconds.
+    #[arg(long, default_value_t = 600.0)]
+    timeout: f64,
+    /// Print how long it waited, in milliseconds.
+    #[arg(long)]
+    print: bool,
+    #[command(flatten)]
+    dir: DirOpt,
+}
+
+#[derive(clap::Args)]
 pub struct PinCmd {
     path: PathBuf,
     /// A number, an entry name, `latest`, `previous` or `latest-complete`.
@@ -228,6 +240,21 @@ pub fn stats(c: DirOpt) -> CliResult {
     let t = target::locate(&here(&c.dir))?;
     let v = t.ask(Request::Stats, &load_config(&c.config)?)?;
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn wait(c: WaitCmd) -> CliResult {
+    if !(c.timeout.is_finite() && c.timeout >= 0.0) {
+        return Err(format!("--timeout {}: not a number of seconds", c.timeout));
+    }
+    let t = target::locate(&here(&c.dir.dir))?;
+    let r = Request::Wait {
+        timeout_ms: (c.timeout * 1000.0) as u64,
+    };
+    let v = t.ask(r, &load_config(&c.dir.config)?)?;
+    if c.print {
+        println!("{:.1}", v["waited_ms"].as_f64().unwrap_or(0.0));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

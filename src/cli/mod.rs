@@ -54,6 +54,8 @@ enum Cmd {
     Verify(admin::VerifyCmd),
     /// Counters of the running daemon.
     Stats(admin::DirOpt),
+    /// Wait until every file closed so far is sealed and the store is quiet.
+    Wait(admin::WaitCmd),
     /// Store bytes and version counts per category and top-level directory.
     Du(admin::DuCmd),
     /// Configuration helpers.
@@ -96,6 +98,7 @@ pub fn main() -> ExitCode {
         Cmd::Gc(c) => admin::gc(c),
         Cmd::Verify(c) => admin::verify(c),
         Cmd::Stats(c) => admin::stats(c),
+        Cmd::Wait(c) => admin::wait(c),
         Cmd::Du(c) => admin::du(c),
         Cmd::Config { cmd } => admin::config(cmd),
     };

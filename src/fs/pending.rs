@@ -56,6 +56,10 @@ impl PendingSet {
         self.by_ino.contains_key(ino)
     }
 
+    pub fn len(&self) -> usize {
+        self.by_ino.len()
+    }
+
     pub fn inos(&self) -> Vec<u64> {
         self.by_ino.keys().copied().collect()
     }

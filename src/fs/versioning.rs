@@ -21,7 +21,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fuser::Request;
@@ -52,6 +52,25 @@ pub struct Versioner {
     open_dirty: Mutex<HashMap<u64, OpenDirty>>,
     stop: AtomicBool,
     swap_seq: AtomicU64,
+    /// Seals taken off `pending` whose capture has not reached the store's
+    /// queue yet (a copy can take seconds): `ckptfs wait` counts them.
+    capturing: AtomicUsize,
+}
+
+/// Counts itself in an `AtomicUsize` while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn writer_of(pid: u32) -> Option<Writer> {
@@ -84,6 +103,7 @@ impl Versioner {
             open_dirty: Mutex::new(HashMap::new()),
             stop: AtomicBool::new(false),
             swap_seq: AtomicU64::new(0),
+            capturing: AtomicUsize::new(0),
         });
         let me = v.clone();
         std::thread::Builder::new()
@@ -95,6 +115,13 @@ impl Versioner {
 
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Closed files waiting for their settle time or being captured. Once this
+    /// reads 0, everything closed before is in the store's queue (counted by
+    /// `Store::quiet`): a capture counts here until it is enqueued.
+    pub fn settling(&self) -> usize {
+        self.capturing.load(Ordering::SeqCst) + self.pending.lock().len()
     }
 
     /// Path of a live inode if it is versioned (not ignored, not the store).
@@ -320,6 +347,7 @@ impl Versioner {
             self.pending.lock().postpone(ino, Instant::now() + settle);
             return;
         }
+        let _counted = Counted::new(&self.capturing);
         let Some(p) = self.pending.lock().remove(&ino) else {
             return;
         };

@@ -319,6 +319,14 @@ impl Store {
     }
 
     /// Wait until every queued capture is sealed.
+    /// Seals queued or running, and whether the space thread is in a pass.
+    pub fn busy(&self) -> (u64, bool) {
+        (
+            *self.inflight.lock(),
+            self.space.busy.load(Ordering::SeqCst),
+        )
+    }
+
     pub fn flush_pending(&self) {
         let mut n = self.inflight.lock();
         while *n > 0 {

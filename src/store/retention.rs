@@ -168,20 +168,27 @@ impl Store {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            self.keep_room();
-            if last.elapsed() < Duration::from_millis(500) {
-                continue;
-            }
-            last = std::time::Instant::now();
-            tick += 1;
-            if tick.is_multiple_of(20) {
-                self.compress_old();
-            }
-            if tick.is_multiple_of(120) {
-                let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
-                for p in paths {
-                    self.retain_path(&p, "");
-                }
+            self.space.busy.store(true, Ordering::SeqCst);
+            self.sweep_once(&mut tick, &mut last);
+            self.space.busy.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// One pass: space every time, the rest at most every 500 ms.
+    fn sweep_once(&self, tick: &mut u64, last: &mut std::time::Instant) {
+        self.keep_room();
+        if last.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        *last = std::time::Instant::now();
+        *tick += 1;
+        if tick.is_multiple_of(20) {
+            self.compress_old();
+        }
+        if tick.is_multiple_of(120) {
+            let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
+            for p in paths {
+                self.retain_path(&p, "");
             }
         }
     }

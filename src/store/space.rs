@@ -171,6 +171,8 @@ pub(super) struct Space {
     reserve: std::sync::atomic::AtomicU64,
     kick: Mutex<bool>,
     wake: Condvar,
+    /// The space thread is in a pass (evicting, compressing, sweeping).
+    pub(super) busy: std::sync::atomic::AtomicBool,
 }
 
 impl Space {
@@ -183,6 +185,7 @@ impl Space {
             reserve: std::sync::atomic::AtomicU64::new(0),
             kick: Mutex::new(false),
             wake: Condvar::new(),
+            busy: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
