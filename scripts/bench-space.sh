@@ -12,11 +12,14 @@
 #    evicts inside the measured window. The first 3 saves (nothing evicted yet:
 #    the old blocks only move to the store, which is why a save can beat the
 #    plain directory, whose truncate frees them synchronously) are reported
-#    apart from the last 17 (each save now also costs an eviction).
+#    apart from the last 17 (each save now also costs an eviction). The mount
+#    uses `settle_ms: 0` and each save on it is timed until the store is quiet
+#    (`ckptfs wait`: sealed and evicted), not only until the writer returns.
+# Both time the rotation until the store is quiet too.
 #
-#   scripts/bench-space.sh [--disk] [--disk-mb 256] [--ckpt-mb 24] [--saves 0]
-#   --disk: put the ext4 image on the VM disk (/var/tmp) instead of /dev/shm.
-#   --saves 0: as many as make 10x the disk.
+#   scripts/bench-space.sh [--backing shm|disk] [--disk-mb 256] [--ckpt-mb 24] [--saves 0]
+#   --backing disk (or --disk): the ext4 image on the VM disk (/var/tmp)
+#   instead of /dev/shm. --saves 0: as many as make 10x the disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/ckptfs}
@@ -28,6 +31,8 @@ saves=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --disk) where=/var/tmp ;;
+        --backing) case $2 in shm) where=/dev/shm ;; disk) where=/var/tmp ;;
+                   *) echo "--backing: shm or disk (this bench makes its own small ext4 there)" >&2; exit 2 ;; esac; shift ;;
         --disk-mb) disk_mb=$2; shift ;;
         --ckpt-mb) ckpt_mb=$2; shift ;;
         --saves) saves=$2; shift ;;
@@ -57,17 +62,22 @@ newfs() {
     echo "$mnt/data"
 }
 
-# rotation DIR: prints "failed seconds write_opens"
+# rotation DIR [mounted]: prints "failed seconds write_opens", the seconds
+# counting until the store is quiet on a mount.
 rotation() {
-    python3 scripts/rotate.py "$1" --saves "$saves" --mb "$ckpt_mb" --fsync |
-        python3 -c "import json,sys; s=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(s['failed'], s['seconds'], s['opens'])"
+    local t0 r
+    t0=$(date +%s.%N)
+    r=$(python3 scripts/rotate.py "$1" --saves "$saves" --mb "$ckpt_mb" --fsync | tail -1)
+    [ -z "${2:-}" ] || "$BIN" wait "$1"
+    python3 -c "import json,sys,time; s=json.loads(sys.argv[1]); print(s['failed'], round(time.time() - float(sys.argv[2]), 3), s['opens'])" "$r" "$t0"
 }
 
-# steady DIR MB FSYNC: prints "first3_s last17_s failed"
+# steady DIR MB FSYNC [WAIT_BIN]: prints "first3_s last17_s failed"; with
+# WAIT_BIN each save counts until the store is quiet.
 steady() {
-    python3 - "$1" "$2" "$3" <<'PY'
-import os, sys, time
-d, mb, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+    python3 - "$1" "$2" "$3" "${4:-}" <<'PY'
+import os, subprocess, sys, time
+d, mb, sync, wait = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 chunk = os.urandom(8 << 20)
 times, failed = [], 0
 for i in range(20):
@@ -83,8 +93,9 @@ for i in range(20):
     except OSError as e:
         failed += 1
         print(f"save {i}: {e}", file=sys.stderr)
+    if wait:
+        subprocess.run([wait, "wait", d], check=True)
     times.append(time.monotonic() - t)
-    time.sleep(0.3)  # a training step between saves; seals settle meanwhile
 print(round(sum(times[:3]), 3), round(sum(times[3:]), 3), failed)
 PY
 }
@@ -102,7 +113,7 @@ for mode in passthrough no-passthrough; do
     args=()
     [ "$mode" = no-passthrough ] && args+=(--no-passthrough)
     "$BIN" mount "$d" "${args[@]}" >/dev/null
-    read -r f1 t1 opens < <(rotation "$d")
+    read -r f1 t1 opens < <(rotation "$d" mounted)
     po=$(stat_of "$d" "['stats']['pressure_opens']")
     nv=$(stat_of "$d" "['versions']")
     "$BIN" verify "$d" >/dev/null || { echo "verify failed ($mode)"; exit 1; }
@@ -112,10 +123,10 @@ for mode in passthrough no-passthrough; do
 done
 
 mb=$(( disk_mb / 5 / 8 * 8 ))
-echo '{ "autosave": { "max_keep": 3 } }' > "$work/seed.json"
+echo '{ "autosave": { "max_keep": 3, "settle_ms": 0 } }' > "$work/seed.json"
 for sync in 1 0; do
     echo
-    echo "steady state: 20 in-place saves of ${mb} MiB (O_TRUNC$([ $sync = 1 ] && echo ', fsync'), close), max_keep 3; ratio = native time / ckptfs time"
+    echo "steady state: 20 in-place saves of ${mb} MiB (O_TRUNC$([ $sync = 1 ] && echo ', fsync'), close), max_keep 3, settle_ms 0; ratio = native time / ckptfs time until quiet"
     printf '%-28s %14s %14s %8s\n' "" "first 3 saves" "last 17 saves" failed
     plain=$(newfs "fs$n"); n=$((n + 1))
     read -r a0 b0 f0 < <(steady "$plain" "$mb" $sync)
@@ -125,7 +136,7 @@ for sync in 1 0; do
         args=(--config "$work/seed.json")
         [ "$mode" = no-passthrough ] && args+=(--no-passthrough)
         "$BIN" mount "$d" "${args[@]}" >/dev/null
-        read -r a1 b1 f1 < <(steady "$d" "$mb" $sync)
+        read -r a1 b1 f1 < <(steady "$d" "$mb" $sync "$BIN")
         "$BIN" umount "$d"
         printf '%-28s %14s %14s %8s\n' "ckptfs ($mode) ratio" \
             "$(python3 -c "print(f'{$a0/$a1:.2f}')")" "$(python3 -c "print(f'{$b0/$b1:.2f}')")" "$f1"

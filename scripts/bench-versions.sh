@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # Versioning cost, measured against the plain directory in the same run.
-#   1. N rewrites of a SIZE file via O_TRUNC, then via temp + rename:
-#      bytes the store grew by / bytes the writer wrote, and native time / ckptfs time.
-#   2. 10,000 appends of one line (open, append, close): store growth vs file size.
+#   1. N rewrites of a SIZE file via O_TRUNC, then via temp + rename: native
+#      time / ckptfs time, each ckptfs save timed until the store is quiet
+#      (`ckptfs wait`: sealed), and bytes the store grew by / bytes written.
+#   2. Sealing throughput: FILES safetensors files (made by the safetensors
+#      writer, 256 KiB, each different) written with no pause, timed from the
+#      first write until every one is sealed; with classification and without
+#      (a second mount with CKPTFS_CLASSIFY=0).
+#   3. APPENDS appends of one line (open, append, close): store growth vs file
+#      size (one version per close; not timed).
 #
-#   scripts/bench-versions.sh [--size-mib 1024] [--rewrites 10] [--appends 10000] [--no-classify]
+#   scripts/bench-versions.sh [--backing disk|shm|DIR] [--size-mib 1024]
+#       [--rewrites 10] [--files 2000] [--appends 10000]
+#
+# The mounts use `settle_ms: 0`, so waiting for the store measures sealing work,
+# not the settle time (which only delays a seal).
 set -euo pipefail
-SIZE_MIB=1024; N=10; APPENDS=10000
+SIZE_MIB=1024; N=10; FILES=2000; APPENDS=10000; KIND=disk
 while [ $# -gt 0 ]; do
     case $1 in
         --size-mib) SIZE_MIB=$2; shift ;;
         --rewrites) N=$2; shift ;;
+        --files) FILES=$2; shift ;;
         --appends) APPENDS=$2; shift ;;
-        --no-classify) export CKPTFS_CLASSIFY=0 ;;   # measure sealing without classification
+        --backing) KIND=$2; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -21,38 +32,33 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CKPTFS_BIN:-$ROOT/target/release/ckptfs}
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q)
 "$ROOT/scripts/prefault.sh"
-BASE=${BENCH_DIR:-/var/tmp}/ckptfs-bv.$$
-NATIVE=$BASE/native; DATA=$BASE/data; MNT=$BASE/mnt
+. "$ROOT/scripts/backing.sh"
+# Every rewrite stays in the store (N + 1 states of SIZE, twice), plus the native side.
+backing_setup "$KIND" $(( SIZE_MIB * (N + 4) * 2 + FILES + 2048 )) bv
+NATIVE=$BACKING/native; DATA=$BACKING/data; MNT=$BACKING/mnt
 mkdir -p "$NATIVE" "$DATA" "$MNT"
-cat > "$BASE/cfg.json" <<'JSON'
-{ "autosave": { "settle_ms": 300 },
+cat > "$BACKING/cfg.json" <<'JSON'
+{ "autosave": { "settle_ms": 0 },
   "retention": { "keep_last": 100000, "keep_within": "1y", "min_free_bytes": 0 } }
 JSON
-cleanup() { "$BIN" umount "$MNT" >/dev/null 2>&1 || umount -l "$MNT" 2>/dev/null || true; rm -rf "$BASE"; }
+cleanup() { "$BIN" umount "$MNT" >/dev/null 2>&1 || umount -l "$MNT" 2>/dev/null || true; backing_cleanup; }
 trap cleanup EXIT
-"$BIN" mount "$DATA" "$MNT" --config "$BASE/cfg.json"
+mount_it() { "$BIN" mount "$DATA" "$MNT" --config "$BACKING/cfg.json" >/dev/null; }
+mount_it
 
 # Bytes held only by the store: objects not shared with a live file, plus
 # in-flight captures (both counted once per inode).
 store_bytes() {
     find "$DATA/.ckptfs/objects" "$DATA/.ckptfs/incoming" -type f -links 1 ! -name '*.json' ! -name '*.tmp' -printf '%b\n' 2>/dev/null | awk '{s+=$1} END {printf "%.0f\n", s*512}'
 }
-wait_sealed() { # wait until the daemon has no captures in flight
-    for _ in $(seq 600); do
-        [ -z "$(ls -A "$DATA/.ckptfs/incoming" 2>/dev/null)" ] && return
-        sleep 0.5
-    done
-}
-rewrite() { # native_dir mount_dir mode -> "native_seconds mount_seconds" for N rewrites each,
-            # alternating so both see the same page-cache conditions
-    python3 - "$1" "$2" "$3" "$N" "$SIZE_MIB" <<'PY'
-import os, sys, time
-nd, md, mode, n, mib = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+rewrite() { # native_dir mount_dir mode -> "native_seconds writer_seconds quiet_seconds" for N
+            # rewrites each, alternating so both see the same page-cache conditions
+    python3 - "$1" "$2" "$3" "$N" "$SIZE_MIB" "$BIN" <<'PY'
+import os, subprocess, sys, time
+nd, md, mode, n, mib, bin_ = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 buf = os.urandom(8 << 20)
-totals = {nd: 0.0, md: 0.0}
-for i in range(2 * n):
-    d = nd if i % 2 == 0 else md
-    t = time.perf_counter()
+native = writer = quiet = 0.0
+def save(d, i):
     path = f"{d}/ckpt.bin" + (".tmp" if mode == "rename" else "")
     fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
     os.write(fd, i.to_bytes(8, "little"))   # every save differs
@@ -62,50 +68,87 @@ for i in range(2 * n):
     os.close(fd)
     if mode == "rename":
         os.replace(path, f"{d}/ckpt.bin")
-    totals[d] += time.perf_counter() - t
+for i in range(n):
     os.sync()
-    time.sleep(1)   # let the version seal, as between real checkpoints
-print(totals[nd], totals[md])
+    t = time.perf_counter(); save(nd, i); native += time.perf_counter() - t
+    os.sync()
+    t = time.perf_counter(); save(md, i); writer += time.perf_counter() - t
+    subprocess.run([bin_, "wait", md], check=True)
+    quiet += time.perf_counter() - t
+print(native, writer, quiet)
 PY
 }
-ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.3f}')" "$1" "$2"; }
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
+versions() { "$BIN" stats "$MNT" | python3 -c "import json,sys; print(json.load(sys.stdin)['versions'])"; }
 
-echo "ckptfs versioning bench: $N rewrites of $SIZE_MIB MiB, $APPENDS appends, classification ${CKPTFS_CLASSIFY:-on}"
-printf '%-26s %10s %10s %8s %14s %14s %8s\n' workload native_s ckptfs_s t_ratio written store_grew growth
+echo "ckptfs versioning bench: $BACKING_DESC; $N rewrites of $SIZE_MIB MiB, $FILES files, $APPENDS appends"
+printf '%-28s %9s %9s %9s %7s %7s %13s %13s %7s\n' workload native_s writer_s quiet_s ratio +quiet written store_grew growth
 for mode in trunc rename; do
     rm -f "$NATIVE/ckpt.bin" "$MNT/ckpt.bin"
-    sync; wait_sealed
+    "$BIN" wait "$MNT"
     before=$(store_bytes)
-    read -r n m <<<"$(rewrite "$NATIVE" "$MNT" "$mode")"
-    wait_sealed
+    read -r n w q <<<"$(rewrite "$NATIVE" "$MNT" "$mode")"
     grew=$(( $(store_bytes) - before ))
     written=$(( N * SIZE_MIB * 1048576 ))
-    printf '%-26s %10.2f %10.2f %8s %14d %14d %8s\n' "$N x $SIZE_MIB MiB via $mode" "$n" "$m" "$(ratio "$n" "$m")" "$written" "$grew" "$(ratio "$grew" "$written")"
+    printf '%-28s %9.2f %9.2f %9.2f %7s %7s %13d %13d %7s\n' "$N x $SIZE_MIB MiB via $mode" "$n" "$w" "$q" \
+        "$(ratio "$n" "$w")" "$(ratio "$n" "$q")" "$written" "$grew" "$(ratio "$grew" "$written")"
     rm -f "$NATIVE/ckpt.bin" "$MNT/ckpt.bin"
 done
-# Appends: remount with settle_ms 0 so every close seals its own version.
-"$BIN" umount "$MNT"
-sed -i 's/"settle_ms": 300/"settle_ms": 0/' "$BASE/cfg.json"
-"$BIN" mount "$DATA" "$MNT" --config "$BASE/cfg.json" >/dev/null
-wait_sealed
+
+# Sealing throughput. The files are written back to back (no sleeps); the clock
+# stops when `ckptfs wait` returns, i.e. when the last one is sealed.
+burst() { # dir [wait_bin] -> "write_seconds until_sealed_seconds"
+    python3 - "$1" "$FILES" "${2:-}" <<'PY'
+import os, subprocess, sys, time
+import numpy as np
+from safetensors.numpy import save
+d, n, wait = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+tmpl = bytearray(save({"w": np.zeros((256, 256), dtype=np.float32)}))  # 256 KiB + header
+os.makedirs(d, exist_ok=True)
+t = time.perf_counter()
+for i in range(n):
+    tmpl[-8:] = i.to_bytes(8, "little")   # each file differs (no deduplication)
+    with open(f"{d}/shard-{i:05d}.safetensors", "wb") as f:
+        f.write(tmpl)
+w = time.perf_counter() - t
+if wait:
+    subprocess.run([wait, "wait", d], check=True)
+print(w, time.perf_counter() - t)
+PY
+}
+echo
+echo "sealing throughput: $FILES safetensors files of 256 KiB written back to back, until all are sealed"
+printf '%-28s %9s %9s %12s %11s\n' "" "write_s" "sealed_s" "versions/s" "native_s"
+for classify in on off; do
+    if [ $classify = off ]; then
+        "$BIN" umount "$MNT"
+        CKPTFS_CLASSIFY=0 mount_it
+    fi
+    v0=$(versions)
+    read -r nw _ <<<"$(burst "$NATIVE/burst-$classify")"
+    read -r w s <<<"$(burst "$MNT/burst-$classify" "$BIN")"
+    made=$(( $(versions) - v0 ))
+    [ "$made" -eq "$FILES" ] || { echo "expected $FILES versions, the store made $made"; exit 1; }
+    printf '%-28s %9.2f %9.2f %12.0f %11.2f\n' "classification $classify" "$w" "$s" "$(python3 -c "print($made / $s)")" "$nw"
+done
+
+# Appends: every close seals its own version (a short pause lets each seal
+# before the next close reschedules it; growth is measured, not time).
+"$BIN" wait "$MNT"
 before=$(store_bytes)
-t=$(python3 - "$MNT" "$APPENDS" <<'PY'
+python3 - "$MNT" "$APPENDS" <<'PY'
 import sys, time
 d, n = sys.argv[1], int(sys.argv[2])
-t = time.perf_counter()
 for i in range(n):
     with open(f"{d}/train.log", "a") as f:
         f.write(f"step {i:08d} loss {1.0/(i+1):.6f}\n")
-    time.sleep(0.002)   # a logger, not a tight loop: each close gets sealed
-print(time.perf_counter() - t)
+    time.sleep(0.002)
 PY
-)
-sleep 1; wait_sealed
+"$BIN" wait "$MNT"
 size=$(stat -c %s "$MNT/train.log")
 grew=$(( $(store_bytes) - before ))
-versions=$("$BIN" log --json "$MNT/train.log" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
-printf '%-26s %10s %10.2f %8s %14d %14d %8s\n' "$APPENDS appends" - "$t" - "$size" "$grew" "$(ratio "$grew" "$size")"
-# Sealing throughput: versions sealed per second of wall time for the appends.
-echo "sealing: $(python3 -c "import sys; print(f'{int(sys.argv[1]) / float(sys.argv[2]):.0f}')" "$("$BIN" log --json "$MNT/train.log" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")" "$t") versions/s while appending"
-echo "appends: $versions versions of a $size-byte file; store grew by $grew bytes (content objects only; O(file size) means near or below 1x, not $versions x; each version also has a small metadata file)"
+nv=$("$BIN" log --json "$MNT/train.log" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+echo
+echo "appends: $nv versions of a $size-byte file; store grew by $grew bytes ($(ratio "$grew" "$size")x the file; content objects only, each version also has a small metadata file)"
 "$BIN" stats "$MNT" | python3 -c "import json,sys; s=json.load(sys.stdin)['stats']; print('captures linked', s['captures_linked'], 'copied', s['captures_copied'], 'bytes copied', s['bytes_copied'])"
+"$BIN" verify "$MNT" > /dev/null || { echo "verify found problems after the run"; exit 1; }

@@ -1,25 +1,45 @@
 #!/usr/bin/env bash
-# Benchmark ckptfs against the plain backing directory in the same run and print
-# mount/native ratios (higher is better for throughput; for times we print
-# native_time/mount_time so 1.0 means "as fast as native").
+# Benchmark ckptfs against the plain backing directory in the same run and
+# print ratios: native time / ckptfs time, so 1.00 means "as fast as the plain
+# directory". Timings are never asserted anywhere: read the ratios.
 #
-#   scripts/bench.sh [--no-passthrough] [--size-gib N] [--files N]
+#   scripts/bench.sh [--backing disk|shm|DIR] [--no-passthrough] [--size-gib 2]
+#                    [--files 10000] [--ckpt-mib 1024] [--steady 5]
+#
+# Rows:
+# - sequential write/read and 4 KiB random reads of an ignored `*.tmp` name:
+#   the data path alone, no versions;
+# - create (with 4 KiB of content) / stat / unlink of --files files, once under
+#   versioned names and once under ignored names, so the cost of versioning
+#   itself shows. Versioned rows also report how long the store took to become
+#   quiet after the loop (`ckptfs wait`), and the ratio counting it;
+# - checkpoint saves (8 MiB writes, fsync, close), in place and via temp +
+#   rename, under `max_versions: 3`: the first 3 saves evict nothing, the next
+#   --steady saves each evict one version inside the timed window. Each save
+#   on the mount is timed until the store is quiet (sealed, evicted), not only
+#   until the writer returns. The mount uses `settle_ms: 0` so that "quiet"
+#   measures work, not the settle wait (which delays a seal, it costs nothing).
 #
 # With PASSTHROUGH_HP=path/to/passthrough_hp (scripts/build-passthrough-hp.sh
-# builds libfuse's example) the metadata rows also measure it, in the same run,
-# as the reference the targets are stated against.
-#
-# Needs root (cache drops, passthrough). Uses a fresh directory under $BENCH_DIR
-# (default /var/tmp). Timings are never asserted anywhere: read the ratios.
+# builds libfuse's example) the metadata rows also measure it in the same run.
+# Needs root (cache drops, loop mounts, passthrough). REPS=3 by default: best
+# of REPS for the data-path and metadata rows, median and range of per-save
+# ratios for the saves.
 set -euo pipefail
 MODE=""
 GIB=2
 FILES=10000
+CKPT_MIB=1024
+STEADY=5
+KIND=disk
 while [ $# -gt 0 ]; do
     case $1 in
         --no-passthrough) MODE=--no-passthrough ;;
         --size-gib) GIB=$2; shift ;;
         --files) FILES=$2; shift ;;
+        --ckpt-mib) CKPT_MIB=$2; shift ;;
+        --steady) STEADY=$2; shift ;;
+        --backing) KIND=$2; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -28,34 +48,39 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CKPTFS_BIN:-$ROOT/target/release/ckptfs}
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q)
 "$ROOT/scripts/prefault.sh"
-BASE=${BENCH_DIR:-/var/tmp}/ckptfs-bench.$$
-NATIVE=$BASE/native
-MNT=$BASE/mounted
+. "$ROOT/scripts/backing.sh"
+# Room for both sides' sequential files, or the saves: live file, temp file and
+# 3 versions per mode on the mount, plus the native side, plus the reserve.
+need=$(( GIB * 4096 > CKPT_MIB * 11 ? GIB * 4096 : CKPT_MIB * 11 ))
+backing_setup "$KIND" $(( need + need / 2 + 1024 )) bench
+NATIVE=$BACKING/native
+MNT=$BACKING/mounted
 mkdir -p "$NATIVE" "$MNT"
-cleanup() { "$BIN" umount "$MNT" >/dev/null 2>&1 || umount -l "$MNT" 2>/dev/null || true; rm -rf "$BASE"; }
-trap cleanup EXIT
-"$BIN" mount "$MNT" $MODE > "$BASE/mounted-log"
 PHP=${PASSTHROUGH_HP:-}
+cleanup() {
+    "$BIN" umount "$MNT" >/dev/null 2>&1 || umount -l "$MNT" 2>/dev/null || true
+    if [ -n "$PHP" ]; then umount "$BACKING/php" 2>/dev/null || umount -l "$BACKING/php" 2>/dev/null || true; fi
+    backing_cleanup
+}
+trap cleanup EXIT
+cat > "$BACKING/cfg.json" <<'JSON'
+{ "autosave": { "settle_ms": 0 }, "retention": { "max_versions": 3 } }
+JSON
+"$BIN" mount "$MNT" $MODE --config "$BACKING/cfg.json" > "$BACKING/mounted-log"
 if [ -n "$PHP" ]; then
-    mkdir -p "$BASE/php-src" "$BASE/php"
-    "$PHP" "$BASE/php-src" "$BASE/php"
-    cleanup() {
-        "$BIN" umount "$MNT" >/dev/null 2>&1 || umount -l "$MNT" 2>/dev/null || true
-        umount "$BASE/php" 2>/dev/null || umount -l "$BASE/php" 2>/dev/null || true
-        rm -rf "$BASE"
-    }
+    mkdir -p "$BACKING/php-src" "$BACKING/php"
+    "$PHP" "$BACKING/php-src" "$BACKING/php"
 fi
 
 now() { date +%s.%N; }
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 elapsed() { python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$1" "$2"; }
+stat_of() { "$BIN" stats "$MNT" | python3 -c "import json,sys; s=json.load(sys.stdin); print(s$1)"; }
 
-# The data-path rows use an ignored name (`*.tmp`): they measure FUSE and
-# passthrough, not versioning. Keeping the old state of a rewritten file means
-# writing the new one to other blocks, which on this VM's thin-provisioned disk
-# costs up to 3x (native ext4 too: `dd` to a new file vs over the old one); the
-# versioned path is what the checkpoint-save rows below measure.
-seq_write() { sync; sleep 1; local s; s=$(now); dd if=/dev/zero of="$1/seq.tmp" bs=1M count=$((GIB*1024)) conv=fsync status=none; elapsed "$s" "$(now)"; }
+# Keeping the old state of a rewritten file means writing the new one to
+# other blocks, which on this VM's thin-provisioned disk costs up to 3x
+# (native ext4 too); the versioned path is what the save rows measure.
+seq_write() { sync; local s; s=$(now); dd if=/dev/zero of="$1/seq.tmp" bs=1M count=$((GIB*1024)) conv=fsync status=none; elapsed "$s" "$(now)"; }
 seq_read() { drop; local s; s=$(now); dd if="$1/seq.tmp" of=/dev/null bs=1M status=none; elapsed "$s" "$(now)"; }
 rand_read() { cat "$1/seq.tmp" > /dev/null; python3 - "$1/seq.tmp" <<'PY'
 import os, random, sys, time
@@ -69,90 +94,142 @@ for o in offs:
 print(time.perf_counter() - t)
 PY
 }
-meta() { python3 - "$1" "$FILES" <<'PY'
-import os, sys, time
-d, n = sys.argv[1] + "/meta", int(sys.argv[2])
+# meta DIR SUFFIX [WAIT_BIN] -> "create quiet stat stat2 unlink quiet" (seconds). The
+# quiet times are 0 without WAIT_BIN (the plain directory has nothing pending).
+meta() { python3 - "$1" "$FILES" "$2" "${3:-}" <<'PY'
+import os, subprocess, sys, time
+d, n, suffix, wait = sys.argv[1] + "/meta", int(sys.argv[2]), sys.argv[3], sys.argv[4]
 os.mkdir(d)
-names = [f"{d}/f{i:06d}" for i in range(n)]
+names = [f"{d}/f{i:06d}{suffix}" for i in range(n)]
+block = os.urandom(4096)
+def quiet():
+    if not wait:
+        return 0.0
+    t = time.perf_counter()
+    subprocess.run([wait, "wait", d], check=True)
+    return time.perf_counter() - t
 t = time.perf_counter()
 for p in names:
-    os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, block)
+    os.close(fd)
 c = time.perf_counter() - t
-t = time.perf_counter()
-for p in names:
-    os.stat(p)
-s = time.perf_counter() - t
+cq = quiet()
+stats = []
+for _ in range(2):   # the first after the writes asks the daemon, the second is cached
+    t = time.perf_counter()
+    for p in names:
+        os.stat(p)
+    stats.append(time.perf_counter() - t)
 t = time.perf_counter()
 for p in names:
     os.unlink(p)
 u = time.perf_counter() - t
+uq = quiet()
 os.rmdir(d)
-print(c, s, u)
-PY
-}
-ckpt() { # dir, mode(inplace|rename)
-    sync; sleep 1
-    python3 - "$1" "$2" <<'PY'
-import os, sys, time
-d, mode = sys.argv[1], sys.argv[2]
-buf = os.urandom(8 << 20)
-target = f"{d}/model.ckpt"
-t = time.perf_counter()
-path = target + ".tmp" if mode == "rename" else target
-fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
-for _ in range(128):
-    os.write(fd, buf)
-os.fsync(fd)
-os.close(fd)
-if mode == "rename":
-    os.replace(path, target)
-print(time.perf_counter() - t)
+print(c, cq, *stats, u, uq)
 PY
 }
 
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
-row() { printf '%-34s %10s %10s %8s\n' "$1" "$2" "$3" "$4"; }
-
+row() { printf '%-40s %9s %9s %7s %9s %7s\n' "$@"; }
+f3() { printf %.3f "$1"; }
 min() { python3 -c "import sys; print(min(map(float, sys.argv[1:])))" "$@"; }
 REPS=${REPS:-3}
-echo "ckptfs bench: $(uname -r), $(grep -o 'data path: [a-z ]*' "$BASE/mounted-log"), $GIB GiB, $FILES files, best of $REPS"
-row "workload" "native s" "ckptfs s" "ratio"
+echo "ckptfs bench: $(uname -r), $BACKING_DESC, $(grep -o 'data path: [a-z ]*' "$BACKING/mounted-log"), $GIB GiB, $FILES files, best of $REPS"
+row "workload" "native s" "ckptfs s" "ratio" "+quiet s" "ratio"
 for w in seq_write seq_read rand_read; do
     ns=(); ms=()
     for _ in $(seq "$REPS"); do ns+=("$($w "$NATIVE")"); ms+=("$($w "$MNT")"); done
     n=$(min "${ns[@]}"); m=$(min "${ms[@]}")
-    row "$w" "$(printf %.3f "$n")" "$(printf %.3f "$m")" "$(ratio "$n" "$m")"
+    row "$w (ignored name)" "$(f3 "$n")" "$(f3 "$m")" "$(ratio "$n" "$m")" - -
 done
 rm -f "$NATIVE/seq.tmp" "$MNT/seq.tmp"
-best3() { # dir → min create, stat, unlink over REPS runs
-    python3 - "$@" <<'PY'
+
+# best RUN... -> the minimum of each of the 6 columns over the runs
+best() { python3 - "$@" <<'PY'
 import sys
 rows = [list(map(float, l.split())) for l in sys.argv[1:]]
-print(*[min(r[i] for r in rows) for i in range(3)])
+print(*[min(r[i] for r in rows) for i in range(6)])
 PY
 }
-nrows=(); mrows=(); prows=()
-for _ in $(seq "$REPS"); do
-    nrows+=("$(meta "$NATIVE")"); mrows+=("$(meta "$MNT")")
-    [ -z "$PHP" ] || prows+=("$(meta "$BASE/php")")
-done
-read -r nc ns nu <<<"$(best3 "${nrows[@]}")"
-read -r mc ms mu <<<"$(best3 "${mrows[@]}")"
-[ -z "$PHP" ] || read -r pc ps pu <<<"$(best3 "${prows[@]}")"
-metarow() { # label native ckptfs passthrough_hp
-    row "$1" "$(printf %.3f "$2")" "$(printf %.3f "$3")" "$(ratio "$2" "$3")"
-    [ -z "$PHP" ] || row "  passthrough_hp, same run" "" "$(printf %.3f "$4")" "$(ratio "$2" "$4")"
-}
-metarow "create $FILES" "$nc" "$mc" "${pc:-}"
-metarow "stat $FILES (warm)" "$ns" "$ms" "${ps:-}"
-metarow "unlink $FILES" "$nu" "$mu" "${pu:-}"
-for mode in inplace rename; do
-    ns=(); ms=()
-    # Every round after the first overwrites: the versioning path.
+for kind in versioned ignored; do
+    suffix=.bin
+    [ $kind = ignored ] && suffix=.tmp
+    v0=$(stat_of "['versions']")
+    nrows=(); mrows=(); prows=()
     for _ in $(seq "$REPS"); do
-        ns+=("$(ckpt "$NATIVE" $mode)"); sleep 1; ms+=("$(ckpt "$MNT" $mode)"); sleep 3
+        nrows+=("$(meta "$NATIVE" $suffix)"); mrows+=("$(meta "$MNT" $suffix "$BIN")")
+        [ -z "$PHP" ] || [ $kind = ignored ] || prows+=("$(meta "$BACKING/php" $suffix)")
     done
-    n=$(min "${ns[@]}"); m=$(min "${ms[@]}")
-    row "1 GiB checkpoint save, $mode" "$(printf %.3f "$n")" "$(printf %.3f "$m")" "$(ratio "$n" "$m")"
+    made=$(( $(stat_of "['versions']") - v0 ))
+    read -r nc _ ns ns2 nu _ <<<"$(best "${nrows[@]}")"
+    read -r mc mcq ms ms2 mu muq <<<"$(best "${mrows[@]}")"
+    echo "-- $FILES files of 4 KiB, $kind names (*$suffix): $made versions made over $REPS runs"
+    q() { if [ $kind = versioned ]; then f3 "$1"; else echo -; fi; }
+    qr() { if [ $kind = versioned ]; then ratio "$1" "$(python3 -c "print($2 + $3)")"; else echo -; fi; }
+    row "create + write 4 KiB + close" "$(f3 "$nc")" "$(f3 "$mc")" "$(ratio "$nc" "$mc")" "$(q "$mcq")" "$(qr "$nc" "$mc" "$mcq")"
+    row "stat, first after the writes" "$(f3 "$ns")" "$(f3 "$ms")" "$(ratio "$ns" "$ms")" - -
+    row "stat again (attributes cached)" "$(f3 "$ns2")" "$(f3 "$ms2")" "$(ratio "$ns2" "$ms2")" - -
+    row "unlink" "$(f3 "$nu")" "$(f3 "$mu")" "$(ratio "$nu" "$mu")" "$(q "$muq")" "$(qr "$nu" "$mu" "$muq")"
+    if [ ${#prows[@]} -gt 0 ]; then
+        read -r pc _ ps _ pu _ <<<"$(best "${prows[@]}")"
+        row "  passthrough_hp: create" "" "$(f3 "$pc")" "$(ratio "$nc" "$pc")" - -
+        row "  passthrough_hp: stat, first" "" "$(f3 "$ps")" "$(ratio "$ns" "$ps")" - -
+        row "  passthrough_hp: unlink" "" "$(f3 "$pu")" "$(ratio "$nu" "$pu")" - -
+    fi
 done
-echo "(ratio = native time / ckptfs time; 1.00 = as fast as the plain directory)"
+
+# saves NATIVE MNT MODE COUNT -> JSON lists of per-save seconds: native,
+# ckptfs until the writer returned, ckptfs until the store was quiet.
+# Native and ckptfs saves alternate so both see the same cache conditions.
+saves() { python3 - "$1" "$2" "$3" "$4" "$CKPT_MIB" "$BIN" <<'PY'
+import json, os, subprocess, sys, time
+nd, md, mode, count, mib, bin_ = sys.argv[1:4] + [int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]]
+buf = os.urandom(8 << 20)
+out = {"native": [], "writer": [], "quiet": []}
+def save(d, i):
+    target = f"{d}/model-{mode}.ckpt"
+    path = target + ".tmp" if mode == "rename" else target
+    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+    os.write(fd, i.to_bytes(8, "little"))   # every save differs
+    for _ in range(mib // 8):
+        os.write(fd, buf)
+    os.fsync(fd)
+    os.close(fd)
+    if mode == "rename":
+        os.replace(path, target)
+for i in range(count):
+    os.sync()
+    t = time.perf_counter(); save(nd, i); out["native"].append(time.perf_counter() - t)
+    os.sync()
+    t = time.perf_counter(); save(md, i); w = time.perf_counter() - t
+    subprocess.run([bin_, "wait", md], check=True)
+    out["writer"].append(w); out["quiet"].append(time.perf_counter() - t)
+print(json.dumps(out))
+PY
+}
+# summary JSON FROM TO -> "native_median writer_median quiet_median ratio_quiet_median ratio_min ratio_max"
+summary() { python3 - "$1" "$2" "$3" <<'PY'
+import json, statistics as st, sys
+r, a, b = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+n, w, q = (r[k][a:b] for k in ("native", "writer", "quiet"))
+ratios = [x / y for x, y in zip(n, q)]
+print(f"{st.median(n):.3f} {st.median(w):.3f} {st.median(q):.3f} {st.median(n)/st.median(w):.2f} "
+      f"{st.median(n)/st.median(q):.2f} {min(ratios):.2f}-{max(ratios):.2f}")
+PY
+}
+echo "-- checkpoint saves of $CKPT_MIB MiB (8 MiB writes, fsync, close), max_versions 3; medians, ratio range over saves"
+printf '%-40s %9s %9s %9s %7s %7s %11s\n' "" "native s" "writer s" "quiet s" "ratio" "+quiet" "range"
+for mode in inplace rename; do
+    e0=$(stat_of "['stats']['evictions']")
+    r=$(saves "$NATIVE" "$MNT" $mode $((3 + STEADY)))
+    read -r n w q rw rq range <<<"$(summary "$r" 0 3)"
+    printf '%-40s %9s %9s %9s %7s %7s %11s\n' "$mode, saves 1-3 (nothing evicted)" "$n" "$w" "$q" "$rw" "$rq" "$range"
+    read -r n w q rw rq range <<<"$(summary "$r" 3 $((3 + STEADY)))"
+    printf '%-40s %9s %9s %9s %7s %7s %11s\n' "$mode, saves 4-$((3 + STEADY)) (steady state)" "$n" "$w" "$q" "$rw" "$rq" "$range"
+    kept=$("$BIN" log --json "$MNT/model-$mode.ckpt" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
+    echo "   versions of model-$mode.ckpt kept: $kept; evicted inside the timed window: $(( $(stat_of "['stats']['evictions']") - e0 ))"
+done
+"$BIN" verify "$MNT" > /dev/null || { echo "verify found problems after the run"; exit 1; }
+echo "(ratio = native time / ckptfs time; +quiet counts until \`ckptfs wait\` returned; 1.00 = as fast as the plain directory)"
