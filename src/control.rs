@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::Path;
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::fs::versioning::Versioner;
-use crate::store::{Store, unhex};
+use crate::store::{Store, StoreError, unhex};
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
@@ -57,11 +57,57 @@ pub fn socket_name(store_path: &Path) -> String {
     )
 }
 
+/// What a request runs against.
+pub struct Ctx<'a> {
+    pub store: &'a Store,
+    /// None when nothing is mounted (offline commands) or versioning is off.
+    pub versioner: Option<&'a Versioner>,
+    /// The `.versions` view's name (replies name it for the CLI's paths).
+    pub versions_dir: &'a str,
+}
+
+/// Why a request failed; its `Display` is the reply's `error` text.
+#[derive(Debug)]
+pub enum ControlError {
+    /// `snapshot` on a mount without versioning.
+    VersioningDisabled,
+    /// `wait` timed out; the message says what was still busy.
+    NotQuiet(String),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlError::VersioningDisabled => f.write_str("versioning is disabled on this mount"),
+            ControlError::NotQuiet(m) => f.write_str(m),
+            ControlError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
+        ControlError::Store(e)
+    }
+}
+
+impl From<io::Error> for ControlError {
+    fn from(e: io::Error) -> Self {
+        ControlError::Store(e.into())
+    }
+}
+
+fn reply(r: Result<Value, ControlError>) -> Value {
+    r.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()}))
+}
+
 /// Start serving; the thread lives as long as the process.
 pub fn serve(
     store: Arc<Store>,
     versioner: Option<Arc<Versioner>>,
     store_path: &Path,
+    versions_dir: String,
 ) -> io::Result<()> {
     let addr = SocketAddr::from_abstract_name(socket_name(store_path).as_bytes())?;
     let l = UnixListener::bind_addr(&addr)?;
@@ -69,9 +115,14 @@ pub fn serve(
         .name("ckptfs-control".into())
         .spawn(move || {
             for c in l.incoming().flatten() {
-                let (s, v) = (store.clone(), versioner.clone());
+                let (s, v, d) = (store.clone(), versioner.clone(), versions_dir.clone());
                 std::thread::spawn(move || {
-                    if let Err(e) = handle(c, &s, v.as_deref()) {
+                    let ctx = Ctx {
+                        store: &s,
+                        versioner: v.as_deref(),
+                        versions_dir: &d,
+                    };
+                    if let Err(e) = handle(c, &ctx) {
                         log::debug!("control: {e}");
                     }
                 });
@@ -81,27 +132,10 @@ pub fn serve(
 }
 
 fn peer_allowed(c: &UnixStream) -> bool {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: u32::MAX,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: cred is a properly sized ucred buffer.
-    let r = unsafe {
-        libc::getsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut _ as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    // SAFETY: geteuid has no preconditions.
-    r == 0 && (cred.uid == 0 || cred.uid == unsafe { libc::geteuid() })
+    crate::sys::peer_uid(c.as_fd()).is_ok_and(|uid| uid == 0 || uid == crate::sys::geteuid())
 }
 
-fn handle(c: UnixStream, store: &Store, v: Option<&Versioner>) -> io::Result<()> {
+fn handle(c: UnixStream, ctx: &Ctx) -> io::Result<()> {
     let mut w = c.try_clone()?;
     if !peer_allowed(&c) {
         return writeln!(w, "{}", json!({"ok": false, "error": "permission denied"}));
@@ -109,34 +143,35 @@ fn handle(c: UnixStream, store: &Store, v: Option<&Versioner>) -> io::Result<()>
     let mut line = String::new();
     BufReader::new(c).read_line(&mut line)?;
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(r) => execute(r, store, v).unwrap_or_else(|e| json!({"ok": false, "error": e})),
+        Ok(r) => reply(execute(r, ctx)),
         Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
     };
     writeln!(w, "{reply}")
 }
 
 /// Run a request against a store (also used directly when nothing is mounted).
-pub fn execute(r: Request, store: &Store, v: Option<&Versioner>) -> Result<Value, String> {
+pub fn execute(r: Request, ctx: &Ctx) -> Result<Value, ControlError> {
+    let (store, v) = (ctx.store, ctx.versioner);
     match r {
         Request::Log { path } => Ok(json!({
             "ok": true,
             "versions": store.history(&unhex(&path)),
-            "versions_dir": store.cfg.versions_dir.name,
+            "versions_dir": ctx.versions_dir,
         })),
         Request::Snapshot { path } => {
-            let v = v.ok_or("versioning is disabled on this mount")?;
+            let v = v.ok_or(ControlError::VersioningDisabled)?;
             let p = path.map(|p| unhex(&p));
-            let n = v.snapshot(p.as_deref()).map_err(|e| e.to_string())?;
+            let n = v.snapshot(p.as_deref())?;
             Ok(json!({"ok": true, "captured": n}))
         }
-        Request::Pin { path, number } => store
-            .set_pin(&unhex(&path), number, true)
-            .map(|_| json!({"ok": true}))
-            .map_err(|e| e.to_string()),
-        Request::Unpin { path, number } => store
-            .set_pin(&unhex(&path), number, false)
-            .map(|_| json!({"ok": true}))
-            .map_err(|e| e.to_string()),
+        Request::Pin { path, number } => {
+            store.set_pin(&unhex(&path), number, true)?;
+            Ok(json!({"ok": true}))
+        }
+        Request::Unpin { path, number } => {
+            store.set_pin(&unhex(&path), number, false)?;
+            Ok(json!({"ok": true}))
+        }
         Request::Gc { dry_run } => {
             let (lines, freed) = store.gc(dry_run);
             Ok(json!({"ok": true, "lines": lines, "freed": freed}))
@@ -152,7 +187,7 @@ pub fn execute(r: Request, store: &Store, v: Option<&Versioner>) -> Result<Value
         }
         Request::Verify { repair: true } => {
             store.flush_pending();
-            let (found, left) = store.repair().map_err(|e| format!("repair: {e}"))?;
+            let (found, left) = store.repair()?;
             let msg = |v: Vec<crate::store::verify::Problem>| -> Vec<String> {
                 v.into_iter().map(|p| p.message).collect()
             };
@@ -177,7 +212,11 @@ pub fn execute(r: Request, store: &Store, v: Option<&Versioner>) -> Result<Value
 
 /// Poll every 2 ms until quiet twice in a row (a seal finishing can start a
 /// space pass; the second look sees it).
-fn wait_quiet(store: &Store, v: Option<&Versioner>, timeout_ms: u64) -> Result<Value, String> {
+fn wait_quiet(
+    store: &Store,
+    v: Option<&Versioner>,
+    timeout_ms: u64,
+) -> Result<Value, ControlError> {
     let start = std::time::Instant::now();
     let mut quiet_looks = 0;
     loop {
@@ -194,10 +233,10 @@ fn wait_quiet(store: &Store, v: Option<&Versioner>, timeout_ms: u64) -> Result<V
             quiet_looks = 0;
         }
         if start.elapsed().as_millis() as u64 >= timeout_ms {
-            return Err(format!(
+            return Err(ControlError::NotQuiet(format!(
                 "not quiet after {timeout_ms} ms: {settling} file(s) settling, {sealing} seal(s) queued, space thread {}",
                 if space_busy { "busy" } else { "idle" }
-            ));
+            )));
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }

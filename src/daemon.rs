@@ -4,13 +4,13 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::fs::{CkptFs, FsOptions};
-use crate::store::Store;
+use crate::store::{Store, layout};
 use crate::sys;
 
 /// Everything `ckptfs mount` needs.
@@ -97,12 +97,9 @@ pub fn is_ckptfs_mount(path: &Path) -> Option<PathBuf> {
 
 /// Unmount `path`: umount2 as root, fusermount3 otherwise.
 pub fn unmount(path: &Path, lazy: bool) -> io::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if sys::geteuid() == 0 {
         let c = CString::new(path.as_os_str().as_bytes())?;
-        let flags = if lazy { libc::MNT_DETACH } else { 0 };
-        // SAFETY: valid C string.
-        return sys::cvt(unsafe { libc::umount2(c.as_ptr(), flags) }).map(drop);
+        return sys::umount(&c, lazy);
     }
     let mut cmd = std::process::Command::new("fusermount3");
     cmd.arg("-u");
@@ -151,14 +148,19 @@ fn open_dir(path: &Path, what: &str) -> Result<OwnedFd, MountError> {
 fn lock_store(store_dir: &OwnedFd, store_path: &Path) -> Result<File, MountError> {
     let f = sys::openat(
         store_dir.as_fd(),
-        c"lock",
+        &CString::new(layout::LOCK_FILE).expect("no NUL"),
         libc::O_RDWR | libc::O_CREAT,
         0o644,
     )
-    .map_err(|e| MountError(format!("{}/lock: {e}", store_path.display())))?;
+    .map_err(|e| {
+        MountError(format!(
+            "{}/{}: {e}",
+            store_path.display(),
+            layout::LOCK_FILE
+        ))
+    })?;
     let mut file = File::from(f);
-    // SAFETY: plain syscall on an owned fd.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    if !sys::try_lock(file.as_fd(), true).unwrap_or(false) {
         let mut pid = String::new();
         let _ = file.read_to_string(&mut pid);
         return fail(format!(
@@ -223,7 +225,7 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
         Some(p) => normalize(
             &std::path::absolute(p).map_err(|e| MountError(format!("{}: {e}", p.display())))?,
         ),
-        None => dir.join(".ckptfs"),
+        None => dir.join(crate::store::layout::STORE_DIR),
     };
     check_store_place(&store_path, &dir, &mountpoint, &versions_name, &args.config)?;
     if let Err(e) = std::fs::create_dir_all(&store_path) {
@@ -242,7 +244,7 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
     // found by its parent directory and name wherever it sits.
     let hidden_store = hidden_store_name(&store_path, &dir);
     let mut lock = lock_store(&store_dir, &store_path)?;
-    let store = Store::open(store_dir, &args.config, same_fs)
+    let store = Store::open(store_dir, args.config.store_options(), same_fs)
         .map_err(|e| MountError(format!("{}: {e}", store_path.display())))?;
 
     let (mut rd, wr) = if args.foreground {
@@ -252,10 +254,10 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
     };
     if !args.foreground {
         // SAFETY: single-threaded here (no threads started yet), so fork is sound.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return fail(format!("fork: {}", io::Error::last_os_error()));
-        }
+        let pid = match unsafe { sys::fork() } {
+            Ok(pid) => pid,
+            Err(e) => return fail(format!("fork: {e}")),
+        };
         if pid > 0 {
             drop(wr);
             let mut msg = String::new();
@@ -272,8 +274,7 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
                 None => fail(msg.trim().to_string()),
             };
         }
-        // SAFETY: the child detaches from the terminal's session.
-        unsafe { libc::setsid() };
+        sys::setsid();
         redirect_stdio(&store_path);
     }
     drop(rd);
@@ -364,17 +365,9 @@ fn hidden_store_name(store: &Path, dir: &Path) -> Option<(crate::fs::inode::Back
 }
 
 fn pipe() -> (Option<File>, Option<File>) {
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return (None, None);
-    }
-    // SAFETY: fresh descriptors owned by us.
-    unsafe {
-        (
-            Some(File::from_raw_fd(fds[0])),
-            Some(File::from_raw_fd(fds[1])),
-        )
+    match sys::pipe() {
+        Ok((r, w)) => (Some(r), Some(w)),
+        Err(_) => (None, None),
     }
 }
 
@@ -383,17 +376,14 @@ fn redirect_stdio(store_path: &Path) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(store_path.join("daemon.log"));
+        .open(store_path.join(crate::store::layout::DAEMON_LOG));
     let null = File::open("/dev/null");
-    // SAFETY: dup2 onto the standard descriptors.
-    unsafe {
-        if let Ok(n) = &null {
-            libc::dup2(n.as_raw_fd(), 0);
-        }
-        if let Ok(l) = &log {
-            libc::dup2(l.as_raw_fd(), 1);
-            libc::dup2(l.as_raw_fd(), 2);
-        }
+    if let Ok(n) = &null {
+        let _ = sys::dup_onto(n.as_fd(), 0);
+    }
+    if let Ok(l) = &log {
+        let _ = sys::dup_onto(l.as_fd(), 1);
+        let _ = sys::dup_onto(l.as_fd(), 2);
     }
 }
 
@@ -415,20 +405,10 @@ fn serve(
         }
     };
     // Block the stop signals before any thread starts; one thread waits for them.
-    // SAFETY: sigset manipulation on a local set.
-    let set = unsafe {
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    let set = sys::block_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     // The kernel already applied the caller's umask to every mode it sends us;
     // ours must not apply a second time.
-    // SAFETY: umask has no preconditions.
-    unsafe { libc::umask(0) };
+    sys::umask(0);
     let opts = FsOptions {
         passthrough: args.passthrough,
         hidden_store,
@@ -437,11 +417,15 @@ fn serve(
         versions_visible: args.config.versions_dir.visibility == crate::config::Visibility::Visible,
         fd_cache: 4096,
     };
-    let fs = CkptFs::new(root, opts, Some(store.clone()))
-        .map_err(|e| MountError(format!("{}: {e}", dir.display())))?;
+    let fs = CkptFs::new(
+        root,
+        opts,
+        Some(store.clone()),
+        args.config.versioning_options(),
+    )
+    .map_err(|e| MountError(format!("{}: {e}", dir.display())))?;
     let handles = fs.uses_file_handles();
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = sys::geteuid() == 0;
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         fuser::MountOption::FSName(format!("{SOURCE_PREFIX}{}", store_path.display())),
@@ -481,7 +465,12 @@ fn serve(
             return fail(msg);
         }
     };
-    if let Err(e) = crate::control::serve(store.clone(), versioner, store_path) {
+    if let Err(e) = crate::control::serve(
+        store.clone(),
+        versioner,
+        store_path,
+        args.config.versions_dir.name.clone(),
+    ) {
         log::warn!("control socket: {e} (log/snapshot/gc will not reach this daemon)");
     }
     let line = format!(
@@ -503,9 +492,7 @@ fn serve(
     std::thread::Builder::new()
         .name("ckptfs-signals".into())
         .spawn(move || {
-            let mut sig = 0;
-            // SAFETY: set holds the blocked signals; sig receives one.
-            unsafe { libc::sigwait(&set, &mut sig) };
+            let sig = set.wait();
             log::info!("signal {sig}: unmounting {}", mp.display());
             if unmount(&mp, false).is_err() {
                 let _ = unmount(&mp, true);

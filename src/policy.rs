@@ -10,17 +10,18 @@
 //! version, the newest of a path included, for eviction.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// Retention rules (all optional; absent rules keep nothing by themselves).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Retention {
-    /// Keep the newest N versions (the seed's `max_keep`).
+/// Retention rules, parsed (the config file's text form lives in `config.rs`).
+/// Absent rules keep nothing by themselves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rules {
+    /// Keep the newest N versions.
     pub keep_last: Option<u32>,
-    /// Keep versions sealed within this span of the newest one ("90m", "24h", "7d").
-    pub keep_within: Option<String>,
+    /// Keep versions sealed within this span of the newest one.
+    pub keep_within: Option<Duration>,
     /// Keep the newest version in each of the last N hours that have versions.
     pub keep_hourly: Option<u32>,
     pub keep_daily: Option<u32>,
@@ -33,74 +34,44 @@ pub struct Retention {
     pub max_versions: Option<u32>,
     /// Evict (by policy order) while the store is larger than this.
     pub max_store_bytes: Option<u64>,
-    /// Evict while the backing filesystem has less free space than this
-    /// (bytes, or a percentage string such as "5%").
-    pub min_free_bytes: Option<Bytes>,
-    /// Free space kept ahead of the next save, on top of `min_free_bytes`:
-    /// `"auto"` (learned from recent saves) or a size. Global only.
-    pub reserve_bytes: Option<Bytes>,
+    /// Evict while the backing filesystem has less free space than this.
+    pub min_free: Option<Size>,
+    /// Free space kept ahead of the next save, on top of `min_free` (global only).
+    pub reserve: Reserve,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Bytes {
-    Abs(u64),
-    Text(String),
+/// A size given in bytes or as a share of the filesystem.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Size {
+    Bytes(u64),
+    /// Percent of the filesystem's size, 0..=100.
+    Percent(f64),
 }
 
-impl Bytes {
-    /// Resolve against the filesystem size.
-    pub fn resolve(&self, fs_total: u64) -> Result<u64, String> {
-        match self {
-            Bytes::Abs(n) => Ok(*n),
-            Bytes::Text(t) => parse_bytes(t, fs_total),
+impl Size {
+    pub fn resolve(&self, fs_total: u64) -> u64 {
+        match *self {
+            Size::Bytes(n) => n,
+            Size::Percent(p) => (fs_total as f64 * p / 100.0) as u64,
         }
     }
 }
 
-fn parse_bytes(t: &str, total: u64) -> Result<u64, String> {
-    let t = t.trim();
-    if let Some(p) = t.strip_suffix('%') {
-        let v: f64 = p
-            .trim()
-            .parse()
-            .map_err(|_| format!("{t:?} is not a percentage"))?;
-        if !(0.0..=100.0).contains(&v) {
-            return Err(format!("{t:?} is not between 0% and 100%"));
-        }
-        return Ok((total as f64 * v / 100.0) as u64);
-    }
-    let (num, mul) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let m = match t[i..]
-                .to_ascii_uppercase()
-                .trim_end_matches("IB")
-                .trim_end_matches('B')
-            {
-                "" => 1,
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                "T" => 1u64 << 40,
-                _ => return Err(format!("{t:?}: unknown unit")),
-            };
-            (&t[..i], m)
-        }
-        None => (t, 1),
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{t:?} is not a size"))?;
-    Ok((v * mul as f64) as u64)
+/// Room kept free for the next save.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reserve {
+    /// Learned from the sizes of recent saves.
+    Auto,
+    Fixed(Size),
+    None,
 }
 
-impl Default for Retention {
-    /// Without a config: keep_last 10, keep_within 24h, min_free_bytes 5%.
-    fn default() -> Self {
+impl Rules {
+    /// No rule at all: only the newest version and pins stay.
+    pub fn none() -> Self {
         Self {
-            keep_last: Some(10),
-            keep_within: Some("24h".into()),
+            keep_last: None,
+            keep_within: None,
             keep_hourly: None,
             keep_daily: None,
             keep_weekly: None,
@@ -108,61 +79,9 @@ impl Default for Retention {
             keep_every_n: None,
             max_versions: None,
             max_store_bytes: None,
-            min_free_bytes: Some(Bytes::Text("5%".into())),
-            reserve_bytes: Some(Bytes::Text("auto".into())),
+            min_free: None,
+            reserve: Reserve::None,
         }
-    }
-}
-
-/// Parse "90s", "30m", "24h", "7d", "2w" into seconds.
-pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 24h"))?;
-    let mul = match unit {
-        "s" | "" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        "y" => 365 * 86400,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?} (use s, m, h, d, w, y)"
-            ));
-        }
-    };
-    Ok(n * mul)
-}
-
-impl Retention {
-    /// Check every value; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(w) = &self.keep_within {
-            parse_duration(w).map_err(|e| format!("keep_within: {e}"))?;
-        }
-        if self.keep_every_n == Some(0) {
-            return Err("keep_every_n: must be at least 1".into());
-        }
-        if self.max_versions == Some(0) {
-            return Err("max_versions: must be at least 1".into());
-        }
-        if let Some(b) = &self.min_free_bytes {
-            b.resolve(1 << 40)
-                .map_err(|e| format!("min_free_bytes: {e}"))?;
-        }
-        match &self.reserve_bytes {
-            Some(Bytes::Text(t)) if t.trim() == "auto" => {}
-            Some(b) => {
-                b.resolve(1 << 40)
-                    .map_err(|e| format!("reserve_bytes: {e} (a size or \"auto\")"))?;
-            }
-            None => {}
-        }
-        Ok(())
     }
 }
 
@@ -170,8 +89,8 @@ impl Retention {
 #[derive(Clone, Debug)]
 pub struct Item {
     pub number: u64,
-    /// Seal time, seconds since the epoch (UTC).
-    pub sealed: i64,
+    /// Seal time, nanoseconds since the epoch (UTC).
+    pub sealed_ns: i64,
     pub pinned: bool,
 }
 
@@ -196,7 +115,8 @@ pub struct Decision {
     pub remove: Vec<u64>,
 }
 
-fn bucket(sealed: i64, k: &Keep) -> i64 {
+fn bucket(sealed_ns: i64, k: &Keep) -> i64 {
+    let sealed = sealed_ns.div_euclid(1_000_000_000);
     let days = sealed.div_euclid(86400);
     match k {
         Keep::Hourly => sealed.div_euclid(3600),
@@ -225,8 +145,10 @@ pub fn civil(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// Apply `r` to the versions of one path. `items` in any order.
-pub fn apply(items: &[Item], r: &Retention, _now: i64) -> Decision {
+/// Apply `r` to the versions of one path. `items` in any order. No rule reads
+/// the clock: `keep_within` and the calendar buckets are measured on the
+/// versions themselves, so history does not evaporate while a job is stopped.
+pub fn apply(items: &[Item], r: &Rules) -> Decision {
     let mut sorted: Vec<&Item> = items.iter().collect();
     sorted.sort_by_key(|i| std::cmp::Reverse(i.number)); // newest first
     let mut keep: BTreeMap<u64, Vec<Keep>> = BTreeMap::new();
@@ -244,10 +166,10 @@ pub fn apply(items: &[Item], r: &Retention, _now: i64) -> Decision {
             add(i.number, Keep::Last);
         }
     }
-    if let (Some(w), Some(newest)) = (&r.keep_within, sorted.first()) {
-        let span = parse_duration(w).unwrap_or(0) as i64;
+    if let (Some(w), Some(newest)) = (r.keep_within, sorted.first()) {
+        let span = i64::try_from(w.as_nanos()).unwrap_or(i64::MAX);
         for i in &sorted {
-            if newest.sealed - i.sealed <= span {
+            if newest.sealed_ns - i.sealed_ns <= span {
                 add(i.number, Keep::Within);
             }
         }
@@ -265,7 +187,7 @@ pub fn apply(items: &[Item], r: &Retention, _now: i64) -> Decision {
             if seen.len() >= count as usize {
                 break;
             }
-            if seen.insert(bucket(i.sealed, &k)) {
+            if seen.insert(bucket(i.sealed_ns, &k)) {
                 add(i.number, k.clone());
             }
         }
@@ -316,7 +238,7 @@ pub struct Candidate {
 /// what the policy removes anyway, then oldest first. Pins never appear.
 pub fn pressure_order(items: &[Candidate]) -> Vec<(usize, u64)> {
     let mut v: Vec<&Candidate> = items.iter().filter(|c| !c.item.pinned).collect();
-    v.sort_by_key(|c| (!c.policy_removes, c.item.sealed, c.path, c.item.number));
+    v.sort_by_key(|c| (!c.policy_removes, c.item.sealed_ns, c.path, c.item.number));
     v.into_iter().map(|c| (c.path, c.item.number)).collect()
 }
 
@@ -324,10 +246,11 @@ pub fn pressure_order(items: &[Candidate]) -> Vec<(usize, u64)> {
 mod tests {
     use super::*;
 
-    const H: i64 = 3600;
-    const D: i64 = 86400;
+    const S: i64 = 1_000_000_000;
+    const H: i64 = 3600 * S;
+    const D: i64 = 86400 * S;
     // 2026-11-26T00:00:00Z
-    const T0: i64 = 1_795_651_200;
+    const T0: i64 = 1_795_651_200 * S;
 
     fn items(times: &[i64]) -> Vec<Item> {
         times
@@ -335,20 +258,14 @@ mod tests {
             .enumerate()
             .map(|(n, &t)| Item {
                 number: n as u64 + 1,
-                sealed: t,
+                sealed_ns: t,
                 pinned: false,
             })
             .collect()
     }
 
-    fn none() -> Retention {
-        Retention {
-            keep_last: None,
-            keep_within: None,
-            min_free_bytes: None,
-            reserve_bytes: None,
-            ..Retention::default()
-        }
+    fn none() -> Rules {
+        Rules::none()
     }
 
     fn check_invariants(it: &[Item], d: &Decision) {
@@ -373,11 +290,10 @@ mod tests {
         let it = items(&[T0, T0 + 1, T0 + 2, T0 + 3, T0 + 4]);
         let d = apply(
             &it,
-            &Retention {
+            &Rules {
                 keep_last: Some(3),
                 ..none()
             },
-            T0 + 5,
         );
         check_invariants(&it, &d);
         assert_eq!(d.keep.keys().copied().collect::<Vec<_>>(), vec![3, 4, 5]);
@@ -387,12 +303,12 @@ mod tests {
     #[test]
     fn keep_within_measured_from_newest_version() {
         let it = items(&[T0, T0 + 10 * H, T0 + 30 * H, T0 + 33 * H]);
-        let r = Retention {
-            keep_within: Some("24h".into()),
+        let r = Rules {
+            keep_within: Some(Duration::from_secs(86400)),
             ..none()
         };
         // Long after the last save: still keeps what lies within 24h of the newest.
-        let d = apply(&it, &r, T0 + 400 * D);
+        let d = apply(&it, &r);
         check_invariants(&it, &d);
         assert_eq!(d.keep.keys().copied().collect::<Vec<_>>(), vec![2, 3, 4]);
     }
@@ -410,21 +326,19 @@ mod tests {
         ]);
         let d = apply(
             &it,
-            &Retention {
+            &Rules {
                 keep_hourly: Some(3),
                 ..none()
             },
-            T0 + 4 * H,
         );
         check_invariants(&it, &d);
         assert_eq!(d.keep.keys().copied().collect::<Vec<_>>(), vec![3, 5, 6]);
         let d = apply(
             &it,
-            &Retention {
+            &Rules {
                 keep_hourly: Some(2),
                 ..none()
             },
-            T0 + 4 * H,
         );
         assert_eq!(d.keep.keys().copied().collect::<Vec<_>>(), vec![5, 6]);
     }
@@ -434,30 +348,27 @@ mod tests {
         let it = items(&[T0 - 40 * D, T0 - 8 * D, T0 - D, T0, T0 + 1]);
         let d = apply(
             &it,
-            &Retention {
+            &Rules {
                 keep_daily: Some(10),
                 ..none()
             },
-            T0,
         );
         assert_eq!(d.keep.keys().copied().collect::<Vec<_>>(), vec![1, 2, 3, 5]);
         let d = apply(
             &it,
-            &Retention {
+            &Rules {
                 keep_monthly: Some(2),
                 ..none()
             },
-            T0,
         );
         // November (newest: 5) and October (2026-10-17 → item 1)
         assert_eq!(d.keep.keys().copied().collect::<Vec<_>>(), vec![1, 5]);
         let d = apply(
             &it,
-            &Retention {
+            &Rules {
                 keep_weekly: Some(2),
                 ..none()
             },
-            T0,
         );
         // T0 is a Thursday: items 3,4,5 share its week; item 2 is the week before.
         assert_eq!(d.keep.keys().copied().collect::<Vec<_>>(), vec![2, 5]);
@@ -469,11 +380,10 @@ mod tests {
         it[0].pinned = true;
         let d = apply(
             &it,
-            &Retention {
+            &Rules {
                 keep_every_n: Some(4),
                 ..none()
             },
-            T0,
         );
         check_invariants(&it, &d);
         assert_eq!(
@@ -512,17 +422,18 @@ mod tests {
     fn max_versions_caps_every_rule_but_pins() {
         // The seed's `max_keep: 3` with the defaults' keep_last 10 and keep_within.
         let mut it = items(&(0..10).map(|i| T0 + i).collect::<Vec<_>>());
-        let r = Retention {
+        let r = Rules {
             max_versions: Some(3),
-            keep_within: Some("24h".into()),
-            ..Retention::default()
+            keep_last: Some(10),
+            keep_within: Some(Duration::from_secs(86400)),
+            ..none()
         };
-        let d = apply(&it, &r, T0 + 10);
+        let d = apply(&it, &r);
         check_invariants(&it, &d);
         assert_eq!(d.keep.keys().copied().collect::<Vec<_>>(), vec![8, 9, 10]);
         // Pins stay outside the count.
         it[0].pinned = true;
-        let d = apply(&it, &r, T0 + 10);
+        let d = apply(&it, &r);
         check_invariants(&it, &d);
         assert_eq!(
             d.keep.keys().copied().collect::<Vec<_>>(),
@@ -531,7 +442,7 @@ mod tests {
         for i in it.iter_mut().take(4) {
             i.pinned = true;
         }
-        let d = apply(&it, &r, T0 + 10);
+        let d = apply(&it, &r);
         check_invariants(&it, &d);
         assert_eq!(
             d.keep.keys().copied().collect::<Vec<_>>(),
@@ -539,7 +450,7 @@ mod tests {
         );
         // A pinned newest does not count either.
         it[9].pinned = true;
-        let d = apply(&it, &r, T0 + 10);
+        let d = apply(&it, &r);
         assert_eq!(
             d.keep.keys().copied().collect::<Vec<_>>(),
             vec![1, 2, 3, 4, 7, 8, 9, 10]
@@ -547,13 +458,19 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_duration("24h").unwrap(), 86400);
-        assert!(parse_duration("3 parsecs").is_err());
-        assert_eq!(Bytes::Text("5%".into()).resolve(1000).unwrap(), 50);
-        assert_eq!(Bytes::Text("2G".into()).resolve(0).unwrap(), 2 << 30);
-        assert_eq!(Bytes::Abs(7).resolve(0).unwrap(), 7);
-        assert!(Bytes::Text("lots".into()).resolve(0).is_err());
+    fn keep_within_counts_nanoseconds_not_whole_seconds() {
+        // 1.5 s apart: outside a 1 s span (whole seconds rounded both to one).
+        let it = items(&[T0 + S / 2, T0 + 2 * S]);
+        let r = Rules {
+            keep_within: Some(Duration::from_secs(1)),
+            ..none()
+        };
+        assert_eq!(apply(&it, &r).remove, vec![1]);
+        let r = Rules {
+            keep_within: Some(Duration::from_millis(1500)),
+            ..none()
+        };
+        assert!(apply(&it, &r).remove.is_empty());
     }
 
     #[test]

@@ -118,7 +118,7 @@ fn versions_dir_name_and_visibility() {
             r#"{ "autosave": { "settle_ms": 50 }, "versions_dir": { "visibility": "disabled" } }"#,
         );
         std::fs::write(m.p("f.bin"), b"one").unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        m.wait_sealed();
         assert_eq!(
             std::fs::metadata(m.p(".versions"))
                 .unwrap_err()
@@ -145,7 +145,7 @@ fn a_custom_ignore_list_replaces_the_default() {
         wait_for("b.tmp versioned", 30, || {
             versions_of(&m, "b.tmp").len() == 1
         });
-        std::thread::sleep(Duration::from_millis(300));
+        m.wait_sealed();
         assert!(versions_of(&m, "a.scratch").is_empty());
     });
 }
@@ -163,7 +163,7 @@ fn max_store_bytes_bounds_the_store() {
         for i in 0..5u8 {
             std::fs::write(m.p("w.bin"), vec![i; 600 << 10]).unwrap();
             wait_for("sealed", 30, || !versions_of(&m, "w.bin").is_empty());
-            std::thread::sleep(Duration::from_millis(150));
+            m.wait_sealed();
         }
         wait_for("the quota", 30, || {
             stats(&m)["store_bytes"].as_u64().unwrap() <= 1 << 20
@@ -255,7 +255,7 @@ fn fsync_copy_limit_on_ext4() {
             wait_for("sealed at close", 30, || {
                 !versions_of(&m, "f.bin").is_empty()
             });
-            std::thread::sleep(Duration::from_millis(200));
+            m.wait_sealed();
             let s = stats(&m);
             let copied = s["stats"]["captures_copied"].as_u64().unwrap();
             let n = versions_of(&m, "f.bin").len();

@@ -29,11 +29,10 @@ fn keep_last_pins_and_gc_dry_run() {
         wait_for("v1", 60, || versions_of(&m, "m.bin").len() == 1);
         let o = ckptfs(&["pin", &m.p("m.bin").display().to_string(), "1"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        // More than a second apart: `keep_within` compares whole seconds, so
-        // versions sealed in the newest one's second count as within "0s".
+        // Each state sealed before the next write (else they coalesce).
         for i in 2..=8 {
             std::fs::write(m.p("m.bin"), format!("v{i}")).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(1100));
+            m.wait_sealed();
         }
         wait_for("retention", 60, || versions_of(&m, "m.bin").len() == 4);
         let v = versions_of(&m, "m.bin");

@@ -372,7 +372,7 @@ fn real_writers_round_trip_through_versions() {
             ));
             s.push(std::fs::read(m.p("app.db")).unwrap());
             wait_for("db", 10, || versions_of(&m, "app.db").len() > before);
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            m.wait_sealed();
         }
         states.push(("app.db", s));
         for (name, want) in &states {
@@ -407,7 +407,7 @@ fn real_writers_round_trip_through_versions() {
                     "import os, shutil\nos.makedirs('out/checkpoint-{step}', exist_ok=True)\nopen('out/checkpoint-{step}/model.safetensors','wb').write(b'w{step}' * 1000)\nopen('out/checkpoint-{step}/trainer_state.json','w').write('{{\"global_step\": {step}}}')\nckpts = sorted(os.listdir('out'), key=lambda d: int(d.split('-')[1]))\nfor d in ckpts[:-2]: shutil.rmtree('out/' + d)"
                 ),
             );
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            m.wait_sealed();
         }
         assert!(std::fs::metadata(m.p("out/checkpoint-100")).is_err());
         wait_for("rotated history", 10, || {
@@ -514,6 +514,18 @@ do(b, "write 66 4096 8192")     # B overlaps A's second half
 do(a, "write 67 0 1024")        # A writes again
 state_a = open("shared.bin", "rb").read()
 do(a, "close")                  # B still has it open
+# The kernel tells the daemon of a close (FUSE RELEASE) after close() has
+# returned: B's next write must wait until A's state is kept.
+import time
+deadline = time.time() + 10
+def kept():
+    try:
+        return [e for e in os.listdir(".versions/shared.bin") if e[0].isdigit()]
+    except FileNotFoundError:
+        return []
+while not kept():
+    assert time.time() < deadline, "A's close was not seen"
+    time.sleep(0.01)
 do(b, "write 68 10000 100")
 state_b = open("shared.bin", "rb").read()
 do(b, "close")
@@ -534,7 +546,7 @@ print(json.dumps({"a": state_a.hex(), "b": state_b.hex()}))
             wait_for("both states", 10, || {
                 versions_of(&m, "shared.bin").len() >= 2
             });
-            std::thread::sleep(std::time::Duration::from_millis(300));
+            m.wait_sealed();
             let got: Vec<Vec<u8>> = versions_of(&m, "shared.bin")
                 .iter()
                 .map(|e| std::fs::read(m.p(".versions/shared.bin").join(e)).unwrap())

@@ -5,20 +5,9 @@ use std::process::ExitCode;
 
 use super::log_cmd::human;
 use super::restore::pick;
-use super::{CliResult, ConfigArg, load_config, log_cmd, target};
+use super::{CliResult, ConfigArg, bar, load_config, log_cmd, target};
 use crate::control::Request;
 use crate::store::hex;
-
-/// A progress bar when stderr is a terminal.
-pub fn bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() || len == 0 {
-        return None;
-    }
-    let b = indicatif::ProgressBar::new(len);
-    b.set_message(what.to_string());
-    Some(b)
-}
 
 #[derive(clap::Args)]
 pub struct PathOpt {
@@ -88,7 +77,7 @@ fn here(p: &Option<PathBuf>) -> PathBuf {
 }
 
 /// Mutating commands on an unmounted store take the daemon lock first.
-fn lock_if_unmounted(t: &target::Target) -> Result<Option<std::fs::File>, String> {
+fn lock_if_unmounted(t: &target::Target) -> Result<Option<std::fs::File>, super::CliError> {
     if t.mountpoint.is_some() {
         return Ok(None);
     }
@@ -97,20 +86,14 @@ fn lock_if_unmounted(t: &target::Target) -> Result<Option<std::fs::File>, String
         .write(true)
         .create(true)
         .truncate(false)
-        .open(t.store_path.join("lock"))
+        .open(t.store_path.join(crate::store::layout::LOCK_FILE))
         .map_err(|e| format!("{}: {e}", t.store_path.display()))?;
-    // SAFETY: plain syscall on an open file.
-    if unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            libc::LOCK_EX | libc::LOCK_NB,
-        )
-    } != 0
-    {
+    if !crate::sys::try_lock(std::os::fd::AsFd::as_fd(&f), true).unwrap_or(false) {
         return Err(format!(
             "{}: store is in use by a ckptfs daemon",
             t.store_path.display()
-        ));
+        )
+        .into());
     }
     Ok(Some(f))
 }
@@ -121,7 +104,8 @@ pub fn snapshot(c: PathOpt) -> CliResult {
         return Err(format!(
             "{}: not mounted; snapshot needs the running daemon",
             t.store_path.display()
-        ));
+        )
+        .into());
     }
     let rel = c.path.as_ref().map(|_| hex(&t.relpath));
     let v = t.ask(Request::Snapshot { path: rel }, &Default::default())?;
@@ -245,7 +229,7 @@ pub fn stats(c: DirOpt) -> CliResult {
 
 pub fn wait(c: WaitCmd) -> CliResult {
     if !(c.timeout.is_finite() && c.timeout >= 0.0) {
-        return Err(format!("--timeout {}: not a number of seconds", c.timeout));
+        return Err(format!("--timeout {}: not a number of seconds", c.timeout).into());
     }
     let t = target::locate(&here(&c.dir.dir))?;
     let r = Request::Wait {

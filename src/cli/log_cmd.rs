@@ -35,7 +35,7 @@ pub fn human(n: u64) -> String {
 pub fn versions(
     path: &std::path::Path,
     cfg: &ConfigArg,
-) -> Result<(target::Target, Vec<VersionMeta>, String), String> {
+) -> Result<(target::Target, Vec<VersionMeta>, String), super::CliError> {
     let t = target::locate(path)?;
     let v = t.ask(
         Request::Log {

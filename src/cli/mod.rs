@@ -1,4 +1,6 @@
-//! Command line: one file per subcommand, shared arguments flattened.
+//! Command line: `mount.rs` (mount, umount), `log_cmd.rs`, `restore.rs`, and
+//! `admin.rs` for the small store commands; `target.rs` finds the store a path
+//! belongs to. Shared arguments are flattened.
 //!
 //! Exit codes: 0 success; 1 the operation failed (message on stderr); 2 bad usage
 //! (clap); 3 `verify` found problems.
@@ -65,8 +67,59 @@ enum Cmd {
     },
 }
 
-/// One-line error for the user.
-pub type CliResult = Result<ExitCode, String>;
+/// A progress bar when stderr is a terminal.
+pub fn bar(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || len == 0 {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(len);
+    b.set_message(what.to_string());
+    Some(b)
+}
+
+/// Why a command failed; `Display` is the one line printed after "ckptfs: ".
+#[derive(Debug)]
+pub enum CliError {
+    /// The configuration file was refused (names the file and the key).
+    Config(crate::config::ConfigError),
+    /// The store refused (commands run without a daemon).
+    Store(crate::store::StoreError),
+    /// The running daemon answered with an error; its message.
+    Daemon(String),
+    /// Any other failure, worded for the user: it names the path and the problem.
+    Failed(String),
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Config(e) => write!(f, "{e}"),
+            CliError::Store(e) => write!(f, "{e}"),
+            CliError::Daemon(m) | CliError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<crate::config::ConfigError> for CliError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        CliError::Config(e)
+    }
+}
+
+impl From<crate::store::StoreError> for CliError {
+    fn from(e: crate::store::StoreError) -> Self {
+        CliError::Store(e)
+    }
+}
+
+impl From<String> for CliError {
+    fn from(m: String) -> Self {
+        CliError::Failed(m)
+    }
+}
+
+pub type CliResult = Result<ExitCode, CliError>;
 
 pub fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,fuser=error"))
@@ -111,9 +164,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-pub fn load_config(c: &ConfigArg) -> Result<crate::config::Config, String> {
+pub fn load_config(c: &ConfigArg) -> Result<crate::config::Config, CliError> {
     match &c.config {
-        Some(p) => crate::config::Config::load(p),
+        Some(p) => Ok(crate::config::Config::load(p)?),
         None => Ok(crate::config::Config::default()),
     }
 }

@@ -57,7 +57,7 @@ pub fn run(mut c: MountCmd) -> CliResult {
                 _ => {
                     return Err(format!(
                         "-o {opt}: unknown mount option (known: store=PATH, config=FILE, passthrough=0|1, no_passthrough, and mount(8)'s generic options)"
-                    ));
+                    ).into());
                 }
             }
         }
@@ -88,7 +88,7 @@ pub struct UmountCmd {
 pub fn run_umount(c: UmountCmd) -> CliResult {
     let mp = std::path::absolute(&c.dir).map_err(|e| format!("{}: {e}", c.dir.display()))?;
     let Some(store) = daemon::is_ckptfs_mount(&mp) else {
-        return Err(format!("{}: not a ckptfs mount", mp.display()));
+        return Err(format!("{}: not a ckptfs mount", mp.display()).into());
     };
     let dead = std::fs::metadata(&mp).is_err();
     if let Err(e) = daemon::unmount(&mp, dead) {
@@ -96,25 +96,19 @@ pub fn run_umount(c: UmountCmd) -> CliResult {
             return Err(format!(
                 "{}: busy (a process has files open or its cwd there)",
                 mp.display()
-            ));
+            )
+            .into());
         }
-        return Err(format!("{}: {e}", mp.display()));
+        return Err(format!("{}: {e}", mp.display()).into());
     }
     // Wait for the daemon to seal pending versions and let go of the store lock.
-    let lock = store.join("lock");
+    let lock = store.join(crate::store::layout::LOCK_FILE);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(c.timeout) {
         let Ok(f) = std::fs::File::open(&lock) else {
             break;
         };
-        // SAFETY: plain syscall on an open file.
-        let r = unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&f),
-                libc::LOCK_SH | libc::LOCK_NB,
-            )
-        };
-        if r == 0 {
+        if crate::sys::try_lock(std::os::fd::AsFd::as_fd(&f), false).unwrap_or(false) {
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -48,7 +48,8 @@ pub fn run(c: RestoreCmd) -> CliResult {
             } else {
                 have.join(", ")
             }
-        ));
+        )
+        .into());
     };
     let dest = c.to.clone().unwrap_or_else(|| c.path.clone());
     let mut src: Box<dyn Read> = match &t.mountpoint {
@@ -62,7 +63,7 @@ pub fn run(c: RestoreCmd) -> CliResult {
             Box::new(std::fs::File::open(&p).map_err(|e| format!("{}: {e}", p.display()))?)
         }
         None => {
-            let s = Store::open_path(&t.store_path, &load_config(&c.config)?)
+            let s = Store::open_path(&t.store_path, load_config(&c.config)?.store_options())
                 .map_err(|e| e.to_string())?;
             let fd = s.open_object(m).map_err(|e| e.to_string())?;
             if m.compressed {
@@ -80,7 +81,7 @@ pub fn run(c: RestoreCmd) -> CliResult {
         .truncate(true)
         .open(&dest)
         .map_err(|e| format!("{}: {e}", dest.display()))?;
-    let bar = super::admin::bar(m.size, "restore");
+    let bar = super::bar(m.size, "restore");
     let mut buf = vec![0u8; 8 << 20];
     let mut done = 0u64;
     loop {
@@ -106,7 +107,8 @@ pub fn run(c: RestoreCmd) -> CliResult {
         return Err(format!(
             "version {} holds {done} bytes, expected {}",
             m.number, m.size
-        ));
+        )
+        .into());
     }
     eprintln!(
         "restored {} version {} ({} bytes) to {}",

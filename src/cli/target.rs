@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::CliError;
 use crate::control::{self, Request};
 use crate::store::Store;
 
@@ -18,7 +19,7 @@ pub struct Target {
     pub relpath: Vec<u8>,
 }
 
-fn absolute(p: &Path) -> Result<PathBuf, String> {
+fn absolute(p: &Path) -> Result<PathBuf, CliError> {
     let a = std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()))?;
     // Resolve symlinks in the parent, keep the last component (it may be deleted).
     match (a.parent(), a.file_name()) {
@@ -30,7 +31,7 @@ fn absolute(p: &Path) -> Result<PathBuf, String> {
     }
 }
 
-pub fn locate(p: &Path) -> Result<Target, String> {
+pub fn locate(p: &Path) -> Result<Target, CliError> {
     let abs = absolute(p)?;
     let mut best: Option<(PathBuf, PathBuf)> = None;
     for (mp, src) in crate::daemon::ckptfs_mounts() {
@@ -51,7 +52,7 @@ pub fn locate(p: &Path) -> Result<Target, String> {
         });
     }
     for anc in abs.ancestors() {
-        let s = anc.join(".ckptfs");
+        let s = anc.join(crate::store::layout::STORE_DIR);
         if s.join(crate::store::layout::FORMAT_FILE).exists() {
             let rel = abs.strip_prefix(anc).unwrap_or(Path::new(""));
             return Ok(Target {
@@ -61,15 +62,15 @@ pub fn locate(p: &Path) -> Result<Target, String> {
             });
         }
     }
-    Err(format!(
+    Err(CliError::Failed(format!(
         "{}: not inside a ckptfs mount or a directory with a ckptfs store",
         p.display()
-    ))
+    )))
 }
 
 impl Target {
     /// Ask the daemon, or run against the store directly when not mounted.
-    pub fn ask(&self, r: Request, cfg: &crate::config::Config) -> Result<Value, String> {
+    pub fn ask(&self, r: Request, cfg: &crate::config::Config) -> Result<Value, CliError> {
         let v = if self.mountpoint.is_some() {
             control::request(&self.store_path, &r).map_err(|e| {
                 format!(
@@ -78,8 +79,7 @@ impl Target {
                 )
             })?
         } else {
-            let s: Arc<Store> =
-                Store::open_path(&self.store_path, cfg).map_err(|e| e.to_string())?;
+            let s: Arc<Store> = Store::open_path(&self.store_path, cfg.store_options())?;
             let mutates = matches!(
                 r,
                 Request::Pin { .. }
@@ -88,15 +88,22 @@ impl Target {
                     | Request::Verify { repair: true }
             );
             if mutates {
-                Store::set_dirty(s.dir()).map_err(|e| e.to_string())?;
+                Store::set_dirty(s.dir()).map_err(crate::store::StoreError::during(
+                    "marking the store changed",
+                ))?;
             }
-            control::execute(r, &s, None)
-                .unwrap_or_else(|e| serde_json::json!({"ok": false, "error": e}))
+            let ctx = control::Ctx {
+                store: &s,
+                versioner: None,
+                versions_dir: &cfg.versions_dir.name,
+            };
+            return control::execute(r, &ctx).map_err(|e| CliError::Failed(e.to_string()));
         };
         if v["ok"].as_bool() == Some(true) {
             Ok(v)
         } else {
-            Err(v["error"].as_str().unwrap_or("request failed").to_string())
+            let m = v["error"].as_str().unwrap_or("request failed");
+            Err(CliError::Daemon(m.to_string()))
         }
     }
 

@@ -19,16 +19,10 @@ impl AsCaller {
     /// and chowns the result — the kernel already checked access
     /// (default_permissions).
     pub fn new(uid: u32, gid: u32) -> io::Result<Self> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 || (uid == 0 && gid == 0) {
+        if crate::sys::geteuid() != 0 || (uid == 0 && gid == 0) {
             return Ok(Self { active: false });
         }
-        // SAFETY: raw per-thread syscalls with plain integer arguments.
-        unsafe {
-            libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>());
-            libc::syscall(libc::SYS_setfsgid, gid);
-            libc::syscall(libc::SYS_setfsuid, uid);
-        }
+        crate::sys::set_thread_fs_ids(uid, gid, &[]);
         Ok(Self { active: true })
     }
 }
@@ -38,12 +32,6 @@ impl Drop for AsCaller {
         if !self.active {
             return;
         }
-        let root: [libc::gid_t; 1] = [0];
-        // SAFETY: restoring this thread's ids to root's.
-        unsafe {
-            libc::syscall(libc::SYS_setfsuid, 0);
-            libc::syscall(libc::SYS_setfsgid, 0);
-            libc::syscall(libc::SYS_setgroups, 1usize, root.as_ptr());
-        }
+        crate::sys::set_thread_fs_ids(0, 0, &[0]);
     }
 }

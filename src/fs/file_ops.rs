@@ -97,9 +97,14 @@ impl CkptFs {
         }
         let _v = inode.vlock.lock();
         if writable || flags & libc::O_TRUNC != 0 {
-            self.before_write_open(req, &inode, flags)?;
-            if writable && self.handles.writers(ino) > 0 {
-                self.note_conflict(&inode, req.pid());
+            if let Some(v) = self.ver() {
+                v.before_write_open(req.pid(), &inode, flags)?;
+            }
+            if writable
+                && self.handles.writers(ino) > 0
+                && let Some(v) = self.ver()
+            {
+                v.note_conflict(&inode, req.pid());
             }
         }
         let f = self.inodes.open(&inode, flags & !STRIP)?;
@@ -171,8 +176,7 @@ impl CkptFs {
                 } else {
                     req.gid()
                 };
-                // SAFETY: plain syscall on an owned fd.
-                sys::cvt(unsafe { libc::fchown(f.as_raw_fd(), req.uid(), gid) })?;
+                sys::fchown(f.as_fd(), req.uid(), gid)?;
                 f
             }
             Err(e) => return Err(e),
@@ -183,7 +187,9 @@ impl CkptFs {
         // Another process may open the new name before our reply: same I/O mode.
         let _v = inode.vlock.lock();
         *inode.loc.lock() = (parent, name.as_bytes().to_vec());
-        self.after_create(&inode);
+        if let Some(v) = self.ver() {
+            v.after_create(&inode);
+        }
         let backing = if pt {
             Some(self.backing_for(&inode, &f, true, register)?)
         } else {
@@ -270,8 +276,9 @@ impl CkptFs {
         if let Some(h) = self.handles.remove_file(fh)
             && let Some(inode) = &h.inode
             && h.dirty.load(Ordering::Relaxed)
+            && let Some(v) = self.ver()
         {
-            self.on_dirty_release(inode, pid);
+            v.on_dirty_release(inode, pid);
         }
     }
 
@@ -280,8 +287,9 @@ impl CkptFs {
         sys::fsync(h.fd()?.as_fd(), datasync)?;
         if let Some(inode) = &h.inode
             && h.writable
+            && let Some(v) = self.ver()
         {
-            self.on_fsync(inode, pid);
+            v.on_fsync(inode, pid);
         }
         Ok(())
     }
@@ -291,25 +299,19 @@ impl CkptFs {
         let Source::Live(f) = &h.src else {
             return Err(err(libc::EROFS));
         };
-        if let Some(inode) = &h.inode {
-            self.before_inplace_change(inode)?;
+        if let Some(inode) = &h.inode
+            && let Some(v) = self.ver()
+        {
+            v.before_inplace_change(inode)?;
         }
-        self.with_room(|| {
-            // SAFETY: plain syscall on an owned fd.
-            sys::cvt(unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) })
-        })?;
+        self.with_room(|| sys::fallocate(f.as_fd(), mode, off, len))?;
         h.dirty.store(true, Ordering::Relaxed);
         Ok(())
     }
 
     pub(super) fn do_lseek(&self, fh: u64, offset: i64, whence: i32) -> io::Result<i64> {
         let h = self.handles.file(fh)?;
-        // SAFETY: plain syscall on an owned fd.
-        let r = unsafe { libc::lseek(h.fd()?.as_raw_fd(), offset, whence) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(r)
+        sys::lseek(h.fd()?.as_fd(), offset, whence)
     }
 
     pub(super) fn do_copy_file_range(
@@ -327,14 +329,35 @@ impl CkptFs {
         };
         let mut oi = off_in as i64;
         let mut oo = off_out as i64;
-        let fin = hi.fd()?.as_raw_fd();
+        let fin = hi.fd()?;
         let n = self.with_room(|| {
-            // SAFETY: offsets are valid pointers; fds are open.
-            sys::cvt_l(unsafe {
-                libc::copy_file_range(fin, &mut oi, out.as_raw_fd(), &mut oo, len as usize, 0)
-            })
+            sys::copy_file_range(fin.as_fd(), &mut oi, out.as_fd(), &mut oo, len as usize)
         })?;
         ho.dirty.store(true, Ordering::Relaxed);
         Ok(n)
+    }
+
+    /// ENOSPC on the daemon data path: evict history and tell the caller to
+    /// retry, as long as evicting frees something.
+    pub(super) fn on_write_error(&self, e: &io::Error, need: u64) -> bool {
+        if e.raw_os_error() != Some(libc::ENOSPC) {
+            return false;
+        }
+        self.store
+            .as_ref()
+            .filter(|s| s.same_fs())
+            .is_some_and(|s| s.relieve(need, true))
+    }
+
+    /// Run an operation that allocates space in the live tree; on ENOSPC evict
+    /// history and try again while that frees something.
+    pub(super) fn with_room<T>(&self, op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        match &self.store {
+            Some(s) => s.with_room(1 << 20, op),
+            None => {
+                let mut op = op;
+                op()
+            }
+        }
     }
 }

@@ -67,41 +67,40 @@ impl CkptFs {
             // Capture and truncate as one step under the vlock: a seal linking
             // the inode into the store in between would be truncated with it.
             let v = inode.vlock.lock();
-            self.before_truncate(req, &inode, size)?;
+            if let Some(v) = self.ver() {
+                v.before_truncate(req.pid(), &inode, size)?;
+            }
             let handle = s.fh.and_then(|fh| self.handles.file(fh).ok());
             let r = match handle.filter(|h| h.ino == ino && h.writable) {
-                // SAFETY: plain syscall on an open fd.
-                Some(h) => sys::cvt(unsafe { libc::ftruncate(h.fd()?.as_raw_fd(), size as i64) }),
+                Some(h) => sys::ftruncate(h.fd()?.as_fd(), size),
                 None => {
                     let f = self.inodes.open(&inode, libc::O_WRONLY)?;
-                    // SAFETY: plain syscall on an owned fd.
-                    sys::cvt(unsafe { libc::ftruncate(f.as_raw_fd(), size as i64) })
+                    sys::ftruncate(f.as_fd(), size)
                 }
             };
             r?;
             drop(v);
-            self.note_dirty(&inode);
+            if let Some(v) = self.ver() {
+                v.note_dirty(&inode);
+            }
         }
         if let Some(mode) = s.mode {
             if is_link {
                 return Err(err(libc::EOPNOTSUPP));
             }
-            // SAFETY: proc path is a valid C string.
-            sys::cvt(unsafe { libc::chmod(proc.as_ptr(), mode & 0o7777) })?;
+            sys::chmod(&proc, mode & 0o7777)?;
         }
         if s.uid.is_some() || s.gid.is_some() {
             let u = s.uid.unwrap_or(u32::MAX);
             let g = s.gid.unwrap_or(u32::MAX);
-            // SAFETY: AT_EMPTY_PATH on an O_PATH fd changes the object itself.
-            sys::cvt(unsafe {
-                libc::fchownat(
-                    pfd.as_raw_fd(),
-                    c"".as_ptr(),
-                    u,
-                    g,
-                    libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
-                )
-            })?;
+            // AT_EMPTY_PATH on an O_PATH fd changes the object itself.
+            sys::fchownat(
+                pfd.as_fd(),
+                c"",
+                u,
+                g,
+                libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            )?;
         }
         if s.atime.is_some() || s.mtime.is_some() {
             let conv = |t: Option<TimeOrNow>| match t {
@@ -116,26 +115,15 @@ impl CkptFs {
                 Some(TimeOrNow::SpecificTime(t)) => to_timespec(t),
             };
             let times = [conv(s.atime), conv(s.mtime)];
-            // SAFETY: times points at two timespecs.
-            let r = if is_link {
+            if is_link {
                 let (parent, name) = inode.loc.lock().clone();
                 let p = self.inodes.get(parent)?;
                 let pfd = self.inodes.path_fd(&p)?;
                 let c = sys::cstr(OsStr::from_bytes(&name))?;
-                // SAFETY: valid fd, C string and two timespecs.
-                unsafe {
-                    libc::utimensat(
-                        pfd.as_raw_fd(),
-                        c.as_ptr(),
-                        times.as_ptr(),
-                        libc::AT_SYMLINK_NOFOLLOW,
-                    )
-                }
+                sys::utimensat(Some(pfd.as_fd()), &c, &times, libc::AT_SYMLINK_NOFOLLOW)?;
             } else {
-                // SAFETY: valid C string and two timespecs.
-                unsafe { libc::utimensat(libc::AT_FDCWD, proc.as_ptr(), times.as_ptr(), 0) }
-            };
-            sys::cvt(r)?;
+                sys::utimensat(None, &proc, &times, 0)?;
+            }
         }
         Ok(self.live_attr(ino, &self.stat_inode(&inode)?))
     }
@@ -175,16 +163,13 @@ impl CkptFs {
                 } else {
                     req.gid()
                 };
-                // SAFETY: valid fd and name.
-                sys::cvt(unsafe {
-                    libc::fchownat(
-                        pfd.as_raw_fd(),
-                        cname.as_ptr(),
-                        req.uid(),
-                        gid,
-                        libc::AT_SYMLINK_NOFOLLOW,
-                    )
-                })?;
+                sys::fchownat(
+                    pfd.as_fd(),
+                    &cname,
+                    req.uid(),
+                    gid,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )?;
             }
             Err(e) => return Err(e),
         }
@@ -200,9 +185,7 @@ impl CkptFs {
         rdev: u32,
     ) -> io::Result<FileAttr> {
         self.create_as_caller(req, parent, name, |d, n| {
-            // SAFETY: valid fd and name.
-            sys::cvt(unsafe { libc::mknodat(d.as_raw_fd(), n.as_ptr(), mode, rdev as u64) })
-                .map(drop)
+            sys::mknodat(d.as_fd(), n, mode, rdev as u64)
         })
     }
 
@@ -214,8 +197,7 @@ impl CkptFs {
         mode: u32,
     ) -> io::Result<FileAttr> {
         self.create_as_caller(req, parent, name, |d, n| {
-            // SAFETY: valid fd and name.
-            sys::cvt(unsafe { libc::mkdirat(d.as_raw_fd(), n.as_ptr(), mode & 0o7777) }).map(drop)
+            sys::mkdirat(d.as_fd(), n, mode & 0o7777)
         })
     }
 
@@ -227,10 +209,7 @@ impl CkptFs {
         target: &Path,
     ) -> io::Result<FileAttr> {
         let t = sys::cstr(target.as_os_str())?;
-        self.create_as_caller(req, parent, name, |d, n| {
-            // SAFETY: valid C strings and fd.
-            sys::cvt(unsafe { libc::symlinkat(t.as_ptr(), d.as_raw_fd(), n.as_ptr()) }).map(drop)
-        })
+        self.create_as_caller(req, parent, name, |d, n| sys::symlinkat(&t, d.as_fd(), n))
     }
 
     pub(super) fn do_link(
@@ -245,24 +224,15 @@ impl CkptFs {
         let inode = self.inodes.get(ino)?;
         let src = self.inodes.path_fd(&inode)?;
         let (_, pfd, cname) = self.at(newparent, newname)?;
-        // linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; the /proc path works always.
-        let from = sys::proc_path(src.as_raw_fd());
-        // SAFETY: valid C strings; AT_FDCWD with an absolute path.
-        sys::cvt(unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                pfd.as_raw_fd(),
-                cname.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        })?;
+        sys::link_fd(src.as_fd(), pfd.as_fd(), &cname)?;
         self.lookup_live(newparent, newname)
     }
 
     pub(super) fn do_unlink(&self, req: &Request, parent: u64, name: &OsStr) -> io::Result<()> {
         let (_, pfd, cname) = self.at(parent, name)?;
-        self.before_destroy(req, parent, name, &pfd, &cname, Reason::Delete)?;
+        if let Some(v) = self.ver() {
+            v.before_destroy(req.pid(), parent, name, &pfd, &cname, Reason::Delete)?;
+        }
         sys::unlinkat(pfd.as_fd(), &cname, 0)
     }
 
@@ -287,9 +257,13 @@ impl CkptFs {
             if exchange {
                 // Both names keep their content; each path's state before the swap
                 // becomes a version of that path.
-                self.before_destroy(req, parent, name, &ofd, &oname, Reason::Rename)?;
+                if let Some(v) = self.ver() {
+                    v.before_destroy(req.pid(), parent, name, &ofd, &oname, Reason::Rename)?;
+                }
             }
-            self.before_destroy(req, newparent, newname, &nfd, &nname, Reason::Rename)?;
+            if let Some(v) = self.ver() {
+                v.before_destroy(req.pid(), newparent, newname, &nfd, &nname, Reason::Rename)?;
+            }
         }
         sys::renameat2(ofd.as_fd(), &oname, nfd.as_fd(), &nname, flags)?;
         self.after_rename(parent, name, newparent, newname, exchange);
@@ -307,8 +281,10 @@ impl CkptFs {
             self.inodes.forget(inode.ino, 1);
             Some(inode)
         };
-        if let Some(target) = update(np, nn, (np, nn.as_bytes().to_vec())) {
-            self.after_rename_target(&target);
+        if let Some(target) = update(np, nn, (np, nn.as_bytes().to_vec()))
+            && let Some(v) = self.ver()
+        {
+            v.after_rename_target(&target);
         }
         if exchange {
             update(parent, name, (parent, name.as_bytes().to_vec()));

@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::layout::{self, OBJECTS};
+use super::layout::{self, DIRTY, OBJECTS, SNAPSHOT};
 use super::meta::VersionMeta;
 use crate::sys;
 
@@ -267,9 +267,6 @@ fn scan_shard(
 
 /// Snapshot of the index written at a clean shutdown: one metadata record per
 /// line. Valid only while the `dirty` marker is absent.
-pub const SNAPSHOT: &str = "index.snapshot";
-pub const DIRTY: &str = "dirty";
-
 pub fn save_snapshot(store: BorrowedFd<'_>, idx: &Index) -> io::Result<()> {
     let mut out = Vec::with_capacity(idx.total_versions() * 400);
     for h in idx.paths.values() {

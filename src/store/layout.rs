@@ -1,24 +1,43 @@
-//! All path logic of the store in one place.
+//! Every name the store uses on disk, and all path logic, in one place
+//! (docs/FORMAT.md describes the same layout for people).
 //!
 //! ```text
 //! <store>/FORMAT                      format version (a single line: "ckptfs-store 1")
 //! <store>/lock                        daemon lock (flock) with its pid
-//! <store>/ctl.sock                    control socket of the running daemon
-//! <store>/incoming/<seq>              captured content not yet sealed (xattr: capture)
+//! <store>/daemon.log                  log of a background daemon
+//! <store>/dirty                       present while a daemon runs or after an offline change
+//! <store>/index.snapshot              the index at the last clean shutdown
+//! <store>/incoming/<name>             captured content not yet sealed
+//! <store>/incoming/<name>.cap         its capture record (JSON)
 //! <store>/objects/<category>/<xx>/<md5>/v<NNNNNN>.data   version content
 //! <store>/objects/<category>/<xx>/<md5>/v<NNNNNN>.json   version metadata
+//! <store>/damaged/<stamp>/...         what `verify --repair` took out
 //! ```
 //! `<md5>` is the hex MD5 of the file's path relative to the mount root and `<xx>`
-//! its first two hex digits.
+//! its first two hex digits. The control socket is abstract (no file here).
 
 use md5::{Digest, Md5};
 
+/// The store's directory name inside the backing directory by default.
+pub const STORE_DIR: &str = ".ckptfs";
 pub const FORMAT_FILE: &str = "FORMAT";
 pub const FORMAT_VERSION: u32 = 1;
 pub const FORMAT_LINE: &str = "ckptfs-store 1";
+pub const LOCK_FILE: &str = "lock";
+pub const DAEMON_LOG: &str = "daemon.log";
+pub const DIRTY: &str = "dirty";
+pub const SNAPSHOT: &str = "index.snapshot";
 pub const OBJECTS: &str = "objects";
 pub const INCOMING: &str = "incoming";
-pub const SOCKET: &str = "ctl.sock";
+/// Where `verify --repair` puts what it takes out of the store (never read again).
+pub const DAMAGED: &str = "damaged";
+/// Suffix of a capture record beside its object in `incoming/`.
+pub const CAP_SUFFIX: &str = ".cap";
+
+/// `incoming/<name>.cap`'s name for the capture `name`.
+pub fn cap_name(name: &str) -> String {
+    format!("{name}{CAP_SUFFIX}")
+}
 
 pub fn path_hash(relpath: &[u8]) -> String {
     let d = Md5::digest(relpath);

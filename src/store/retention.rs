@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Store, layout, now_ns};
-use crate::policy::{self, Item, Keep, Retention};
+use super::{Store, StoreError, StoreResult, layout, now_ns};
+use crate::policy::{self, Item, Keep, Rules};
 use crate::sys;
 
 /// One line of `ckptfs gc --dry-run`.
@@ -31,17 +31,17 @@ const LONG_HISTORY: usize = 1000;
 pub(super) fn item_of(v: &super::VersionMeta) -> Item {
     Item {
         number: v.number,
-        sealed: v.sealed_ns.div_euclid(1_000_000_000),
+        sealed_ns: v.sealed_ns,
         pinned: v.pinned,
     }
 }
 
 impl Store {
-    pub fn retention_for(&self, category: &str) -> &Retention {
-        self.cfg
+    pub(super) fn retention_for(&self, category: &str) -> &Rules {
+        self.opts
             .categories
             .get(category)
-            .unwrap_or(&self.cfg.retention)
+            .unwrap_or(&self.opts.retention)
     }
 
     fn items(&self, relpath: &[u8]) -> (Vec<Item>, String) {
@@ -54,9 +54,9 @@ impl Store {
     }
 
     /// The policy decision for one path (pure; no deletion).
-    pub fn decide(&self, relpath: &[u8]) -> policy::Decision {
+    pub(super) fn decide(&self, relpath: &[u8]) -> policy::Decision {
         let (items, cat) = self.items(relpath);
-        policy::apply(&items, self.retention_for(&cat), now_ns() / 1_000_000_000)
+        policy::apply(&items, self.retention_for(&cat))
     }
 
     /// Whether the seal just made for `relpath` should apply its retention now.
@@ -72,7 +72,7 @@ impl Store {
         if n <= LONG_HISTORY {
             return true;
         }
-        let mut last = self.retained_at.lock();
+        let mut last = self.sealer.retained_at.lock();
         let now = std::time::Instant::now();
         match last.get(relpath) {
             Some(t) if now.duration_since(*t) < Duration::from_secs(1) => false,
@@ -95,7 +95,7 @@ impl Store {
 
     /// Delete one version: metadata first, then its object. Returns the bytes
     /// freed (0 while another name still holds the object's inode).
-    pub fn evict(&self, relpath: &[u8], number: u64) -> io::Result<u64> {
+    pub(super) fn evict(&self, relpath: &[u8], number: u64) -> StoreResult<u64> {
         self.evict_counted(relpath, number).map(|(b, _)| b)
     }
 
@@ -103,9 +103,9 @@ impl Store {
     /// object when this was its last name, and the path's directory when it was
     /// the path's last version (many deleted small files must give back inodes,
     /// not only blocks).
-    pub(super) fn evict_counted(&self, relpath: &[u8], number: u64) -> io::Result<(u64, u64)> {
+    pub(super) fn evict_counted(&self, relpath: &[u8], number: u64) -> StoreResult<(u64, u64)> {
         let _q = self.quiesce.read();
-        let _g = self.share_lock.lock();
+        let _g = self.shares.lock.lock();
         let Some(m) = self
             .index
             .read()
@@ -116,7 +116,10 @@ impl Store {
             return Ok((0, 0));
         };
         if m.pinned {
-            return Err(io::Error::other("pinned"));
+            return Err(StoreError::Pinned {
+                path: relpath.to_vec(),
+                number,
+            });
         }
         let dir = layout::version_dir(&m.category, relpath);
         let cdir = CString::new(dir).map_err(io::Error::other)?;
@@ -163,9 +166,9 @@ impl Store {
     pub(super) fn sweeper(&self) {
         let mut tick = 0u64;
         let mut last = std::time::Instant::now();
-        while !self.stop.load(Ordering::SeqCst) {
+        while !self.sealer.stop.load(Ordering::SeqCst) {
             self.space_nap(Duration::from_millis(250));
-            if self.stop.load(Ordering::SeqCst) {
+            if self.sealer.stop.load(Ordering::SeqCst) {
                 break;
             }
             self.space.busy.store(true, Ordering::SeqCst);
@@ -197,10 +200,9 @@ impl Store {
     /// `compress_after` whose objects the store alone holds (a version sharing a
     /// live inode is never touched). Writes `vN.data.zst` durably, then the
     /// metadata, then removes the plain object.
-    pub fn compress_old(&self) -> u64 {
-        let z = &self.cfg.compression;
-        let after =
-            crate::policy::parse_duration(&z.compress_after).unwrap_or(3600) as i64 * 1_000_000_000;
+    pub(super) fn compress_old(&self) -> u64 {
+        let z = &self.opts.compression;
+        let after = i64::try_from(z.after.as_nanos()).unwrap_or(i64::MAX);
         let now = now_ns();
         let todo: Vec<super::VersionMeta> = self.with_index(|i| {
             i.paths
@@ -208,7 +210,7 @@ impl Store {
                 .flat_map(|h| h.versions.iter())
                 .filter(|m| {
                     !m.compressed
-                        && now - m.sealed_ns >= after
+                        && now.saturating_sub(m.sealed_ns) >= after
                         && z.categories.contains(&m.category)
                 })
                 .cloned()
@@ -216,7 +218,7 @@ impl Store {
         });
         let mut saved = 0u64;
         for m in todo {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.sealer.stop.load(Ordering::SeqCst) {
                 break;
             }
             match self.compress_one(&m) {
@@ -245,13 +247,13 @@ impl Store {
         }
         let fd = sys::openat(dfd.as_fd(), &cdata, libc::O_RDONLY, 0)?;
         let raw = self.read_all(&fd, m)?;
-        let packed = zstd::encode_all(&raw[..], self.cfg.compression.level)?;
+        let packed = zstd::encode_all(&raw[..], self.opts.compression.level)?;
         if packed.len() as u64 + 4096 >= st.st_blocks as u64 * 512 {
             return Ok(0); // not worth it
         }
         let zname = format!("{data}.zst");
         super::meta::write_atomic(dfd.as_fd(), &zname, &packed)?;
-        let _g = self.share_lock.lock();
+        let _g = self.shares.lock.lock();
         // Still the same version (not evicted or unshared meanwhile)?
         let current = self
             .index

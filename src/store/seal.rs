@@ -2,20 +2,23 @@
 //!
 //! Capture puts the content into `incoming/` — a hard link when the caller says
 //! nobody will write the inode in place, a reflink or copy otherwise — and records
-//! what it knows in a `user.ckptfs.capture` xattr (or a `.cap` sidecar where xattrs
-//! are not supported), so a crash before sealing loses nothing: the next mount
+//! what it knows in a `<name>.cap` record written first (never an xattr: a linked
+//! capture shares the user's inode), so a crash before sealing loses nothing: the next mount
 //! seals what it finds there. Sealing digests, classifies, drops duplicates, moves
 //! the object to its shard and writes the metadata.
 
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::sync::atomic::Ordering;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use parking_lot::{Condvar, Mutex};
 
 use super::layout;
 use super::meta::{self, VersionMeta};
-use super::{Capture, How, Store, hex, unhex};
+use super::{Capture, How, Reason, Store, Writer, hex, now_ns, unhex};
 use crate::classify;
 use crate::sys;
 
@@ -43,6 +46,45 @@ pub enum Job {
     Stop,
 }
 
+/// Capture records in `incoming/`, the sealing queues and their workers.
+pub(super) struct Sealer {
+    pub(super) incoming: OwnedFd,
+    /// Makes capture names unique within this process.
+    pub(super) seq: AtomicU64,
+    /// One queue per worker; a path always goes to the same one (in order).
+    pub(super) queues: Vec<crossbeam_channel::Sender<Job>>,
+    pub(super) receivers: Mutex<Vec<crossbeam_channel::Receiver<Job>>>,
+    /// Captures queued or being sealed, and the wake-up when it reaches 0.
+    pub(super) inflight: Mutex<u64>,
+    pub(super) idle: Condvar,
+    pub(super) workers: Mutex<Vec<JoinHandle<()>>>,
+    pub(super) stop: AtomicBool,
+    /// When retention last ran for paths with long histories (see `retention_due`).
+    pub(super) retained_at: Mutex<HashMap<Vec<u8>, std::time::Instant>>,
+}
+
+impl Sealer {
+    pub(super) fn new(incoming: OwnedFd, workers: usize) -> Self {
+        let (mut queues, mut receivers) = (Vec::new(), Vec::new());
+        for _ in 0..workers {
+            let (s, r) = crossbeam_channel::unbounded();
+            queues.push(s);
+            receivers.push(r);
+        }
+        Self {
+            incoming,
+            seq: AtomicU64::new(0),
+            queues,
+            receivers: Mutex::new(receivers),
+            inflight: Mutex::new(0),
+            idle: Condvar::new(),
+            workers: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            retained_at: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
 impl Store {
     /// Capture the current content of `fd` (any fd on the inode, O_PATH is fine) as
     /// the next version of `relpath`. Returns once the content is safe in the store.
@@ -53,12 +95,27 @@ impl Store {
         &self,
         fd: BorrowedFd<'_>,
         relpath: &[u8],
-        cap: Capture,
+        reason: Reason,
+        writer: Option<Writer>,
         how: How,
     ) -> io::Result<()> {
+        // The caller says which inode, why and who; the store reads the rest
+        // (size, mode, owner, mtime) from the inode itself.
+        let cap = Capture {
+            path_hex: hex(relpath),
+            reason,
+            sealed_ns: now_ns(),
+            mtime_ns: 0,
+            size: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            writer,
+            copied: false,
+        };
         let size = sys::fstat(fd).map(|s| s.st_size as u64).unwrap_or(0);
-        match self.with_room(size, || self.capture_once(fd, relpath, cap.clone(), how)) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.same_fs => {
+        match self.with_room(size, || self.capture_once(fd, cap.clone(), how)) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.shares.same_fs => {
                 self.stats.history_skipped.fetch_add(1, Ordering::Relaxed);
                 log::warn!(
                     "no room for a version of {} ({:?}) even after evicting history: not kept",
@@ -71,19 +128,12 @@ impl Store {
         }
     }
 
-    fn capture_once(
-        &self,
-        fd: BorrowedFd<'_>,
-        relpath: &[u8],
-        mut cap: Capture,
-        how: How,
-    ) -> io::Result<()> {
+    fn capture_once(&self, fd: BorrowedFd<'_>, mut cap: Capture, how: How) -> io::Result<()> {
         let st = sys::fstat(fd)?;
         // Empty content is never a version: there is nothing to lose.
         if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size == 0 {
             return Ok(());
         }
-        cap.path_hex = hex(relpath);
         cap.size = st.st_size as u64;
         cap.mode = st.st_mode & 0o7777;
         cap.uid = st.st_uid;
@@ -93,30 +143,20 @@ impl Store {
             "{:x}-{}-{}",
             cap.sealed_ns,
             std::process::id(),
-            self.seq.fetch_add(1, Ordering::Relaxed)
+            self.sealer.seq.fetch_add(1, Ordering::Relaxed)
         );
         let cname = CString::new(name.clone()).map_err(io::Error::other)?;
         let proc = sys::proc_path(fd.as_raw_fd());
         // The record goes first, so a crash never leaves content nobody can name.
         // Plain write, no fsync: a daemon crash keeps the page cache, and a power
         // loss loses the unsynced link as well (FORMAT.md, crash assumptions).
-        let will_link = how == How::Link && self.same_fs;
+        let will_link = how == How::Link && self.shares.same_fs;
         cap.copied = !will_link;
         self.write_record(&name, &cap)?;
-        let _g = self.share_lock.lock();
+        let _g = self.shares.lock.lock();
         let mut linked = false;
         if will_link {
-            // SAFETY: valid C strings; AT_FDCWD with an absolute /proc path.
-            let r = sys::cvt(unsafe {
-                libc::linkat(
-                    libc::AT_FDCWD,
-                    proc.as_ptr(),
-                    self.incoming.as_raw_fd(),
-                    cname.as_ptr(),
-                    libc::AT_SYMLINK_FOLLOW,
-                )
-            });
-            linked = r.is_ok();
+            linked = sys::link_fd(fd, self.sealer.incoming.as_fd(), &cname).is_ok();
         }
         if !linked {
             if will_link {
@@ -125,7 +165,7 @@ impl Store {
             }
             let r = sys::open_path(&proc, libc::O_RDONLY, 0).and_then(|src| {
                 let dst = sys::openat(
-                    self.incoming.as_fd(),
+                    self.sealer.incoming.as_fd(),
                     &cname,
                     libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
                     0o600,
@@ -138,10 +178,10 @@ impl Store {
                 }
             });
             if let Err(e) = r {
-                let _ = sys::unlinkat(self.incoming.as_fd(), &cname, 0);
+                let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &cname, 0);
                 let _ = sys::unlinkat(
-                    self.incoming.as_fd(),
-                    &CString::new(format!("{name}.cap")).map_err(io::Error::other)?,
+                    self.sealer.incoming.as_fd(),
+                    &CString::new(layout::cap_name(&name)).map_err(io::Error::other)?,
                     0,
                 );
                 return Err(e);
@@ -150,7 +190,7 @@ impl Store {
         } else {
             self.stats.captures_linked.fetch_add(1, Ordering::Relaxed);
         }
-        self.pending.lock().insert(
+        self.shares.pending.lock().insert(
             name.clone(),
             (st.st_ino, format!("{}/{name}", layout::INCOMING)),
         );
@@ -162,9 +202,9 @@ impl Store {
     /// The capture record `incoming/<name>.cap` (JSON, see FORMAT.md).
     fn write_record(&self, name: &str, cap: &Capture) -> io::Result<()> {
         let info = serde_json::to_vec(cap).map_err(io::Error::other)?;
-        let c = CString::new(format!("{name}.cap")).map_err(io::Error::other)?;
+        let c = CString::new(layout::cap_name(name)).map_err(io::Error::other)?;
         let f = sys::openat(
-            self.incoming.as_fd(),
+            self.sealer.incoming.as_fd(),
             &c,
             libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
             0o600,
@@ -173,22 +213,22 @@ impl Store {
     }
 
     fn enqueue(&self, name: String, cap: Capture) {
-        *self.inflight.lock() += 1;
-        let shard =
-            layout::path_hash(&unhex(&cap.path_hex)).as_bytes()[0] as usize % self.queues.len();
-        if self.queues[shard]
+        *self.sealer.inflight.lock() += 1;
+        let shard = layout::path_hash(&unhex(&cap.path_hex)).as_bytes()[0] as usize
+            % self.sealer.queues.len();
+        if self.sealer.queues[shard]
             .send(super::seal::Job::Seal(name, cap))
             .is_err()
         {
-            let mut n = self.inflight.lock();
+            let mut n = self.sealer.inflight.lock();
             *n -= 1;
-            self.idle.notify_all();
+            self.sealer.idle.notify_all();
         }
     }
 
     /// Seal what a crash left in `incoming/`, oldest first.
     pub(super) fn recover_incoming(&self) {
-        let Ok(dup) = self.incoming.try_clone() else {
+        let Ok(dup) = self.sealer.incoming.try_clone() else {
             return;
         };
         let Ok(mut names) = sys::read_dir_fd(dup) else {
@@ -197,11 +237,15 @@ impl Store {
         names.sort();
         for (n, _, _) in names {
             let name = String::from_utf8_lossy(&n).into_owned();
-            if let Some(obj) = name.strip_suffix(".cap") {
+            if let Some(obj) = name.strip_suffix(layout::CAP_SUFFIX) {
                 // A record whose object was already published: nothing to redo.
                 let c = CString::new(obj).unwrap_or_default();
-                if sys::fstatat(self.incoming.as_fd(), &c).is_err() {
-                    let _ = sys::unlinkat(self.incoming.as_fd(), &CString::new(name).unwrap(), 0);
+                if sys::fstatat(self.sealer.incoming.as_fd(), &c).is_err() {
+                    let _ = sys::unlinkat(
+                        self.sealer.incoming.as_fd(),
+                        &CString::new(name).unwrap(),
+                        0,
+                    );
                 }
                 continue;
             }
@@ -209,10 +253,14 @@ impl Store {
                 continue;
             }
             if name.starts_with("unshare-") || name.ends_with(".unshare") {
-                let _ = sys::unlinkat(self.incoming.as_fd(), &CString::new(name).unwrap(), 0);
+                let _ = sys::unlinkat(
+                    self.sealer.incoming.as_fd(),
+                    &CString::new(name).unwrap(),
+                    0,
+                );
                 continue;
             }
-            let info = meta::read_at(self.incoming.as_fd(), &format!("{name}.cap"));
+            let info = meta::read_at(self.sealer.incoming.as_fd(), &layout::cap_name(&name));
             match info
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Capture>(&b).ok())
@@ -265,16 +313,16 @@ impl Store {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 log::error!("committing versions: {e}");
             }
-            let mut n = self.inflight.lock();
+            let mut n = self.sealer.inflight.lock();
             *n -= jobs;
             if *n == 0 {
-                self.idle.notify_all();
+                self.sealer.idle.notify_all();
             }
         }
     }
 
     fn forget_pending(&self, name: &str) {
-        self.pending.lock().remove(name);
+        self.shares.pending.lock().remove(name);
     }
 
     /// Digest, deduplicate, classify, number; write the metadata to a temp name.
@@ -286,7 +334,7 @@ impl Store {
     ) -> io::Result<Option<Prepared>> {
         let relpath = unhex(&cap.path_hex);
         let cname = CString::new(name).map_err(io::Error::other)?;
-        let obj = sys::openat(self.incoming.as_fd(), &cname, libc::O_RDONLY, 0)?;
+        let obj = sys::openat(self.sealer.incoming.as_fd(), &cname, libc::O_RDONLY, 0)?;
         // Digest the captured length (the object may be a longer appended inode).
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -331,11 +379,11 @@ impl Store {
             .as_ref()
             .is_some_and(|(s, d)| *s == size && *d == digest)
         {
-            let _g = self.share_lock.lock();
+            let _g = self.shares.lock.lock();
             self.forget_pending(name);
-            sys::unlinkat(self.incoming.as_fd(), &cname, 0)?;
-            let cap_file = CString::new(format!("{name}.cap")).map_err(io::Error::other)?;
-            let _ = sys::unlinkat(self.incoming.as_fd(), &cap_file, 0);
+            sys::unlinkat(self.sealer.incoming.as_fd(), &cname, 0)?;
+            let cap_file = CString::new(layout::cap_name(name)).map_err(io::Error::other)?;
+            let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &cap_file, 0);
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         }
@@ -359,8 +407,7 @@ impl Store {
         if ost.st_nlink == 1 {
             // Only the store holds this inode now: its cached pages are cold
             // history. Give them back so the writer's next save reuses them.
-            // SAFETY: advisory syscall on an open fd.
-            unsafe { libc::posix_fadvise(obj.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            sys::fadvise_dontneed(obj.as_fd());
         }
         drop(obj);
         let number = next;
@@ -397,7 +444,7 @@ impl Store {
         // Eviction removes a path's directory with its last version; the temp
         // file keeps it non-empty from here on.
         let (dfd, f) = {
-            let _g = self.share_lock.lock();
+            let _g = self.shares.lock.lock();
             let dfd = self.mkdirs(&dir)?;
             let f = sys::openat(
                 dfd.as_fd(),
@@ -437,7 +484,7 @@ impl Store {
                 if p.copied {
                     let c = CString::new(p.name.as_str()).map_err(io::Error::other)?;
                     sys::fsync(
-                        sys::openat(self.incoming.as_fd(), &c, libc::O_RDONLY, 0)?.as_fd(),
+                        sys::openat(self.sealer.incoming.as_fd(), &c, libc::O_RDONLY, 0)?.as_fd(),
                         true,
                     )?;
                 }
@@ -451,9 +498,15 @@ impl Store {
             let data = layout::data_name(p.meta.number);
             let cdata = CString::new(data.as_str()).map_err(io::Error::other)?;
             let r = (|| -> io::Result<()> {
-                let _g = self.share_lock.lock();
-                sys::renameat2(self.incoming.as_fd(), &cname, p.dfd.as_fd(), &cdata, 0)?;
-                if let Some(e) = self.pending.lock().get_mut(&p.name) {
+                let _g = self.shares.lock.lock();
+                sys::renameat2(
+                    self.sealer.incoming.as_fd(),
+                    &cname,
+                    p.dfd.as_fd(),
+                    &cdata,
+                    0,
+                )?;
+                if let Some(e) = self.shares.pending.lock().get_mut(&p.name) {
                     e.1 = format!("{}/{data}", p.dir);
                 }
                 let ctmp = CString::new(p.tmp.as_str()).map_err(io::Error::other)?;
@@ -483,12 +536,12 @@ impl Store {
         for p in done {
             sealed.push((p.meta.relpath(), p.meta.category.clone()));
             {
-                let _g = self.share_lock.lock();
+                let _g = self.shares.lock.lock();
                 self.index.write().insert(p.meta);
                 self.forget_pending(&p.name);
             }
-            let cap_file = CString::new(format!("{}.cap", p.name)).map_err(io::Error::other)?;
-            let _ = sys::unlinkat(self.incoming.as_fd(), &cap_file, 0);
+            let cap_file = CString::new(layout::cap_name(&p.name)).map_err(io::Error::other)?;
+            let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &cap_file, 0);
             self.stats.sealed.fetch_add(1, Ordering::Relaxed);
         }
         // Retention evicts (which takes `quiesce` itself): outside the guard.
@@ -507,13 +560,9 @@ impl Store {
         let mut cur = self.dir.try_clone()?;
         for comp in rel.split('/') {
             let c = CString::new(comp).map_err(io::Error::other)?;
-            // SAFETY: valid fd and name.
-            let r = unsafe { libc::mkdirat(cur.as_raw_fd(), c.as_ptr(), 0o700) };
-            if r != 0 {
-                let e = io::Error::last_os_error();
-                if e.raw_os_error() != Some(libc::EEXIST) {
-                    return Err(e);
-                }
+            match sys::mkdirat(cur.as_fd(), &c, 0o700) {
+                Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
+                _ => {}
             }
             cur = sys::openat(cur.as_fd(), &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         }

@@ -25,7 +25,7 @@ use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
 
 use super::{Reason, Store, VersionMeta, now_ns};
-use crate::policy::{self, Bytes, Candidate, Item};
+use crate::policy::{self, Candidate, Item, Reserve};
 use crate::sys;
 
 /// Headroom = the largest recent save × 3/2.
@@ -176,10 +176,10 @@ pub(super) struct Space {
 }
 
 impl Space {
-    pub(super) fn new(settle_ms: u64) -> Self {
+    pub(super) fn new(settle: Duration) -> Self {
         // Files of one checkpoint are closed one after the other and sealed a
         // settle time later; a few seconds between seals is still one save.
-        let gap = Duration::from_millis((settle_ms * 2).max(2000));
+        let gap = (settle * 2).max(Duration::from_secs(2));
         Self {
             sizes: Mutex::new(SaveSizes::new(gap)),
             reserve: std::sync::atomic::AtomicU64::new(0),
@@ -230,19 +230,13 @@ impl Store {
         let (free, total) = (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize);
         // Inode counts are 0 where the filesystem has no fixed number (btrfs).
         let (free_inodes, min_free_inodes) = (st.f_favail, min_inodes(st.f_files));
-        let r = &self.cfg.retention;
-        let min_free = r
-            .min_free_bytes
-            .as_ref()
-            .and_then(|b| b.resolve(total).ok())
-            .unwrap_or(0);
+        let r = &self.opts.retention;
+        let min_free = r.min_free.map_or(0, |s| s.resolve(total));
         let (largest_version, largest_burst) = self.space.sizes.lock().largest(now_ns());
-        let headroom = match &r.reserve_bytes {
-            Some(Bytes::Text(t)) if t.trim() == "auto" => {
-                largest_version.max(largest_burst) / SAFETY_DEN * SAFETY_NUM
-            }
-            Some(b) => b.resolve(total).unwrap_or(0),
-            None => 0,
+        let headroom = match r.reserve {
+            Reserve::Auto => largest_version.max(largest_burst) / SAFETY_DEN * SAFETY_NUM,
+            Reserve::Fixed(s) => s.resolve(total),
+            Reserve::None => 0,
         };
         // Never ask for more than half the disk: beyond that the reserve would
         // only empty the store without making any save possible.
@@ -261,8 +255,8 @@ impl Store {
             reserve,
             largest_version,
             largest_burst,
-            pressure: self.same_fs && (free < reserve || free_inodes < min_free_inodes),
-            same_fs: self.same_fs,
+            pressure: self.shares.same_fs && (free < reserve || free_inodes < min_free_inodes),
+            same_fs: self.shares.same_fs,
         })
     }
 
@@ -270,7 +264,7 @@ impl Store {
     /// writing; wakes the space thread to evict when it is. Always false when
     /// the store is on another filesystem (evicting would not help the writer).
     pub fn under_pressure(&self) -> bool {
-        if !self.same_fs {
+        if !self.shares.same_fs {
             return false;
         }
         let Ok(s) = sys::statvfs(self.dir.as_fd()) else {
@@ -302,13 +296,13 @@ impl Store {
     /// One pass of the space thread: quotas per category block, then the global
     /// quotas and the reserve.
     pub(super) fn keep_room(&self) {
-        for (cat, r) in &self.cfg.categories {
+        for (cat, r) in &self.opts.categories {
             let need = self.quota_deficit(r, Some(cat));
             if need > 0 {
                 self.evict_for_space(Some(cat), need, 0, Cause::Quota);
             }
         }
-        let need = self.quota_deficit(&self.cfg.retention, None);
+        let need = self.quota_deficit(&self.opts.retention, None);
         if need > 0 {
             self.evict_for_space(None, need, 0, Cause::Quota);
         }
@@ -325,13 +319,13 @@ impl Store {
     }
 
     /// Bytes over `r`'s quotas for one category (or the whole store).
-    fn quota_deficit(&self, r: &policy::Retention, category: Option<&str>) -> u64 {
+    fn quota_deficit(&self, r: &policy::Rules, category: Option<&str>) -> u64 {
         let mut need = 0u64;
         if let Some(max) = r.max_store_bytes {
             need = need.max(self.store_bytes_in(category).saturating_sub(max));
         }
-        if let (Some(min), Ok((free, total))) = (&r.min_free_bytes, self.fs_space()) {
-            let want = min.resolve(total).unwrap_or(0);
+        if let (Some(min), Ok((free, total))) = (r.min_free, self.fs_space()) {
+            let want = min.resolve(total);
             // Only then walk the index (this runs every 250 ms).
             if want > free && self.store_bytes_in(category) > 0 {
                 need = need.max(want - free);
@@ -342,7 +336,7 @@ impl Store {
 
     /// Bytes the store holds (each object inode counted once), for one category
     /// or all.
-    pub fn store_bytes_in(&self, category: Option<&str>) -> u64 {
+    pub(super) fn store_bytes_in(&self, category: Option<&str>) -> u64 {
         let idx = self.index.read();
         let mut seen = HashSet::new();
         let mut total = 0u64;
@@ -384,6 +378,7 @@ impl Store {
             .get(&st.st_ino)
             .map_or(0, |v| v.len())
             + self
+                .shares
                 .pending
                 .lock()
                 .values()
@@ -406,7 +401,6 @@ impl Store {
         if need == 0 && need_inodes == 0 {
             return 0;
         }
-        let now = now_ns() / 1_000_000_000;
         let (paths, cands) = {
             let idx = self.index.read();
             let mut paths = Vec::new();
@@ -414,7 +408,7 @@ impl Store {
             for (p, h) in &idx.paths {
                 let cat = h.latest().map(|l| l.category.as_str()).unwrap_or("");
                 let items: Vec<Item> = h.versions.iter().map(super::retention::item_of).collect();
-                let d = policy::apply(&items, self.retention_for(cat), now);
+                let d = policy::apply(&items, self.retention_for(cat));
                 let drop: HashSet<u64> = d.remove.into_iter().collect();
                 let i = paths.len();
                 for (m, item) in h.versions.iter().zip(items) {
@@ -508,7 +502,7 @@ impl Store {
     ) -> io::Result<T> {
         loop {
             match op() {
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.same_fs => {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.shares.same_fs => {
                     if !self.relieve(need, wait) {
                         return Err(e);
                     }
@@ -530,10 +524,10 @@ impl Store {
     /// Wait until no capture is being sealed, at most `d`; true if some were.
     fn wait_seals(&self, d: Duration) -> bool {
         let deadline = std::time::Instant::now() + d;
-        let mut n = self.inflight.lock();
+        let mut n = self.sealer.inflight.lock();
         let had = *n > 0;
         while *n > 0 {
-            if self.idle.wait_until(&mut n, deadline).timed_out() {
+            if self.sealer.idle.wait_until(&mut n, deadline).timed_out() {
                 break;
             }
         }

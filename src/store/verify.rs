@@ -8,6 +8,7 @@ use std::os::fd::AsFd;
 
 use serde::Serialize;
 
+use super::layout::DAMAGED;
 use super::{Store, index, layout};
 use crate::sys;
 
@@ -44,9 +45,6 @@ impl Problem {
         }
     }
 }
-
-/// Where `--repair` puts what it takes out of the store (never read again).
-pub const DAMAGED: &str = "damaged";
 
 impl Store {
     /// Check everything; returns the problems found (empty = consistent).
@@ -150,7 +148,7 @@ impl Store {
     /// orphan object to `damaged/<time>/` (nothing is deleted), rebuild the index
     /// from the metadata left, and verify again. Healthy versions are untouched.
     /// Returns (problems found, problems left after the repair).
-    pub fn repair(&self) -> io::Result<(Vec<Problem>, Vec<Problem>)> {
+    pub fn repair(&self) -> super::StoreResult<(Vec<Problem>, Vec<Problem>)> {
         let mut all = Vec::new();
         let mut found = self.verify(|_, _| {});
         // A rebuilt index can reveal more (a record gone from the disk leaves
@@ -159,7 +157,8 @@ impl Store {
             if found.is_empty() {
                 break;
             }
-            self.repair_once(&found)?;
+            self.repair_once(&found)
+                .map_err(super::StoreError::during("repair"))?;
             all.append(&mut found);
             found = self.verify(|_, _| {});
         }
@@ -169,7 +168,7 @@ impl Store {
     fn repair_once(&self, found: &[Problem]) -> io::Result<()> {
         {
             let _q = self.quiesce.write();
-            let _g = self.share_lock.lock();
+            let _g = self.shares.lock.lock();
             let dest = format!("{DAMAGED}/{}", layout::stamp(super::now_ns()));
             let dfd = self.mkdirs(&dest)?;
             for f in found.iter().flat_map(|p| &p.quarantine) {
@@ -234,7 +233,7 @@ impl Store {
         });
         let Ok(objs) = sys::openat(
             self.dir(),
-            c"objects",
+            &CString::new(layout::OBJECTS).expect("no NUL"),
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
         ) else {

@@ -269,6 +269,12 @@ impl Mount {
     }
 
     /// PID of the daemon (from the store lock file).
+    /// Block until every file closed so far is sealed (`ckptfs wait`).
+    pub fn wait_sealed(&self) {
+        let o = ckptfs(&["wait", &self.mnt.display().to_string(), "--timeout", "60"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
     pub fn daemon_pid(&self) -> Option<i32> {
         // The lock file is hidden under the mount when mounted in place; find the
         // daemon through /proc instead.

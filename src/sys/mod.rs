@@ -5,10 +5,16 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 /// Turn a `-1` return into the thread's errno.
+mod process;
+mod walk;
+
+pub use process::*;
+pub use walk::{open_beneath, walk_files};
+
 pub fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
         Err(io::Error::last_os_error())
@@ -417,4 +423,121 @@ pub fn statvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
 pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: plain syscall on a valid fd.
     cvt(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
+}
+
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on an open fd.
+    cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on an open fd.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
+/// `fchownat`; `u32::MAX` leaves an id unchanged.
+pub fn fchownat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    uid: u32,
+    gid: u32,
+    flags: i32,
+) -> io::Result<()> {
+    // SAFETY: valid fd and C string.
+    cvt(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) }).map(drop)
+}
+
+pub fn chmod(path: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: valid C string.
+    cvt(unsafe { libc::chmod(path.as_ptr(), mode) }).map(drop)
+}
+
+/// `utimensat` relative to `dir`, or to the working directory when None.
+pub fn utimensat(
+    dir: Option<BorrowedFd<'_>>,
+    path: &CStr,
+    times: &[libc::timespec; 2],
+    flags: i32,
+) -> io::Result<()> {
+    let d = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: valid fd, C string and two timespecs.
+    cvt(unsafe { libc::utimensat(d, path.as_ptr(), times.as_ptr(), flags) }).map(drop)
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on an open fd.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size as i64) }).map(drop)
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on an open fd.
+    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as i64, len as i64) }).map(drop)
+}
+
+pub fn lseek(fd: BorrowedFd<'_>, off: i64, whence: i32) -> io::Result<i64> {
+    // SAFETY: plain syscall on an open fd.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), off, whence) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// One `copy_file_range` call; advances both offsets.
+pub fn copy_file_range(
+    src: BorrowedFd<'_>,
+    src_off: &mut i64,
+    dst: BorrowedFd<'_>,
+    dst_off: &mut i64,
+    len: usize,
+) -> io::Result<usize> {
+    // SAFETY: valid fds; the offsets are valid pointers for the call.
+    cvt_l(unsafe {
+        libc::copy_file_range(src.as_raw_fd(), src_off, dst.as_raw_fd(), dst_off, len, 0)
+    })
+}
+
+pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
+    // SAFETY: valid fd and C string.
+    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
+}
+
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: valid fd and C string.
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: valid C strings and fd.
+    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+/// Give the inode behind `fd` (any fd, O_PATH included) a new name `dir/name`:
+/// `linkat` through `/proc/self/fd`, which works without CAP_DAC_READ_SEARCH.
+pub fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let from = proc_path(fd.as_raw_fd());
+    // SAFETY: valid C strings; AT_FDCWD with an absolute /proc path.
+    cvt(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// Tell the kernel the file's cached pages will not be read again.
+pub fn fadvise_dontneed(fd: BorrowedFd<'_>) {
+    // SAFETY: advisory syscall on an open fd.
+    unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+}
+
+/// Drop the clean cached pages of a file (dirty ones start writing back).
+pub fn drop_cache(fd: &OwnedFd) {
+    if let Ok(f) = open_path(&proc_path(fd.as_raw_fd()), libc::O_RDONLY, 0) {
+        fadvise_dontneed(f.as_fd());
+    }
 }

@@ -5,11 +5,49 @@
 //! the key and the file.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Retention;
+mod values;
+
+pub use values::{BadValue, Bytes, Retention, parse_duration, parse_size};
+
+/// Why a configuration was refused. `Display` is the one-line message the CLI
+/// prints: it names the file and the key.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not JSON, an unknown key, or a value of the wrong type (serde's message
+    /// names the key and the line).
+    Syntax { file: PathBuf, message: String },
+    /// A key's value is malformed or out of range.
+    Value {
+        file: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { file, source } => write!(f, "{}: {source}", file.display()),
+            ConfigError::Syntax { file, message } => write!(f, "{}: {message}", file.display()),
+            ConfigError::Value { file, key, problem } => {
+                write!(f, "{}: {key}: {problem}", file.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -186,19 +224,26 @@ pub fn strip_comments(s: &str) -> String {
 }
 
 impl Config {
-    pub fn parse(text: &str, origin: &Path) -> Result<Self, String> {
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::Value {
+            file: origin.to_path_buf(),
+            key: key.to_string(),
+            problem,
+        };
         let clean = strip_comments(text);
-        let f: File =
-            serde_json::from_str(&clean).map_err(|e| format!("{}: {e}", origin.display()))?;
+        let f: File = serde_json::from_str(&clean).map_err(|e| ConfigError::Syntax {
+            file: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
         let mut c = Config::default();
         if let Some(e) = f.autosave.enabled {
             c.enabled = e;
         }
         if let Some(i) = f.autosave.interval_seconds {
             if i == 0 {
-                return Err(format!(
-                    "{}: autosave.interval_seconds must be at least 1",
-                    origin.display()
+                return Err(bad(
+                    "autosave.interval_seconds",
+                    "must be at least 1".into(),
                 ));
             }
             c.interval_seconds = i;
@@ -220,10 +265,7 @@ impl Config {
         }
         if let Some(k) = f.autosave.max_keep {
             if k == 0 {
-                return Err(format!(
-                    "{}: autosave.max_keep must be at least 1",
-                    origin.display()
-                ));
+                return Err(bad("autosave.max_keep", "must be at least 1".into()));
             }
             // The seed means "at most N versions, rotate the oldest": a cap. The
             // default keep_within would keep a day of saves beyond it.
@@ -233,98 +275,99 @@ impl Config {
             }
         }
         c.versions_dir = f.versions_dir;
-        if c.versions_dir.name.is_empty()
-            || c.versions_dir.name.contains('/')
-            || c.versions_dir.name == "."
-            || c.versions_dir.name == ".."
-        {
-            return Err(format!(
-                "{}: versions_dir.name {:?} is not a single file name",
-                origin.display(),
-                c.versions_dir.name
+        let n = &c.versions_dir.name;
+        if n.is_empty() || n.contains('/') || n == "." || n == ".." {
+            return Err(bad(
+                "versions_dir.name",
+                format!("{n:?} is not a single file name"),
             ));
         }
         if let Some(i) = f.ignore {
             c.ignore = i;
         }
         c.retention
-            .validate()
-            .map_err(|e| format!("{}: retention.{e}", origin.display()))?;
+            .rules()
+            .map_err(|(k, e)| bad(&format!("retention.{k}"), e.0))?;
         for (cat, r) in &f.categories {
+            let key = format!("categories.{cat}");
             if !crate::classify::CATEGORIES.contains(&cat.as_str()) {
-                return Err(format!(
-                    "{}: categories.{cat}: unknown category (known: {})",
-                    origin.display(),
-                    crate::classify::CATEGORIES.join(", ")
+                return Err(bad(
+                    &key,
+                    format!(
+                        "unknown category (known: {})",
+                        crate::classify::CATEGORIES.join(", ")
+                    ),
                 ));
             }
-            r.validate()
-                .map_err(|e| format!("{}: categories.{cat}.{e}", origin.display()))?;
+            r.rules()
+                .map_err(|(k, e)| bad(&format!("{key}.{k}"), e.0))?;
             if r.reserve_bytes != Retention::default().reserve_bytes {
-                return Err(format!(
-                    "{}: categories.{cat}.reserve_bytes: the reserve is for the whole filesystem; set retention.reserve_bytes",
-                    origin.display()
+                return Err(bad(
+                    &format!("{key}.reserve_bytes"),
+                    "the reserve is for the whole filesystem; set retention.reserve_bytes".into(),
                 ));
             }
         }
         c.categories = f.categories;
         if let Some(z) = f.compression {
-            crate::policy::parse_duration(&z.compress_after)
-                .map_err(|e| format!("{}: compression.compress_after: {e}", origin.display()))?;
+            parse_duration(&z.compress_after)
+                .map_err(|e| bad("compression.compress_after", e.0))?;
             for cat in &z.categories {
                 if !crate::classify::CATEGORIES.contains(&cat.as_str()) {
-                    return Err(format!(
-                        "{}: compression.categories: unknown category {cat:?}",
-                        origin.display()
+                    return Err(bad(
+                        "compression.categories",
+                        format!("unknown category {cat:?}"),
                     ));
                 }
             }
             if !(1..=19).contains(&z.level) {
-                return Err(format!(
-                    "{}: compression.level must be 1..=19",
-                    origin.display()
-                ));
+                return Err(bad("compression.level", "must be 1..=19".into()));
             }
             c.compression = z;
         }
         Ok(c)
     }
 
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
-    /// Is `name` (a file name, not a path) excluded from versioning?
-    pub fn ignored(&self, name: &[u8]) -> bool {
-        self.ignore.iter().any(|p| glob(p.as_bytes(), name))
-    }
-}
-
-/// Shell-style `*` and `?` matching (enough for name patterns).
-pub fn glob(p: &[u8], s: &[u8]) -> bool {
-    let (mut pi, mut si) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
-            star = Some(pi);
-            mark = si;
-            pi += 1;
-        } else if let Some(st) = star {
-            pi = st + 1;
-            mark += 1;
-            si = mark;
-        } else {
-            return false;
+    /// What the store is told: parsed rules, compression, the save gap.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        // `parse` checked every value; a default or hand-built Config is valid
+        // too, so a failure here is a bug, not bad input.
+        let rules = |r: &Retention| r.rules().unwrap_or_else(|(k, e)| panic!("{k}: {e}"));
+        crate::store::StoreOptions {
+            retention: rules(&self.retention),
+            categories: self
+                .categories
+                .iter()
+                .map(|(c, r)| (c.clone(), rules(r)))
+                .collect(),
+            compression: crate::store::CompressOptions {
+                after: parse_duration(&self.compression.compress_after)
+                    .unwrap_or(Duration::from_secs(3600)),
+                categories: self.compression.categories.clone(),
+                level: self.compression.level,
+            },
+            settle: Duration::from_millis(self.settle_ms),
         }
     }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
+
+    /// What the versioning engine is told.
+    pub fn versioning_options(&self) -> crate::fs::VersioningOptions {
+        crate::fs::VersioningOptions {
+            enabled: self.enabled,
+            settle: Duration::from_millis(self.settle_ms),
+            interval: Duration::from_secs(self.interval_seconds),
+            ignore: self.ignore.clone(),
+            fsync_copy_limit: self.fsync_copy_limit,
+        }
     }
-    pi == p.len()
 }
 
 #[cfg(test)]
@@ -358,9 +401,10 @@ mod tests {
     #[test]
     fn reserve_is_auto_a_size_or_an_error() {
         let c = Config::default();
+        assert_eq!(c.retention.reserve_bytes, Some(Bytes::Text("auto".into())));
         assert_eq!(
-            c.retention.reserve_bytes,
-            Some(crate::policy::Bytes::Text("auto".into()))
+            c.store_options().retention.reserve,
+            crate::policy::Reserve::Auto
         );
         assert!(
             Config::parse(
@@ -373,32 +417,38 @@ mod tests {
             r#"{"retention": {"reserve_bytes": "lots"}}"#,
             Path::new("c.json"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("reserve_bytes") && e.contains("c.json"), "{e}");
         let e = Config::parse(
             r#"{"categories": {"log": {"reserve_bytes": "1G"}}}"#,
             Path::new("c.json"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("categories.log.reserve_bytes"), "{e}");
     }
 
     #[test]
     fn unknown_key_names_key_and_file() {
-        let e =
-            Config::parse(r#"{"autosave": {"max_kep": 3}}"#, Path::new("/etc/c.json")).unwrap_err();
+        let e = Config::parse(r#"{"autosave": {"max_kep": 3}}"#, Path::new("/etc/c.json"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_kep") && e.contains("/etc/c.json"), "{e}");
     }
 
     #[test]
     fn bad_value_is_an_error() {
-        let e = Config::parse(r#"{"autosave": {"max_keep": 0}}"#, Path::new("c.json")).unwrap_err();
+        let e = Config::parse(r#"{"autosave": {"max_keep": 0}}"#, Path::new("c.json"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_keep"), "{e}");
         let e = Config::parse(
             r#"{"autosave": {"interval_seconds": "x"}}"#,
             Path::new("c.json"),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("c.json"), "{e}");
     }
 
@@ -414,7 +464,7 @@ mod tests {
 
     #[test]
     fn glob_matches_writer_temp_names() {
-        let c = Config::default();
+        let o = Config::default().versioning_options();
         for n in [
             "a.tmp",
             "model.safetensors.part",
@@ -422,10 +472,10 @@ mod tests {
             "f~",
             "ck.orbax-checkpoint-tmp-12",
         ] {
-            assert!(c.ignored(n.as_bytes()), "{n}");
+            assert!(o.ignored(n.as_bytes()), "{n}");
         }
         for n in ["model.safetensors", "tmp", "a.tmpx"] {
-            assert!(!c.ignored(n.as_bytes()), "{n}");
+            assert!(!o.ignored(n.as_bytes()), "{n}");
         }
     }
 }

@@ -1,0 +1,212 @@
+//! What each FUSE event means for history: the engine's entry points, called
+//! by the operation groups (`node_ops.rs`, `file_ops.rs`) at the moment the
+//! event happens, before the change reaches the backing file.
+
+use std::ffi::{CStr, OsStr};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{How, Inode, ROOT_INO, Reason, Versioner, writer_of};
+use crate::sys;
+
+impl Versioner {
+    /// Called with the inode's vlock held through the truncate itself, so no
+    /// seal can link the inode into the store in between.
+    pub(crate) fn before_truncate(
+        &self,
+        pid: u32,
+        inode: &Arc<Inode>,
+        size: u64,
+    ) -> io::Result<()> {
+        let Some(p) = self.path_of(inode) else {
+            // Not versioned under this name; a version under another may share it.
+            return self.before_inplace_change(inode);
+        };
+        self.before_rewrite(inode, &p, Reason::Truncate, size, pid)
+    }
+
+    pub(crate) fn before_destroy(
+        &self,
+        pid: u32,
+        parent: u64,
+        name: &OsStr,
+        pfd: &Arc<OwnedFd>,
+        cname: &CStr,
+        reason: Reason,
+    ) -> io::Result<()> {
+        let Ok(st) = sys::fstatat(pfd.as_fd(), cname) else {
+            return Ok(());
+        };
+        // Only non-empty regular files have content to keep.
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size == 0 {
+            return Ok(());
+        }
+        let Some(mut relpath) = (if parent == ROOT_INO {
+            Some(Vec::new())
+        } else {
+            self.inodes.relpath(parent)
+        }) else {
+            return Ok(());
+        };
+        if !relpath.is_empty() {
+            relpath.push(b'/');
+        }
+        relpath.extend_from_slice(name.as_bytes());
+        if !self.versioned(&relpath) {
+            return Ok(());
+        }
+        let fd = sys::openat(pfd.as_fd(), cname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let live = self.inodes.by_backing((st.st_dev, st.st_ino));
+        let _g = live.as_ref().map(|i| i.vlock.lock());
+        let pending = live
+            .as_ref()
+            .is_some_and(|i| self.pending.lock().remove(&i.ino).is_some());
+        if !pending && self.already_kept(&relpath, &st) {
+            return Ok(());
+        }
+        let writers = live
+            .as_ref()
+            .map(|i| self.handles.writers(i.ino))
+            .unwrap_or(0);
+        let how = if writers == 0 { How::Link } else { How::Copy };
+        self.capture(&fd, &relpath, reason, writer_of(pid), how)?;
+        if st.st_nlink == 1 && writers == 0 {
+            sys::drop_cache(&fd); // about to leave the live tree: cold history now
+        }
+        Ok(())
+    }
+
+    pub(crate) fn before_write_open(
+        &self,
+        pid: u32,
+        inode: &Arc<Inode>,
+        flags: i32,
+    ) -> io::Result<()> {
+        let Some(p) = self.path_of(inode) else {
+            // This name is not versioned, but a version made under another
+            // name (a hard link, a name since renamed) may share the inode.
+            if flags & libc::O_TRUNC != 0 || flags & libc::O_APPEND == 0 {
+                return self.before_inplace_change(inode);
+            }
+            return Ok(());
+        };
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            self.writer_opened(inode);
+        }
+        if flags & libc::O_TRUNC != 0 {
+            self.before_rewrite(inode, &p, Reason::Overwrite, 0, pid)
+        } else {
+            self.before_write(inode, &p, flags & libc::O_APPEND != 0, pid)
+        }
+    }
+
+    pub(crate) fn before_inplace_change(&self, inode: &Arc<Inode>) -> io::Result<()> {
+        let fd = self.inodes.path_fd(inode)?;
+        let st = sys::fstat(fd.as_fd())?;
+        if self.store.is_shared(st.st_ino) {
+            self.store
+                .unshare(fd.as_fd(), st.st_ino)
+                .map_err(crate::fs::store_err)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn note_dirty(&self, inode: &Arc<Inode>) {
+        if self.handles.writers(inode.ino) == 0 && self.path_of(inode).is_some() {
+            self.schedule(inode, Reason::Close, None);
+        }
+    }
+
+    pub(crate) fn after_create(&self, inode: &Arc<Inode>) {
+        if self.path_of(inode).is_some() {
+            self.writer_opened(inode);
+        }
+    }
+
+    /// A second writer opened a file that already has one: POSIX semantics hold
+    /// for the live file; we count and log it, and every displaced state still
+    /// becomes a version at the triggers.
+    pub(crate) fn note_conflict(&self, inode: &Arc<Inode>, pid: u32) {
+        self.store.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "concurrent writers on {} (new writer pid {pid})",
+            String::from_utf8_lossy(&self.inodes.relpath(inode.ino).unwrap_or_default())
+        );
+    }
+
+    /// A renamed file now lives under a (maybe versioned) new name: its content is
+    /// the new state of that name.
+    pub(crate) fn after_rename_target(&self, inode: &Arc<Inode>) {
+        if self.path_of(inode).is_some() {
+            self.schedule(inode, Reason::Close, None);
+        }
+    }
+
+    pub(crate) fn on_dirty_release(&self, inode: &Arc<Inode>, pid: u32) {
+        if self.handles.writers(inode.ino) > 0 {
+            // Another writer keeps the file open and will change it: this
+            // writer's last state is kept now (guarantee 4), as at an fsync.
+            self.capture_while_open(inode, pid, Reason::Close);
+            return;
+        }
+        let Some(p) = self.path_of(inode) else { return };
+        // A save ended: the reserve learns its size now, not at the seal (a
+        // rewrite before the settle time would seal it as an overwrite).
+        if let Ok(st) = self
+            .inodes
+            .path_fd(inode)
+            .and_then(|fd| sys::fstat(fd.as_fd()))
+        {
+            self.store.note_save(&p, st.st_size as u64);
+        }
+        self.open_dirty.lock().remove(&inode.ino);
+        let reason = match self.pending.lock().get(&inode.ino) {
+            Some(p) if p.reason == Reason::Fsync => Reason::Fsync,
+            _ => Reason::Close,
+        };
+        self.schedule(inode, reason, writer_of(pid));
+    }
+
+    pub(crate) fn on_fsync(&self, inode: &Arc<Inode>, pid: u32) {
+        self.capture_while_open(inode, pid, Reason::Fsync);
+    }
+
+    /// Capture the state of a file that stays open for writing (fsync, or a
+    /// writer's close while another writer remains).
+    fn capture_while_open(&self, inode: &Arc<Inode>, pid: u32, reason: Reason) {
+        let Some(p) = self.path_of(inode) else { return };
+        let _g = inode.vlock.lock();
+        let r = self.inodes.path_fd(inode).and_then(|fd| {
+            let st = sys::fstat(fd.as_fd())?;
+            if self.already_kept(&p, &st) {
+                return Ok(());
+            }
+            // The writer still holds the file, so a hard link would change under
+            // it: reflink where the filesystem can, copy small files, and for big
+            // files without reflink seal at the last close (zero copy) instead.
+            let small = (st.st_size as u64) <= self.opts.fsync_copy_limit;
+            let how = if small { How::Copy } else { How::CloneOnly };
+            match self.capture(&fd, &p, reason, writer_of(pid), how) {
+                Ok(()) => {
+                    self.pending.lock().remove(&inode.ino);
+                    Ok(())
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    self.schedule(inode, reason, writer_of(pid));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        });
+        if let Err(e) = r {
+            log::warn!(
+                "{} version of {}: {e}",
+                reason.as_str(),
+                String::from_utf8_lossy(&p)
+            );
+        }
+    }
+}

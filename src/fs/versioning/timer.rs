@@ -1,0 +1,140 @@
+//! The settle timer: seals each closed file once it has been quiet for the
+//! settle time, and captures files left open and dirty for the interval.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{How, OpenDirty, Reason, Versioner, mtime_ns};
+use crate::sys;
+
+/// Counts itself in an `AtomicUsize` while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Versioner {
+    /// Seal one pending inode now if nobody writes it (else it stays pending).
+    fn seal_pending(&self, ino: u64, force_reason: Option<Reason>) {
+        let Ok(inode) = self.inodes.get(ino) else {
+            self.pending.lock().remove(&ino);
+            return;
+        };
+        let _g = inode.vlock.lock();
+        if self.handles.writers(ino) > 0 && force_reason.is_none() {
+            // Reopened for writing: its last close will reschedule it. Until then
+            // look again only after another settle time, not on every tick.
+            let settle = self.opts.settle.max(Duration::from_millis(50));
+            self.pending.lock().postpone(ino, Instant::now() + settle);
+            return;
+        }
+        let _counted = Counted::new(&self.capturing);
+        let Some(p) = self.pending.lock().remove(&ino) else {
+            return;
+        };
+        let Some(relpath) = self.path_of(&inode) else {
+            return;
+        };
+        let how = if self.handles.writers(ino) > 0 {
+            How::Copy
+        } else {
+            How::Link
+        };
+        let r = self.inodes.path_fd(&inode).and_then(|fd| {
+            self.capture(
+                &fd,
+                &relpath,
+                force_reason.unwrap_or(p.reason),
+                p.writer,
+                how,
+            )
+        });
+        if let Err(e) = r {
+            log::warn!("sealing {}: {e}", String::from_utf8_lossy(&relpath));
+        }
+    }
+
+    pub fn seal_all_pending(&self, reason: Reason) {
+        let inos = self.pending.lock().inos();
+        for ino in inos {
+            self.seal_pending(ino, Some(reason));
+        }
+    }
+
+    pub(super) fn timer(&self) {
+        while !self.stop.load(Ordering::SeqCst) {
+            // Wake at the earliest due seal, when one is scheduled, or every 50 ms.
+            {
+                let mut p = self.pending.lock();
+                let next = p.next_due();
+                let nap = next
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(50))
+                    .min(Duration::from_millis(50));
+                if !nap.is_zero() {
+                    self.wake.wait_for(&mut p, nap);
+                }
+            }
+            let now = Instant::now();
+            let due = self.pending.lock().due(now);
+            for ino in due {
+                self.seal_pending(ino, None);
+            }
+            self.interval_check(now);
+        }
+    }
+
+    /// Writers that stay open and dirty get a version every `interval_seconds`.
+    fn interval_check(&self, now: Instant) {
+        let every = self.opts.interval;
+        let old: Vec<u64> = self
+            .open_dirty
+            .lock()
+            .iter()
+            .filter(|(_, d)| now.duration_since(d.since) >= every)
+            .map(|(i, _)| *i)
+            .collect();
+        for ino in old {
+            if self.handles.writers(ino) == 0 {
+                self.open_dirty.lock().remove(&ino);
+                continue;
+            }
+            let Ok(inode) = self.inodes.get(ino) else {
+                continue;
+            };
+            let _g = inode.vlock.lock();
+            let Ok(fd) = self.inodes.path_fd(&inode) else {
+                continue;
+            };
+            let Ok(st) = sys::fstat(fd.as_fd()) else {
+                continue;
+            };
+            let changed = self
+                .open_dirty
+                .lock()
+                .get(&ino)
+                .is_some_and(|d| d.mtime != mtime_ns(&st));
+            if changed && let Some(relpath) = self.path_of(&inode) {
+                let _ = self.capture(&fd, &relpath, Reason::Interval, None, How::Copy);
+            }
+            self.open_dirty.lock().insert(
+                ino,
+                OpenDirty {
+                    since: now,
+                    mtime: mtime_ns(&st),
+                },
+            );
+        }
+    }
+}

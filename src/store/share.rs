@@ -1,0 +1,209 @@
+//! Objects that share their inode with a live file: a hard-linked capture is
+//! zero-copy until the live file is written in place; then every version on
+//! that inode gets a private copy first (`unshare`), or gives way when there is
+//! no room for one (the live tree comes first).
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+
+use parking_lot::Mutex;
+
+use super::{Store, StoreError, StoreResult, VersionMeta, layout};
+use crate::sys;
+
+/// Captured objects that may share their inode with a live file.
+pub(super) struct Shares {
+    /// The store is on the backing filesystem (hard links possible).
+    pub(super) same_fs: bool,
+    /// Captured but not yet committed: incoming name → (object inode, where the
+    /// object is now, relative to the store). Hard-linked captures may share a
+    /// live inode; `unshare` must find them wherever the worker has moved them.
+    pub(super) pending: Mutex<HashMap<String, (u64, String)>>,
+    /// Serializes unshare against capture for the same inode.
+    pub(super) lock: Mutex<()>,
+}
+
+impl Store {
+    /// How many hard links to live inode `ino` belong to the store.
+    pub fn links_to(&self, ino: u64) -> u32 {
+        if !self.shares.same_fs {
+            return 0;
+        }
+        let p = self
+            .shares
+            .pending
+            .lock()
+            .values()
+            .filter(|(i, _)| *i == ino)
+            .count();
+        let v = self
+            .index
+            .read()
+            .by_ino
+            .get(&ino)
+            .map(|v| v.len())
+            .unwrap_or(0);
+        (p + v) as u32
+    }
+
+    /// Is inode `ino` (of a live file) shared with a version or a pending capture?
+    pub fn is_shared(&self, ino: u64) -> bool {
+        self.shares.pending.lock().values().any(|(i, _)| *i == ino)
+            || self.index.read().by_ino.contains_key(&ino)
+    }
+
+    /// The live file `fd` (its inode is `ino`) is about to be written in place:
+    /// give every version that shares its inode a private copy first. Without
+    /// room for the copy even after evicting history, those versions give way
+    /// (the live file comes first), unless one is pinned: then ENOSPC.
+    pub fn unshare(&self, fd: BorrowedFd<'_>, ino: u64) -> StoreResult<()> {
+        let size = sys::fstat(fd)?.st_size as u64;
+        match self.with_room(size, || self.unshare_once(fd, ino)) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.shares.same_fs => {
+                self.give_way(ino)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// No room to copy for the versions sharing live inode `ino`: drop them.
+    fn give_way(&self, ino: u64) -> StoreResult<()> {
+        let enospc = || StoreError::from(io::Error::from_raw_os_error(libc::ENOSPC));
+        if self.shares.pending.lock().values().any(|(i, _)| *i == ino) {
+            return Err(enospc()); // a capture in flight needs this content
+        }
+        let sharing: Vec<(Vec<u8>, u64)> = self.with_index(|i| {
+            i.by_ino
+                .get(&ino)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(p, n)| i.get(p).and_then(|h| h.get(*n)).is_some())
+                .collect()
+        });
+        let pinned = self.with_index(|i| {
+            sharing
+                .iter()
+                .any(|(p, n)| i.get(p).and_then(|h| h.get(*n)).is_some_and(|m| m.pinned))
+        });
+        if pinned {
+            return Err(enospc());
+        }
+        for (p, n) in sharing {
+            log::warn!(
+                "no room to keep {} v{n} apart from the live file it shares: evicted (live tree first)",
+                String::from_utf8_lossy(&p)
+            );
+            self.evict(&p, n)?;
+            self.stats.history_skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.index.write().by_ino.remove(&ino);
+        Ok(())
+    }
+
+    /// One attempt of [`Store::unshare`]. Each name is checked to still be that
+    /// inode before it is re-pointed, so a version is never given someone else's
+    /// content.
+    fn unshare_once(&self, fd: BorrowedFd<'_>, ino: u64) -> io::Result<()> {
+        let _q = self.quiesce.read();
+        let _g = self.shares.lock.lock();
+        let mut locations: Vec<String> = self
+            .shares
+            .pending
+            .lock()
+            .values()
+            .filter(|(i, _)| *i == ino)
+            .map(|(_, loc)| loc.clone())
+            .collect();
+        let versions: Vec<VersionMeta> = {
+            let idx = self.index.read();
+            idx.by_ino
+                .get(&ino)
+                .into_iter()
+                .flatten()
+                .filter_map(|(p, n)| idx.get(p).and_then(|h| h.get(*n)).cloned())
+                .collect()
+        };
+        locations.extend(versions.iter().map(|m| self.object_path(m)));
+        locations.sort();
+        locations.dedup();
+        let same = |loc: &str| {
+            CString::new(loc)
+                .ok()
+                .and_then(|c| sys::fstatat(self.dir.as_fd(), &c).ok())
+                .is_some_and(|st| st.st_ino == ino)
+        };
+        locations.retain(|l| same(l));
+        if locations.is_empty() {
+            self.index.write().by_ino.remove(&ino);
+            return Ok(());
+        }
+        let tmp = format!(
+            "{}/unshare-{}-{}",
+            layout::INCOMING,
+            std::process::id(),
+            self.sealer.seq.fetch_add(1, Ordering::Relaxed)
+        );
+        let ctmp = CString::new(tmp.clone()).map_err(io::Error::other)?;
+        let st = sys::fstat(fd)?;
+        let copy = sys::openat(
+            self.dir.as_fd(),
+            &ctmp,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )?;
+        let src = sys::open_path(
+            &sys::proc_path(std::os::fd::AsRawFd::as_raw_fd(&fd)),
+            libc::O_RDONLY,
+            0,
+        )?;
+        let r = self.copy_into(&src, &copy, st.st_size as u64);
+        if let Err(e) = r {
+            let _ = sys::unlinkat(self.dir.as_fd(), &ctmp, 0);
+            return Err(e);
+        }
+        let new_ino = sys::fstat(copy.as_fd())?.st_ino;
+        drop(copy);
+        // Re-point each name at the copy: link to a temp name, rename over.
+        for loc in &locations {
+            let t = CString::new(format!("{loc}.unshare")).map_err(io::Error::other)?;
+            let c = CString::new(loc.as_str()).map_err(io::Error::other)?;
+            sys::linkat(self.dir.as_fd(), &ctmp, self.dir.as_fd(), &t, 0)?;
+            sys::renameat2(self.dir.as_fd(), &t, self.dir.as_fd(), &c, 0)?;
+        }
+        let _ = sys::unlinkat(self.dir.as_fd(), &ctmp, 0);
+        for (_, (i, loc)) in self.shares.pending.lock().iter_mut() {
+            if *i == ino && locations.contains(loc) {
+                *i = new_ino;
+            }
+        }
+        let mut idx = self.index.write();
+        for m in versions {
+            if !locations.contains(&self.object_path(&m)) {
+                continue;
+            }
+            let mut m2 = m.clone();
+            m2.object_ino = new_ino;
+            self.rewrite_meta(&m2)?;
+            idx.remove(&m.relpath(), m.number);
+            idx.insert(m2);
+        }
+        idx.by_ino.remove(&ino);
+        drop(idx);
+        self.stats.unshares.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reflink `src` into `dst` where possible, else copy in kernel.
+    pub(super) fn copy_into(&self, src: &OwnedFd, dst: &OwnedFd, len: u64) -> io::Result<()> {
+        if sys::ficlone(dst.as_fd(), src.as_fd()).is_ok() {
+            return Ok(());
+        }
+        sys::copy_range(src.as_fd(), dst.as_fd(), len)?;
+        self.stats.bytes_copied.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+}
