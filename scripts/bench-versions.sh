@@ -13,10 +13,14 @@
 #   scripts/bench-versions.sh [--backing disk|shm|DIR] [--size-mib 1024]
 #       [--rewrites 10] [--files 2000] [--appends 10000]
 #
+# Every rewrite stays in the store, so RAM backing (shm) holds 2 x rewrites x
+# size twice over (the loop file and the page cache): there the default size
+# is 256 MiB.
+#
 # The mounts use `settle_ms: 0`, so waiting for the store measures sealing work,
 # not the settle time (which only delays a seal).
 set -euo pipefail
-SIZE_MIB=1024; N=10; FILES=2000; APPENDS=10000; KIND=disk
+SIZE_MIB=""; N=10; FILES=2000; APPENDS=10000; KIND=disk
 while [ $# -gt 0 ]; do
     case $1 in
         --size-mib) SIZE_MIB=$2; shift ;;
@@ -28,6 +32,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+[ -n "$SIZE_MIB" ] || { [ "$KIND" = shm ] && SIZE_MIB=256 || SIZE_MIB=1024; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CKPTFS_BIN:-$ROOT/target/release/ckptfs}
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q)
@@ -87,7 +92,8 @@ for mode in trunc rename; do
     rm -f "$NATIVE/ckpt.bin" "$MNT/ckpt.bin"
     "$BIN" wait "$MNT"
     before=$(store_bytes)
-    read -r n w q <<<"$(rewrite "$NATIVE" "$MNT" "$mode")"
+    out=$(rewrite "$NATIVE" "$MNT" "$mode")   # an assignment: a failure stops the script
+    read -r n w q <<<"$out"
     grew=$(( $(store_bytes) - before ))
     written=$(( N * SIZE_MIB * 1048576 ))
     printf '%-28s %9.2f %9.2f %9.2f %7s %7s %13d %13d %7s\n' "$N x $SIZE_MIB MiB via $mode" "$n" "$w" "$q" \
@@ -125,8 +131,10 @@ for classify in on off; do
         CKPTFS_CLASSIFY=0 mount_it
     fi
     v0=$(versions)
-    read -r nw _ <<<"$(burst "$NATIVE/burst-$classify")"
-    read -r w s <<<"$(burst "$MNT/burst-$classify" "$BIN")"
+    out=$(burst "$NATIVE/burst-$classify")
+    read -r nw _ <<<"$out"
+    out=$(burst "$MNT/burst-$classify" "$BIN")
+    read -r w s <<<"$out"
     made=$(( $(versions) - v0 ))
     [ "$made" -eq "$FILES" ] || { echo "expected $FILES versions, the store made $made"; exit 1; }
     printf '%-28s %9.2f %9.2f %12.0f %11.2f\n' "classification $classify" "$w" "$s" "$(python3 -c "print($made / $s)")" "$nw"

@@ -140,7 +140,10 @@ echo "ckptfs bench: $(uname -r), $BACKING_DESC, $(grep -o 'data path: [a-z ]*' "
 row "workload" "native s" "ckptfs s" "ratio" "+quiet s" "ratio"
 for w in seq_write seq_read rand_read; do
     ns=(); ms=()
-    for _ in $(seq "$REPS"); do ns+=("$($w "$NATIVE")"); ms+=("$($w "$MNT")"); done
+    for _ in $(seq "$REPS"); do
+        n=$($w "$NATIVE"); m=$($w "$MNT")   # assignments: a failure stops the script
+        ns+=("$n"); ms+=("$m")
+    done
     n=$(min "${ns[@]}"); m=$(min "${ms[@]}")
     row "$w (ignored name)" "$(f3 "$n")" "$(f3 "$m")" "$(ratio "$n" "$m")" - -
 done
@@ -159,8 +162,9 @@ for kind in versioned ignored; do
     v0=$(stat_of "['versions']")
     nrows=(); mrows=(); prows=()
     for _ in $(seq "$REPS"); do
-        nrows+=("$(meta "$NATIVE" $suffix)"); mrows+=("$(meta "$MNT" $suffix "$BIN")")
-        [ -z "$PHP" ] || [ $kind = ignored ] || prows+=("$(meta "$BACKING/php" $suffix)")
+        n=$(meta "$NATIVE" $suffix); m=$(meta "$MNT" $suffix "$BIN")
+        nrows+=("$n"); mrows+=("$m")
+        if [ -n "$PHP" ] && [ $kind = versioned ]; then p=$(meta "$BACKING/php" $suffix); prows+=("$p"); fi
     done
     made=$(( $(stat_of "['versions']") - v0 ))
     read -r nc _ ns ns2 nu _ <<<"$(best "${nrows[@]}")"
