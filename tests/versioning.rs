@@ -633,3 +633,47 @@ fn a_version_survives_changes_through_an_unversioned_hard_link() {
         }
     });
 }
+
+#[test]
+fn user_files_named_like_the_views_own_entries_keep_their_history() {
+    if !can_mount() {
+        return;
+    }
+    bounded(60, || {
+        let m = Mount::new(
+            "reservednames",
+            Opts {
+                config: Some(FAST.into()),
+                ..Opts::default()
+            },
+        );
+        // DeepSpeed's tag file at the top of the mount, and a `previous` deeper.
+        std::fs::create_dir(m.p("run")).unwrap();
+        for step in ["global_step100", "global_step200"] {
+            std::fs::write(m.p("latest"), step).unwrap();
+            std::fs::write(m.p("run/previous"), step).unwrap();
+            m.wait_sealed();
+        }
+        let top: Vec<String> = std::fs::read_dir(m.p(".versions"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(top.contains(&"latest".to_string()), "{top:?}");
+        for (rel, dir) in [
+            ("latest", ".versions/latest"),
+            ("run/previous", ".versions/run/previous"),
+        ] {
+            assert_eq!(versions_of(&m, rel).len(), 2, "{rel}");
+            assert!(m.p(dir).is_dir(), "{dir}");
+            // Inside the file's own version list the reserved names mean theirs.
+            assert_eq!(
+                std::fs::read(m.p(dir).join("latest")).unwrap(),
+                b"global_step200"
+            );
+            assert_eq!(
+                std::fs::read(m.p(dir).join("previous")).unwrap(),
+                b"global_step100"
+            );
+        }
+    });
+}

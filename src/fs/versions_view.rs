@@ -29,6 +29,9 @@ pub fn is_virtual(ino: u64) -> bool {
     ino >= VIRT_BASE
 }
 
+/// Names a file's version list adds beside its entries.
+const RESERVED: &[&[u8]] = &[b"latest", b"previous", b"latest-complete", b".index.json"];
+
 /// Chooses the version a symlink names.
 type Pick = fn(&[VersionMeta]) -> Option<&VersionMeta>;
 
@@ -265,12 +268,20 @@ impl View {
             return Err(err(libc::ENOTDIR));
         };
         let name = name.as_bytes();
-        let node = match name {
-            b"latest" => Node::Latest(p.clone()),
-            b"previous" => Node::Previous(p.clone()),
-            b"latest-complete" => Node::LatestComplete(p.clone()),
-            b".index.json" => Node::Index(p.clone()),
-            _ => match layout::parse_entry_number(name) {
+        // The reserved names exist only inside a file's own version list: at a
+        // directory of the tree, `latest` is whatever the user named so (a
+        // DeepSpeed tag file at the top of the mount).
+        let reserved = match name {
+            b"latest" => Some(Node::Latest(p.clone())),
+            b"previous" => Some(Node::Previous(p.clone())),
+            b"latest-complete" => Some(Node::LatestComplete(p.clone())),
+            b".index.json" => Some(Node::Index(p.clone())),
+            _ => None,
+        };
+        let reserved = reserved.filter(|_| !self.history(&p).is_empty());
+        let node = match reserved {
+            Some(n) => n,
+            None => match layout::parse_entry_number(name) {
                 Some(n)
                     if self.version(&p, n).is_some_and(|m| {
                         layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), &p) == name
@@ -316,14 +327,19 @@ impl View {
             kind: FileType::Directory,
         };
         let mut out = vec![dot(b"."), dot(b"..")];
+        let h = self.history(&p);
         for c in s.with_index(|i| i.children(&p)) {
+            // A path that is both a file's history and a directory (a file
+            // replaced by a directory): the file's reserved names win.
+            if !h.is_empty() && RESERVED.contains(&c.as_slice()) {
+                continue;
+            }
             out.push(DirEntry {
                 name: c,
                 ino: 1,
                 kind: FileType::Directory,
             });
         }
-        let h = self.history(&p);
         if !h.is_empty() {
             for m in &h {
                 out.push(DirEntry {
