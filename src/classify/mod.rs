@@ -1,7 +1,7 @@
 //! Magic-number classification and completeness checks: pure functions over the
 //! head and tail of a file plus its size. No I/O.
 //!
-//! [`SIGNATURES`] is the table, tried in order: a magic number at an offset with
+//! `SIGNATURES` is the table, tried in order: a magic number at an offset with
 //! its category, MIME type and completeness check, or a probe for formats
 //! recognised by parsing (`formats.rs` holds the parsers). It covers the ML
 //! formats no crate knows (safetensors, PyTorch zip, pickle, npy/npz, HDF5,
