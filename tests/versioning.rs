@@ -677,3 +677,42 @@ fn user_files_named_like_the_views_own_entries_keep_their_history() {
         }
     });
 }
+
+#[test]
+fn versions_record_the_training_step_their_path_names() {
+    if !can_mount() {
+        return;
+    }
+    bounded(60, || {
+        let m = Mount::new(
+            "steps",
+            Opts {
+                config: Some(FAST.into()),
+                ..Opts::default()
+            },
+        );
+        for (rel, step) in [
+            ("out/checkpoint-500/model.safetensors", Some(500)),
+            ("ds/global_step20/mp_rank_00_model_states.pt", Some(20)),
+            ("pl/epoch=3-step=1200.ckpt", Some(1200)),
+            ("orbax/7000/state/d/0", Some(7000)),
+            ("notes.txt", None),
+        ] {
+            std::fs::create_dir_all(m.p(rel).parent().unwrap()).unwrap();
+            std::fs::write(m.p(rel), rel).unwrap();
+            m.wait_sealed();
+            let o = ckptfs(&["log", "--json", &m.p(rel).display().to_string()]);
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v[0]["step"].as_u64(), step, "{rel}: {v}");
+        }
+        let o = ckptfs(&[
+            "log",
+            &m.p("out/checkpoint-500/model.safetensors")
+                .display()
+                .to_string(),
+        ]);
+        let table = String::from_utf8_lossy(&o.stdout);
+        assert!(table.lines().next().unwrap().contains("step"), "{table}");
+        assert!(table.lines().nth(1).unwrap().contains(" 500 "), "{table}");
+    });
+}

@@ -10,7 +10,10 @@
 //! only breaks ties.
 
 mod formats;
+mod steps;
 mod text;
+
+pub use steps::step_of;
 
 use formats::{gguf_data_end, safetensors_header_len};
 

@@ -66,12 +66,12 @@ pub fn run(c: LogCmd) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:>6}  {:<24}  {:>10}  {:<9}  {:<11}  {:<8}  {:<3}  entry",
-        "number", "sealed (UTC)", "size", "reason", "category", "complete", "pin"
+        "{:>6}  {:<24}  {:>10}  {:<9}  {:<11}  {:<8}  {:<3}  {:>8}  entry",
+        "number", "sealed (UTC)", "size", "reason", "category", "complete", "pin", "step"
     );
     for m in &vs {
         println!(
-            "{:>6}  {:<24}  {:>10}  {:<9}  {:<11}  {:<8}  {:<3}  {}",
+            "{:>6}  {:<24}  {:>10}  {:<9}  {:<11}  {:<8}  {:<3}  {:>8}  {}",
             m.number,
             layout::stamp(m.sealed_ns),
             human(m.size),
@@ -83,6 +83,7 @@ pub fn run(c: LogCmd) -> CliResult {
                 None => "-",
             },
             if m.pinned { "pin" } else { "" },
+            m.step.map_or("-".to_string(), |s| s.to_string()),
             String::from_utf8_lossy(&layout::entry_name(
                 m.sealed_ns,
                 m.number,

@@ -97,6 +97,7 @@ fn index_json(hist: &[VersionMeta]) -> Vec<u8> {
                 "reason": m.reason.as_str(),
                 "writer": m.writer,
                 "pinned": m.pinned,
+                "step": m.step,
                 "complete": m.complete,
                 "incomplete_reason": if m.incomplete_reason.is_empty() { None } else { Some(&m.incomplete_reason) },
             })

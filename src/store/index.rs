@@ -344,6 +344,7 @@ mod tests {
             pinned: false,
             object_ino: n,
             compressed: false,
+            step: None,
         }
     }
 

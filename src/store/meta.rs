@@ -54,6 +54,9 @@ pub struct VersionMeta {
     /// The object is zstd-compressed (`.data.zst`).
     #[serde(default)]
     pub compressed: bool,
+    /// The training step the path names (`checkpoint-500/…` → 500), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
 }
 
 impl VersionMeta {

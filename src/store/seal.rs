@@ -432,6 +432,7 @@ impl Store {
             pinned: false,
             object_ino: ost.st_ino,
             compressed: false,
+            step: classify::step_of(&relpath),
         };
         m.set_relpath(&relpath);
         let dir = layout::version_dir(&m.category, &relpath);
