@@ -57,31 +57,11 @@ store_bytes() {
     find "$DATA/.ckptfs/objects" "$DATA/.ckptfs/incoming" -type f -links 1 ! -name '*.json' ! -name '*.tmp' -printf '%b\n' 2>/dev/null | awk '{s+=$1} END {printf "%.0f\n", s*512}'
 }
 rewrite() { # native_dir mount_dir mode -> "native_seconds writer_seconds quiet_seconds" for N
-            # rewrites each, alternating so both see the same page-cache conditions
-    python3 - "$1" "$2" "$3" "$N" "$SIZE_MIB" "$BIN" <<'PY'
-import os, subprocess, sys, time
-nd, md, mode, n, mib, bin_ = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-buf = os.urandom(8 << 20)
-native = writer = quiet = 0.0
-def save(d, i):
-    path = f"{d}/ckpt.bin" + (".tmp" if mode == "rename" else "")
-    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
-    os.write(fd, i.to_bytes(8, "little"))   # every save differs
-    for _ in range(mib // 8):
-        os.write(fd, buf)
-    os.fsync(fd)
-    os.close(fd)
-    if mode == "rename":
-        os.replace(path, f"{d}/ckpt.bin")
-for i in range(n):
-    os.sync()
-    t = time.perf_counter(); save(nd, i); native += time.perf_counter() - t
-    os.sync()
-    t = time.perf_counter(); save(md, i); writer += time.perf_counter() - t
-    subprocess.run([bin_, "wait", md], check=True)
-    quiet += time.perf_counter() - t
-print(native, writer, quiet)
-PY
+            # rewrites each (scripts/saves.py: alternating, each timed until quiet)
+    local r=()
+    [ "$3" = rename ] && r=(--rename)
+    python3 "$ROOT/scripts/saves.py" "$1" "$2" ckpt.bin --count "$N" --mib "$SIZE_MIB" "${r[@]}" --ckptfs "$BIN" |
+        python3 -c "import json,sys; r=json.load(sys.stdin); print(sum(r['native']), sum(r['writer']), sum(r['quiet']))"
 }
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
 versions() { "$BIN" stats "$MNT" | python3 -c "import json,sys; print(json.load(sys.stdin)['versions'])"; }

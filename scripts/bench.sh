@@ -184,34 +184,11 @@ for kind in versioned ignored; do
     fi
 done
 
-# saves NATIVE MNT MODE COUNT -> JSON lists of per-save seconds: native,
-# ckptfs until the writer returned, ckptfs until the store was quiet.
-# Native and ckptfs saves alternate so both see the same cache conditions.
-saves() { python3 - "$1" "$2" "$3" "$4" "$CKPT_MIB" "$BIN" <<'PY'
-import json, os, subprocess, sys, time
-nd, md, mode, count, mib, bin_ = sys.argv[1:4] + [int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]]
-buf = os.urandom(8 << 20)
-out = {"native": [], "writer": [], "quiet": []}
-def save(d, i):
-    target = f"{d}/model-{mode}.ckpt"
-    path = target + ".tmp" if mode == "rename" else target
-    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
-    os.write(fd, i.to_bytes(8, "little"))   # every save differs
-    for _ in range(mib // 8):
-        os.write(fd, buf)
-    os.fsync(fd)
-    os.close(fd)
-    if mode == "rename":
-        os.replace(path, target)
-for i in range(count):
-    os.sync()
-    t = time.perf_counter(); save(nd, i); out["native"].append(time.perf_counter() - t)
-    os.sync()
-    t = time.perf_counter(); save(md, i); w = time.perf_counter() - t
-    subprocess.run([bin_, "wait", md], check=True)
-    out["writer"].append(w); out["quiet"].append(time.perf_counter() - t)
-print(json.dumps(out))
-PY
+# saves NATIVE MNT MODE COUNT -> JSON lists of per-save seconds (scripts/saves.py).
+saves() {
+    local r=()
+    [ "$3" = rename ] && r=(--rename)
+    python3 "$ROOT/scripts/saves.py" "$1" "$2" "model-$3.ckpt" --count "$4" --mib "$CKPT_MIB" "${r[@]}" --ckptfs "$BIN"
 }
 # summary JSON FROM TO -> "native_median writer_median quiet_median ratio_quiet_median ratio_min ratio_max"
 summary() { python3 - "$1" "$2" "$3" <<'PY'
