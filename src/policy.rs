@@ -66,25 +66,6 @@ pub enum Reserve {
     None,
 }
 
-impl Rules {
-    /// No rule at all: only the newest version and pins stay.
-    pub fn none() -> Self {
-        Self {
-            keep_last: None,
-            keep_within: None,
-            keep_hourly: None,
-            keep_daily: None,
-            keep_weekly: None,
-            keep_monthly: None,
-            keep_every_n: None,
-            max_versions: None,
-            max_store_bytes: None,
-            min_free: None,
-            reserve: Reserve::None,
-        }
-    }
-}
-
 /// What the policy needs to know about one version.
 #[derive(Clone, Debug)]
 pub struct Item {
@@ -264,8 +245,21 @@ mod tests {
             .collect()
     }
 
+    /// No rule at all: only the newest version and pins stay.
     fn none() -> Rules {
-        Rules::none()
+        Rules {
+            keep_last: None,
+            keep_within: None,
+            keep_hourly: None,
+            keep_daily: None,
+            keep_weekly: None,
+            keep_monthly: None,
+            keep_every_n: None,
+            max_versions: None,
+            max_store_bytes: None,
+            min_free: None,
+            reserve: Reserve::None,
+        }
     }
 
     fn check_invariants(it: &[Item], d: &Decision) {

@@ -83,8 +83,7 @@ impl Store {
         }
     }
 
-    pub(super) fn retain_path(&self, relpath: &[u8], category: &str) {
-        let _ = category;
+    pub(super) fn retain_path(&self, relpath: &[u8]) {
         let d = self.decide(relpath);
         for n in d.remove {
             if let Err(e) = self.evict(relpath, n) {
@@ -191,7 +190,7 @@ impl Store {
         if tick.is_multiple_of(120) {
             let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
             for p in paths {
-                self.retain_path(&p, "");
+                self.retain_path(&p);
             }
         }
     }

@@ -138,7 +138,7 @@ impl Store {
         cap.mode = st.st_mode & 0o7777;
         cap.uid = st.st_uid;
         cap.gid = st.st_gid;
-        cap.mtime_ns = st.st_mtime * 1_000_000_000 + st.st_mtime_nsec;
+        cap.mtime_ns = sys::mtime_ns(&st);
         let name = format!(
             "{:x}-{}-{}",
             cap.sealed_ns,
@@ -535,7 +535,7 @@ impl Store {
         }
         let mut sealed = Vec::with_capacity(done.len());
         for p in done {
-            sealed.push((p.meta.relpath(), p.meta.category.clone()));
+            sealed.push(p.meta.relpath());
             {
                 let _g = self.shares.lock.lock();
                 self.index.write().insert(p.meta);
@@ -548,9 +548,9 @@ impl Store {
         // Retention evicts (which takes `quiesce` itself): outside the guard.
         drop(_q);
         let mut seen = std::collections::HashSet::new();
-        for (relpath, cat) in sealed {
+        for relpath in sealed {
             if seen.insert(relpath.clone()) && self.retention_due(&relpath) {
-                self.retain_path(&relpath, &cat);
+                self.retain_path(&relpath);
             }
         }
         Ok(())

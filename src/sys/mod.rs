@@ -425,6 +425,11 @@ pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
     cvt(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
 }
 
+/// A stat's mtime in nanoseconds since the epoch.
+pub fn mtime_ns(st: &libc::stat) -> i64 {
+    st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
+}
+
 pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: plain syscall on an open fd.
     cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)

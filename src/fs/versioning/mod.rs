@@ -73,10 +73,6 @@ fn writer_of(pid: u32) -> Option<Writer> {
     Some(Writer { pid, command })
 }
 
-fn mtime_ns(st: &libc::stat) -> i64 {
-    st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
-}
-
 impl Versioner {
     pub fn start(
         inodes: Arc<InodeStore>,
@@ -134,7 +130,7 @@ impl Versioner {
         self.store.with_index(|i| {
             i.get(relpath)
                 .and_then(|h| h.latest())
-                .is_some_and(|l| l.size == st.st_size as u64 && l.mtime_ns == mtime_ns(st))
+                .is_some_and(|l| l.size == st.st_size as u64 && l.mtime_ns == sys::mtime_ns(st))
         })
     }
 
@@ -249,7 +245,7 @@ impl Versioner {
             .entry(inode.ino)
             .or_insert(OpenDirty {
                 since: Instant::now(),
-                mtime: mtime_ns(&st),
+                mtime: sys::mtime_ns(&st),
             });
     }
 

@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{How, OpenDirty, Reason, Versioner, mtime_ns};
+use super::{How, OpenDirty, Reason, Versioner};
 use crate::sys;
 
 /// Counts itself in an `AtomicUsize` while it lives.
@@ -124,7 +124,7 @@ impl Versioner {
                 .open_dirty
                 .lock()
                 .get(&ino)
-                .is_some_and(|d| d.mtime != mtime_ns(&st));
+                .is_some_and(|d| d.mtime != sys::mtime_ns(&st));
             if changed && let Some(relpath) = self.path_of(&inode) {
                 let _ = self.capture(&fd, &relpath, Reason::Interval, None, How::Copy);
             }
@@ -132,7 +132,7 @@ impl Versioner {
                 ino,
                 OpenDirty {
                     since: now,
-                    mtime: mtime_ns(&st),
+                    mtime: sys::mtime_ns(&st),
                 },
             );
         }
