@@ -3,7 +3,6 @@
 //! mount, so a path-bound socket would be unreachable). One JSON request, one
 //! JSON reply per connection. Only root and the daemon's own user may connect.
 
-use std::collections::{BTreeMap, HashSet};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::os::linux::net::SocketAddrExt;
@@ -193,7 +192,10 @@ pub fn execute(r: Request, ctx: &Ctx) -> Result<Value, ControlError> {
             };
             Ok(json!({"ok": true, "repaired": msg(found), "problems": msg(left)}))
         }
-        Request::Du => Ok(du(store)),
+        Request::Du => {
+            let d = store.du();
+            Ok(json!({"ok": true, "categories": d.categories, "directories": d.directories}))
+        }
         Request::Stats => {
             let (sealing, _) = store.busy();
             Ok(json!({
@@ -240,41 +242,6 @@ fn wait_quiet(
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-}
-
-/// Bytes and version counts per category and per top-level directory.
-pub fn du(store: &Store) -> Value {
-    #[derive(Default, Serialize)]
-    struct Row {
-        versions: u64,
-        bytes: u64,
-        on_disk: u64,
-    }
-    let mut cats: BTreeMap<String, Row> = BTreeMap::new();
-    let mut tops: BTreeMap<String, Row> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    store.with_index(|i| {
-        for (p, h) in &i.paths {
-            let top = match p.iter().position(|&b| b == b'/') {
-                Some(k) => String::from_utf8_lossy(&p[..k]).into_owned(),
-                None => ".".to_string(),
-            };
-            for m in &h.versions {
-                let first = seen.insert(m.object_ino);
-                let bytes = if first { m.size } else { 0 };
-                let disk = if first { store.object_disk_bytes(m) } else { 0 };
-                for row in [
-                    cats.entry(m.category.clone()).or_default(),
-                    tops.entry(top.clone()).or_default(),
-                ] {
-                    row.versions += 1;
-                    row.bytes += bytes;
-                    row.on_disk += disk;
-                }
-            }
-        }
-    });
-    json!({"ok": true, "categories": cats, "directories": tops})
 }
 
 /// Send one request to the daemon serving `store_path`.

@@ -113,6 +113,17 @@ fn bucket(sealed_ns: i64, k: &Keep) -> i64 {
 }
 
 /// Days since the epoch → (year, month, day), proleptic Gregorian.
+/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of [`civil`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 pub fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -471,5 +482,9 @@ mod tests {
     fn civil_dates() {
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(T0 / D), (2026, 11, 26));
+        for days in [-800_000, -1, 0, 59, 60, 11_016, 20_418, 2_932_896] {
+            let (y, m, d) = civil(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
     }
 }

@@ -54,7 +54,7 @@ fn format_1_store_reads_unmounted_by_snapshot_and_by_scan() {
 #[test]
 fn newer_formats_are_refused() {
     let root = fixture_copy("fmt2");
-    std::fs::write(root.join(".ckptfs/FORMAT"), b"ckptfs-store 2\n").unwrap();
+    std::fs::write(root.join(".ckptfs/FORMAT"), b"ckptfs-store 3\n").unwrap();
     let e = log_json(&root.join("notes.txt")).unwrap_err();
     assert!(e.contains("newer") && e.contains("upgrade"), "{e}");
     if can_mount() {
@@ -73,7 +73,7 @@ fn newer_formats_are_refused() {
     let p = meta.trim();
     let s = std::fs::read_to_string(p)
         .unwrap()
-        .replace("\"format\": 1", "\"format\": 2");
+        .replace("\"format\": 1", "\"format\": 3");
     std::fs::write(p, s).unwrap();
     let e = log_json(&root.join("notes.txt")).unwrap_err();
     assert!(
@@ -96,5 +96,24 @@ fn format_1_store_mounts() {
             std::fs::read(m.p(".versions/notes.txt/latest")).unwrap(),
             b"state 3\n"
         );
+        // Opened by a daemon, the store becomes format 2 (it adds the journal
+        // of deletes and renames, nothing to convert): a delete is then recorded.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        std::fs::remove_file(m.p("notes.txt")).unwrap();
+        let t = sh_ok(&format!("date -u -d @{before} +%Y%m%dT%H%M%SZ"));
+        let at = m.p(".versions").join(format!("@{}", t.trim()));
+        assert_eq!(std::fs::read(at.join("notes.txt")).unwrap(), b"state 3\n");
+        drop(m);
+        assert_eq!(
+            std::fs::read_to_string(root.join(".ckptfs/FORMAT")).unwrap(),
+            "ckptfs-store 2\n"
+        );
+        let journal = std::fs::read_to_string(root.join(".ckptfs/journal")).unwrap();
+        assert!(journal.contains("\"op\":\"delete\""), "{journal}");
     });
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{CliResult, ConfigArg, load_config, log_cmd};
-use crate::store::{Store, VersionMeta, layout};
+use crate::store::{Content, Store, VersionMeta, layout};
 
 #[derive(clap::Args)]
 pub struct RestoreCmd {
@@ -65,13 +65,9 @@ pub fn run(c: RestoreCmd) -> CliResult {
         None => {
             let s = Store::open_path(&t.store_path, load_config(&c.config)?.store_options())
                 .map_err(|e| e.to_string())?;
-            let fd = s.open_object(m).map_err(|e| e.to_string())?;
-            if m.compressed {
-                Box::new(std::io::Cursor::new(
-                    s.read_all(&fd, m).map_err(|e| e.to_string())?,
-                ))
-            } else {
-                Box::new(std::fs::File::from(fd).take(m.size))
+            match s.open_version(m).map_err(|e| e.to_string())? {
+                Content::Object(fd, size) => Box::new(std::fs::File::from(fd).take(size)),
+                Content::Decoded(bytes) => Box::new(std::io::Cursor::new(bytes)),
             }
         }
     };

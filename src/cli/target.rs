@@ -88,7 +88,7 @@ impl Target {
                     | Request::Verify { repair: true }
             );
             if mutates {
-                Store::set_dirty(s.dir()).map_err(crate::store::StoreError::during(
+                s.mark_dirty().map_err(crate::store::StoreError::during(
                     "marking the store changed",
                 ))?;
             }

@@ -343,10 +343,7 @@ impl CkptFs {
         if e.raw_os_error() != Some(libc::ENOSPC) {
             return false;
         }
-        self.store
-            .as_ref()
-            .filter(|s| s.same_fs())
-            .is_some_and(|s| s.relieve(need, true))
+        self.store.as_ref().is_some_and(|s| s.relieve(need, true))
     }
 
     /// Run an operation that allocates space in the live tree; on ENOSPC evict

@@ -76,7 +76,11 @@ impl CkptFs {
             versioning::Versioner::start(inodes.clone(), handles.clone(), s.clone(), vopts)
         });
         Ok(Self {
-            view: versions_view::View::new(store.clone(), Some(inodes.clone())),
+            view: versions_view::View::new(
+                store.clone(),
+                Some(inodes.clone()),
+                opts.hidden_store.as_ref().map(|(_, n)| n.clone()),
+            ),
             inodes,
             handles,
             versioner,

@@ -230,10 +230,18 @@ impl CkptFs {
 
     pub(super) fn do_unlink(&self, req: &Request, parent: u64, name: &OsStr) -> io::Result<()> {
         let (_, pfd, cname) = self.at(parent, name)?;
+        let path = match self.ver() {
+            Some(v) => {
+                v.before_destroy(req.pid(), parent, name, &pfd, &cname, Reason::Delete)?;
+                v.child_path(parent, name)
+            }
+            None => None,
+        };
+        sys::unlinkat(pfd.as_fd(), &cname, 0)?;
         if let Some(v) = self.ver() {
-            v.before_destroy(req.pid(), parent, name, &pfd, &cname, Reason::Delete)?;
+            v.after_unlink_or_rename(path, None);
         }
-        sys::unlinkat(pfd.as_fd(), &cname, 0)
+        Ok(())
     }
 
     pub(super) fn do_rmdir(&self, parent: u64, name: &OsStr) -> io::Result<()> {
@@ -265,7 +273,16 @@ impl CkptFs {
                 v.before_destroy(req.pid(), newparent, newname, &nfd, &nname, Reason::Rename)?;
             }
         }
+        // Paths before the rename moves anything (a renamed directory's own
+        // path changes with it). An exchange is not journaled (see docs/FORMAT.md).
+        let paths = self
+            .ver()
+            .filter(|_| !exchange)
+            .map(|v| (v.child_path(parent, name), v.child_path(newparent, newname)));
         sys::renameat2(ofd.as_fd(), &oname, nfd.as_fd(), &nname, flags)?;
+        if let (Some(v), Some((from, to))) = (self.ver(), paths) {
+            v.after_unlink_or_rename(from, to);
+        }
         self.after_rename(parent, name, newparent, newname, exchange);
         Ok(())
     }

@@ -18,8 +18,10 @@ use super::attr::time;
 use super::err;
 use super::handles::{DirEntry, FileH, Handles, Source};
 use super::inode::{InodeStore, ROOT_INO};
-use crate::store::{Store, VersionMeta, layout};
+use crate::store::{Content, Store, VersionMeta, layout};
 use crate::sys;
+
+mod at;
 
 /// Virtual inode numbers live above this bit; live inodes come from a counter below.
 pub const VIRT_BASE: u64 = 1 << 62;
@@ -45,6 +47,8 @@ enum Node {
     Previous(Vec<u8>),
     LatestComplete(Vec<u8>),
     Index(Vec<u8>),
+    /// A path of the point-in-time tree `.versions/@<T>/` ("" is its root).
+    At(i64, Vec<u8>),
 }
 
 #[derive(Default)]
@@ -57,6 +61,8 @@ pub struct View {
     store: Option<Arc<Store>>,
     inodes: Option<Arc<InodeStore>>,
     nodes: RwLock<Nodes>,
+    /// The store's directory name when it sits at the top of the live tree.
+    hidden: Option<Vec<u8>>,
 }
 
 const XATTRS: &[&str] = &[
@@ -110,7 +116,11 @@ fn index_json(hist: &[VersionMeta]) -> Vec<u8> {
 }
 
 impl View {
-    pub fn new(store: Option<Arc<Store>>, inodes: Option<Arc<InodeStore>>) -> Self {
+    pub fn new(
+        store: Option<Arc<Store>>,
+        inodes: Option<Arc<InodeStore>>,
+        hidden: Option<Vec<u8>>,
+    ) -> Self {
         let mut nodes = Nodes::default();
         nodes.by_node.insert(Node::Dir(Vec::new()), VIRT_BASE);
         nodes.by_ino.insert(VIRT_BASE, Node::Dir(Vec::new()));
@@ -118,6 +128,7 @@ impl View {
             store,
             inodes,
             nodes: RwLock::new(nodes),
+            hidden,
         }
     }
 
@@ -212,6 +223,7 @@ impl View {
             flags: 0,
         };
         match n {
+            Node::At(t, p) => self.at_attr(ino, *t, p),
             Node::Dir(p) => {
                 let t = self
                     .with_history(p, |h| h.last().map(|m| m.sealed_ns))
@@ -265,10 +277,31 @@ impl View {
             let a = self.attr(VIRT_BASE, &Node::Dir(Vec::new()))?;
             return Ok((a, VTTL));
         }
-        let Node::Dir(p) = self.node(parent)? else {
-            return Err(err(libc::ENOTDIR));
+        let p = match self.node(parent)? {
+            Node::Dir(p) => p,
+            Node::At(t, d) => {
+                let node = self.at_lookup(t, &d, name.as_bytes())?;
+                let ino = self.ino(node.clone());
+                return Ok((self.attr(ino, &node)?, VTTL));
+            }
+            _ => return Err(err(libc::ENOTDIR)),
         };
-        let name = name.as_bytes();
+        let mut name = name.as_bytes();
+        // At the top, `@<T>` is the tree at T; a user's own name beginning with
+        // `@` is reached as `@@name` (and as `@name` when that is no instant).
+        if p.is_empty() && name.first() == Some(&b'@') {
+            if let Some(t) = std::str::from_utf8(&name[1..])
+                .ok()
+                .and_then(layout::parse_stamp)
+            {
+                let node = Node::At(t, Vec::new());
+                let ino = self.ino(node.clone());
+                return Ok((self.attr(ino, &node)?, VTTL));
+            }
+            if name.starts_with(b"@@") {
+                name = &name[1..];
+            }
+        }
         // The reserved names exist only inside a file's own version list: at a
         // directory of the tree, `latest` is whatever the user named so (a
         // DeepSpeed tag file at the top of the mount).
@@ -312,14 +345,19 @@ impl View {
 
     pub fn readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
         let n = self.node(ino)?;
+        if let Node::At(t, p) = &n {
+            return self.at_readlink(*t, p);
+        }
         self.symlink_target(&n)
             .map(|(t, _)| t)
             .ok_or_else(|| err(libc::EINVAL))
     }
 
     pub fn list(&self, ino: u64) -> io::Result<Vec<DirEntry>> {
-        let Node::Dir(p) = self.node(ino)? else {
-            return Err(err(libc::ENOTDIR));
+        let p = match self.node(ino)? {
+            Node::Dir(p) => p,
+            Node::At(t, d) => return self.at_list(t, &d),
+            _ => return Err(err(libc::ENOTDIR)),
         };
         let s = self.store()?;
         let dot = |n: &[u8]| DirEntry {
@@ -335,8 +373,14 @@ impl View {
             if !h.is_empty() && RESERVED.contains(&c.as_slice()) {
                 continue;
             }
+            // `@…` at the top is the point-in-time view's: escape the user's.
+            let name = if p.is_empty() && c.first() == Some(&b'@') {
+                [b"@".as_slice(), &c].concat()
+            } else {
+                c
+            };
             out.push(DirEntry {
-                name: c,
+                name,
                 ino: 1,
                 kind: FileType::Directory,
             });
@@ -378,14 +422,13 @@ impl View {
         let src = match self.node(ino)? {
             Node::Entry(p, n) => {
                 let m = self.version(&p, n).ok_or_else(|| err(libc::ENOENT))?;
-                let fd = s.open_object(&m)?;
-                if m.compressed {
-                    Source::Memory(s.read_all(&fd, &m)?)
-                } else {
-                    Source::Version(fd, m.size)
+                match s.open_version(&m)? {
+                    Content::Object(fd, size) => Source::Version(fd, size),
+                    Content::Decoded(bytes) => Source::Memory(bytes),
                 }
             }
             Node::Index(p) => Source::Memory(index_json(&s.history(&p))),
+            Node::At(t, p) => self.at_open(t, &p)?,
             Node::Dir(_) => return Err(err(libc::EISDIR)),
             _ => return Err(err(libc::ELOOP)),
         };

@@ -42,6 +42,9 @@ pub struct Index {
     /// the next version of that path does not reuse the number while this daemon
     /// runs (views cache entries by number). Dropped once the path has a newer one.
     evicted_newest: HashMap<Vec<u8>, u64>,
+    /// Deletes and renames with their times (the journal), for the
+    /// point-in-time view. Not in the snapshot: the journal is its own file.
+    pub journal: super::journal::Journal,
 }
 
 impl Index {
@@ -88,8 +91,10 @@ impl Index {
     /// evicted numbers.
     pub fn replace_with(&mut self, fresh: Index) {
         let evicted = std::mem::take(&mut self.evicted_newest);
+        let journal = std::mem::take(&mut self.journal);
         *self = fresh;
         self.evicted_newest = evicted;
+        self.journal = journal;
     }
 
     /// The number the next version of `relpath` gets: numbers only grow.

@@ -2,11 +2,12 @@
 //! (docs/FORMAT.md describes the same layout for people).
 //!
 //! ```text
-//! <store>/FORMAT                      format version (a single line: "ckptfs-store 1")
+//! <store>/FORMAT                      format version (a single line: "ckptfs-store 2")
 //! <store>/lock                        daemon lock (flock) with its pid
 //! <store>/daemon.log                  log of a background daemon
 //! <store>/dirty                       present while a daemon runs or after an offline change
 //! <store>/index.snapshot              the index at the last clean shutdown
+//! <store>/journal                     deletes and renames with their times (JSON lines)
 //! <store>/incoming/<name>             captured content not yet sealed
 //! <store>/incoming/<name>.cap         its capture record (JSON)
 //! <store>/objects/<category>/<xx>/<md5>/v<NNNNNN>.data   version content
@@ -21,12 +22,14 @@ use md5::{Digest, Md5};
 /// The store's directory name inside the backing directory by default.
 pub const STORE_DIR: &str = ".ckptfs";
 pub const FORMAT_FILE: &str = "FORMAT";
-pub const FORMAT_VERSION: u32 = 1;
-pub const FORMAT_LINE: &str = "ckptfs-store 1";
+pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_LINE: &str = "ckptfs-store 2";
 pub const LOCK_FILE: &str = "lock";
 pub const DAEMON_LOG: &str = "daemon.log";
 pub const DIRTY: &str = "dirty";
 pub const SNAPSHOT: &str = "index.snapshot";
+/// Deletes and renames with their times (format 2).
+pub const JOURNAL: &str = "journal";
 pub const OBJECTS: &str = "objects";
 pub const INCOMING: &str = "incoming";
 /// Where `verify --repair` puts what it takes out of the store (never read again).
@@ -78,6 +81,40 @@ pub fn stamp(ns: i64) -> String {
     )
 }
 
+/// Parse a UTC instant `YYYYMMDDTHHMMSS[.f…]Z` (up to 9 fraction digits, the
+/// form of entry names and of `.versions/@<T>`) → ns since the epoch.
+pub fn parse_stamp(s: &str) -> Option<i64> {
+    let body = s.strip_suffix('Z')?;
+    let (main, frac) = match body.split_once('.') {
+        Some((m, f)) => (m, f),
+        None => (body, ""),
+    };
+    let digits = |x: &str| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit());
+    if main.len() != 15 || main.as_bytes()[8] != b'T' || frac.len() > 9 {
+        return None;
+    }
+    if !digits(&main[..8]) || !digits(&main[9..]) || !(frac.is_empty() || digits(frac)) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| main[r].parse::<i64>().ok();
+    let (y, mo, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (h, mi, se) = (n(9..11)?, n(11..13)?, n(13..15)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let days = crate::policy::days_from_civil(y, mo as u32, d as u32);
+    if crate::policy::civil(days) != (y, mo as u32, d as u32) {
+        return None; // 20260231
+    }
+    let ns_frac = if frac.is_empty() {
+        0
+    } else {
+        frac.parse::<i64>().ok()? * 10i64.pow(9 - frac.len() as u32)
+    };
+    let secs = days * 86400 + h * 3600 + mi * 60 + se;
+    secs.checked_mul(1_000_000_000)?.checked_add(ns_frac)
+}
+
 /// The file extension kept on entry names (".safetensors"), or empty.
 pub fn extension(relpath: &[u8]) -> &[u8] {
     let name = relpath.rsplit(|&b| b == b'/').next().unwrap_or(relpath);
@@ -108,6 +145,29 @@ pub fn parse_entry_number(name: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_parse_in_the_entry_form_and_round_trip() {
+        let t = 1_795_000_000_123_456_000;
+        assert_eq!(parse_stamp(&stamp(t)), Some(t));
+        assert_eq!(
+            parse_stamp("20261130T120000Z"),
+            Some(1_796_040_000_000_000_000)
+        );
+        assert_eq!(
+            parse_stamp("20261130T120000.5Z"),
+            Some(1_796_040_000_500_000_000)
+        );
+        for bad in [
+            "20261130T120000",
+            "20261131T120000Z",
+            "2026113T120000Z",
+            "x",
+            "20261130T126000Z",
+        ] {
+            assert_eq!(parse_stamp(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn entry_names_sort_and_parse() {

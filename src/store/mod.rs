@@ -2,8 +2,10 @@
 //! copy where it must), seals versions on worker threads (digest, classification,
 //! metadata, retention), and answers questions about history. Knows nothing of FUSE.
 
+mod at;
 mod error;
 pub mod index;
+mod journal;
 pub mod layout;
 pub mod meta;
 mod options;
@@ -11,6 +13,8 @@ mod retention;
 mod seal;
 mod share;
 pub mod space;
+pub mod timeline;
+mod usage;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -25,10 +29,13 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::sys;
+pub use at::Found;
 pub use error::{StoreError, StoreResult};
 use index::Index;
+pub use journal::Change;
 pub use meta::{VersionMeta, Writer};
 pub use options::{CompressOptions, StoreOptions};
+pub use usage::{Du, DuRow};
 
 /// Why a version was sealed; part of the entry name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +56,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The version is the state just before something destroyed it (it held
+    /// until the version's time); the others are a state that held from then.
+    pub fn kept_before_change(&self) -> bool {
+        matches!(
+            self,
+            Reason::Overwrite | Reason::Truncate | Reason::Rename | Reason::Delete
+        )
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Reason::Close => "close",
@@ -91,6 +107,15 @@ pub struct Capture {
     pub writer: Option<Writer>,
     /// The object was copied (its data must be fsynced before the metadata).
     pub copied: bool,
+}
+
+/// A version's content as [`Store::open_version`] gives it.
+pub enum Content {
+    /// The uncompressed object and the version's length (the object may be
+    /// longer when it shares an appended inode).
+    Object(OwnedFd, u64),
+    /// A compressed object's content, decoded.
+    Decoded(Vec<u8>),
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -184,6 +209,14 @@ impl Store {
                         supported: layout::FORMAT_VERSION,
                     });
                 }
+                if v < layout::FORMAT_VERSION && adopt {
+                    // Format 1 → 2 adds only the journal: nothing to convert.
+                    meta::write_atomic(
+                        dir.as_fd(),
+                        layout::FORMAT_FILE,
+                        format!("{}\n", layout::FORMAT_LINE).as_bytes(),
+                    )?;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 meta::write_atomic(
@@ -209,10 +242,20 @@ impl Store {
         )?;
         // A clean shutdown left a snapshot: load it instead of scanning every
         // metadata file. After a crash (the `dirty` marker is still there) scan.
-        let index = match index::load_snapshot(dir.as_fd()) {
+        let mut index = match index::load_snapshot(dir.as_fd()) {
             Some(i) => i,
             None => index::scan_with(dir.as_fd(), adopt)?,
         };
+        // A mark matters while either end still has history (a version, or a
+        // versioned path below it); the rest is dropped when the daemon opens.
+        let mut problems = Vec::new();
+        index.journal = journal::Journal::open(
+            dir.as_fd(),
+            adopt,
+            |p, _| index.get(p).is_some() || index.is_dir(p),
+            &mut problems,
+        )?;
+        index.problems.extend(problems);
         if adopt {
             Self::set_dirty(dir.as_fd())?;
         }
@@ -238,9 +281,13 @@ impl Store {
         Ok(store)
     }
 
-    /// Mark the snapshot stale (the daemon runs, or an offline command changed
-    /// metadata): the next open scans.
-    pub fn set_dirty(dir: BorrowedFd<'_>) -> io::Result<()> {
+    /// Mark the snapshot stale: an offline command is about to change
+    /// metadata, so the next open must scan.
+    pub fn mark_dirty(&self) -> io::Result<()> {
+        Self::set_dirty(self.dir.as_fd())
+    }
+
+    fn set_dirty(dir: BorrowedFd<'_>) -> io::Result<()> {
         let c = CString::new(layout::DIRTY).expect("no NUL");
         drop(sys::openat(dir, &c, libc::O_WRONLY | libc::O_CREAT, 0o644)?);
         sys::fsync_dir_at(dir)
@@ -258,12 +305,7 @@ impl Store {
         Self::open_with(fd, opts, true, false)
     }
 
-    /// The store is on the backing filesystem (captures can hard link).
-    pub fn same_fs(&self) -> bool {
-        self.shares.same_fs
-    }
-
-    pub fn dir(&self) -> BorrowedFd<'_> {
+    pub(super) fn dir(&self) -> BorrowedFd<'_> {
         self.dir.as_fd()
     }
 
@@ -314,6 +356,9 @@ impl Store {
         for q in &self.sealer.queues {
             let _ = q.send(seal::Job::Stop);
         }
+        if let Err(e) = self.index.read().journal.sync() {
+            log::warn!("journal fsync: {e}");
+        }
         let ws = std::mem::take(&mut *self.sealer.workers.lock());
         let had_workers = !ws.is_empty();
         for w in ws {
@@ -348,8 +393,19 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Open a version's content for reading (O_RDONLY).
-    pub fn open_object(&self, m: &VersionMeta) -> io::Result<OwnedFd> {
+    /// A version's content for reading: the object itself, or its bytes
+    /// decoded when it is stored compressed.
+    pub fn open_version(&self, m: &VersionMeta) -> io::Result<Content> {
+        let fd = self.open_object(m)?;
+        Ok(if m.compressed {
+            Content::Decoded(self.read_all(&fd, m)?)
+        } else {
+            Content::Object(fd, m.size)
+        })
+    }
+
+    /// Open a version's object (O_RDONLY), compressed or not.
+    pub(super) fn open_object(&self, m: &VersionMeta) -> io::Result<OwnedFd> {
         let p = self.object_path(m);
         sys::openat(
             self.dir.as_fd(),
@@ -369,7 +425,7 @@ impl Store {
     }
 
     /// Bytes the version's object takes on disk.
-    pub fn object_disk_bytes(&self, m: &VersionMeta) -> u64 {
+    pub(super) fn object_disk_bytes(&self, m: &VersionMeta) -> u64 {
         CString::new(self.object_path(m))
             .ok()
             .and_then(|c| sys::fstatat(self.dir.as_fd(), &c).ok())
@@ -378,7 +434,7 @@ impl Store {
     }
 
     /// Replace a version's metadata file (crash-safely) with `m`.
-    pub(crate) fn rewrite_meta(&self, m: &VersionMeta) -> io::Result<()> {
+    pub(super) fn rewrite_meta(&self, m: &VersionMeta) -> io::Result<()> {
         let d = layout::version_dir(&m.category, &m.relpath());
         let dfd = sys::openat(
             self.dir.as_fd(),

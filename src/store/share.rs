@@ -50,7 +50,7 @@ impl Store {
     }
 
     /// Is inode `ino` (of a live file) shared with a version or a pending capture?
-    pub fn is_shared(&self, ino: u64) -> bool {
+    fn is_shared(&self, ino: u64) -> bool {
         self.shares.pending.lock().values().any(|(i, _)| *i == ino)
             || self.index.read().by_ino.contains_key(&ino)
     }
@@ -60,6 +60,9 @@ impl Store {
     /// room for the copy even after evicting history, those versions give way
     /// (the live file comes first), unless one is pinned: then ENOSPC.
     pub fn unshare(&self, fd: BorrowedFd<'_>, ino: u64) -> StoreResult<()> {
+        if !self.is_shared(ino) {
+            return Ok(());
+        }
         let size = sys::fstat(fd)?.st_size as u64;
         match self.with_room(size, || self.unshare_once(fd, ino)) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.shares.same_fs => {

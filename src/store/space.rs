@@ -220,7 +220,7 @@ impl Store {
     }
 
     /// Free bytes and total bytes of the filesystem holding the store.
-    pub fn fs_space(&self) -> io::Result<(u64, u64)> {
+    pub(super) fn fs_space(&self) -> io::Result<(u64, u64)> {
         let s = sys::statvfs(self.dir.as_fd())?;
         Ok((s.f_bavail * s.f_frsize, s.f_blocks * s.f_frsize))
     }
@@ -357,7 +357,7 @@ impl Store {
 
     /// Space is short (a write met ENOSPC, or free space is below the reserve):
     /// evict until `need` bytes are freed or nothing evictable is left.
-    pub fn make_room(&self, need: u64) -> u64 {
+    pub(super) fn make_room(&self, need: u64) -> u64 {
         // ENOSPC may mean no inodes as well as no blocks: free some of both.
         self.evict_for_space(None, need, 64, Cause::Pressure)
     }
@@ -516,6 +516,10 @@ impl Store {
     /// evictable but captures are still being sealed (evictable once sealed),
     /// and `wait`, wait for them and try again. True if room was made.
     pub fn relieve(&self, need: u64, wait: bool) -> bool {
+        if !self.shares.same_fs {
+            // The store is elsewhere: evicting would not give the writer room.
+            return false;
+        }
         self.stats.enospc_evictions.fetch_add(1, Ordering::Relaxed);
         let need = need.max(1 << 20);
         self.make_room(need) > 0 || (wait && self.wait_seals(SEAL_WAIT) && self.make_room(need) > 0)

@@ -208,7 +208,7 @@ impl Store {
     }
 
     /// The version's content (decompressed when needed), `size` bytes.
-    pub fn read_all(
+    pub(super) fn read_all(
         &self,
         fd: &std::os::fd::OwnedFd,
         m: &super::VersionMeta,

@@ -250,6 +250,48 @@ pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> io::Result<usize> {
     })
 }
 
+/// Write all of `buf` at the file's end (an `O_APPEND` fd): a short write is
+/// continued, so a journal line is never left half written by an interrupt.
+pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: buf is readable for its length.
+        let n = cvt_l(unsafe {
+            libc::write(
+                fd.as_raw_fd(),
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+            )
+        })?;
+        buf = &buf[n..];
+    }
+    Ok(())
+}
+
+/// When the inode at `dir/name` was born (statx btime), or its ctime where
+/// the filesystem keeps no birth time; ns since the epoch. Does not follow
+/// a final symlink.
+pub fn born_ns(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<i64> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: valid pointers; the kernel fills stx on success.
+    cvt(unsafe {
+        libc::statx(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BTIME | libc::STATX_CTIME,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: statx succeeded, so the kernel filled `stx`.
+    let stx = unsafe { stx.assume_init() };
+    let ts = if stx.stx_mask & libc::STATX_BTIME != 0 {
+        stx.stx_btime
+    } else {
+        stx.stx_ctime
+    };
+    Ok(ts.tv_sec * 1_000_000_000 + ts.tv_nsec as i64)
+}
+
 /// Read until `buf` is full or EOF.
 pub fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8], mut off: u64) -> io::Result<usize> {
     let mut done = 0;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{How, Inode, ROOT_INO, Reason, Versioner, writer_of};
+use crate::store::Change;
 use crate::sys;
 
 impl Versioner {
@@ -28,6 +29,34 @@ impl Versioner {
         self.before_rewrite(inode, &p, Reason::Truncate, size, pid)
     }
 
+    /// The path of `name` in directory `parent`, relative to the mount root.
+    pub(crate) fn child_path(&self, parent: u64, name: &OsStr) -> Option<Vec<u8>> {
+        let mut p = if parent == ROOT_INO {
+            Vec::new()
+        } else {
+            self.inodes.relpath(parent)?
+        };
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(name.as_bytes());
+        Some(p)
+    }
+
+    /// A versioned name was unlinked, or renamed (`to`): the journal records
+    /// when, for the point-in-time view. Names the view never shows (ignored
+    /// patterns on both ends) are not recorded.
+    pub(crate) fn after_unlink_or_rename(&self, from: Option<Vec<u8>>, to: Option<Vec<u8>>) {
+        let Some(from) = from else { return };
+        match to {
+            None if self.versioned(&from) => self.store.note_change(Change::Deleted(&from)),
+            Some(to) if self.versioned(&from) || self.versioned(&to) => {
+                self.store.note_change(Change::Renamed(&from, &to))
+            }
+            _ => {}
+        }
+    }
+
     pub(crate) fn before_destroy(
         &self,
         pid: u32,
@@ -44,17 +73,9 @@ impl Versioner {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size == 0 {
             return Ok(());
         }
-        let Some(mut relpath) = (if parent == ROOT_INO {
-            Some(Vec::new())
-        } else {
-            self.inodes.relpath(parent)
-        }) else {
+        let Some(relpath) = self.child_path(parent, name) else {
             return Ok(());
         };
-        if !relpath.is_empty() {
-            relpath.push(b'/');
-        }
-        relpath.extend_from_slice(name.as_bytes());
         if !self.versioned(&relpath) {
             return Ok(());
         }
@@ -106,12 +127,9 @@ impl Versioner {
     pub(crate) fn before_inplace_change(&self, inode: &Arc<Inode>) -> io::Result<()> {
         let fd = self.inodes.path_fd(inode)?;
         let st = sys::fstat(fd.as_fd())?;
-        if self.store.is_shared(st.st_ino) {
-            self.store
-                .unshare(fd.as_fd(), st.st_ino)
-                .map_err(crate::fs::store_err)?;
-        }
-        Ok(())
+        self.store
+            .unshare(fd.as_fd(), st.st_ino)
+            .map_err(crate::fs::store_err)
     }
 
     pub(crate) fn note_dirty(&self, inode: &Arc<Inode>) {

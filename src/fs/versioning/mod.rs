@@ -182,7 +182,7 @@ impl Versioner {
     ) -> io::Result<()> {
         let fd = self.inodes.path_fd(inode)?;
         let st = sys::fstat(fd.as_fd())?;
-        let shared = self.store.is_shared(st.st_ino);
+        let shared = self.store.links_to(st.st_ino) > 0;
         if st.st_size == 0 && !shared {
             return Ok(());
         }
@@ -218,7 +218,7 @@ impl Versioner {
         let st = sys::fstat(fd.as_fd())?;
         let pending = self.pending.lock().contains_key(&inode.ino);
         let kept = self.already_kept(relpath, &st);
-        if !append && self.store.is_shared(st.st_ino) {
+        if !append {
             self.store
                 .unshare(fd.as_fd(), st.st_ino)
                 .map_err(super::store_err)?;

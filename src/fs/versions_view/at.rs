@@ -1,0 +1,251 @@
+//! `.versions/@<T>/`: the whole mounted tree, read-only, as it was at instant
+//! T. Each path resolves to a version or to the live file (`Store::state_at`);
+//! directories exist at T when the live one was there then or something below
+//! them held a state. This file reads the live tree for the store (the store
+//! never touches it) and turns what it finds into FUSE attributes and handles.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use fuser::{FileAttr, FileType, INodeNo};
+
+use super::super::attr::{kind_of, time, to_attr};
+use super::super::err;
+use super::super::handles::{DirEntry, Source};
+use super::super::inode::ROOT_INO;
+use super::{Node, View, join};
+use crate::store::timeline::Live;
+use crate::store::{Content, Found};
+use crate::sys;
+
+/// What a path of the point-in-time tree is.
+pub(super) enum AtKind {
+    File(Found),
+    Dir,
+}
+
+impl View {
+    /// The live tree's parent directory of `p` (opened beneath the root, no
+    /// symlink followed) and `p`'s last component.
+    fn live_parent(&self, p: &[u8]) -> Option<(OwnedFd, CString)> {
+        let inodes = self.inodes.as_ref()?;
+        let root = inodes.path_fd(&inodes.get(ROOT_INO).ok()?).ok()?;
+        let (dir, name) = match p.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&p[..i], &p[i + 1..]),
+            None => (&b"."[..], p),
+        };
+        let pfd = sys::open_beneath(&root, dir).ok()?;
+        Some((pfd, CString::new(name).ok()?))
+    }
+
+    fn live_stat(&self, p: &[u8]) -> Option<(libc::stat, i64)> {
+        if p.is_empty() {
+            let inodes = self.inodes.as_ref()?;
+            let root = inodes.path_fd(&inodes.get(ROOT_INO).ok()?).ok()?;
+            // The mount's root was there before anything in it.
+            return sys::fstat(root.as_fd()).ok().map(|st| (st, i64::MIN));
+        }
+        if self.hidden.as_deref() == Some(p) {
+            return None;
+        }
+        let (pfd, name) = self.live_parent(p)?;
+        let st = sys::fstatat(pfd.as_fd(), &name).ok()?;
+        let born = sys::born_ns(pfd.as_fd(), &name).ok()?;
+        Some((st, born))
+    }
+
+    fn live_file(&self, p: &[u8]) -> Option<Live> {
+        self.live_stat(p)
+            .filter(|(st, _)| st.st_mode & libc::S_IFMT != libc::S_IFDIR)
+            .map(|(_, born_ns)| Live { born_ns })
+    }
+
+    fn live_dir(&self, p: &[u8]) -> Option<Live> {
+        self.live_stat(p)
+            .filter(|(st, _)| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .map(|(_, born_ns)| Live { born_ns })
+    }
+
+    /// What `p` was at `t`, if it existed.
+    pub(super) fn at_kind(&self, t: i64, p: &[u8]) -> Option<AtKind> {
+        let s = self.store.as_ref()?;
+        if p.is_empty() {
+            return Some(AtKind::Dir);
+        }
+        let lf = |q: &[u8]| self.live_file(q);
+        let ld = |q: &[u8]| self.live_dir(q);
+        if let Some(f) = s.state_at(p, t, &lf) {
+            return Some(AtKind::File(f));
+        }
+        s.dir_at(p, t, &ld, &lf).then_some(AtKind::Dir)
+    }
+
+    pub(super) fn at_attr(&self, ino: u64, t: i64, p: &[u8]) -> io::Result<FileAttr> {
+        let kind = self.at_kind(t, p).ok_or_else(|| err(libc::ENOENT))?;
+        let live = |q: &[u8]| self.live_stat(q).map(|(st, _)| to_attr(ino, &st));
+        match kind {
+            AtKind::File(Found::Version(m)) => {
+                let mt = time(
+                    m.mtime_ns.div_euclid(1_000_000_000),
+                    m.mtime_ns.rem_euclid(1_000_000_000),
+                );
+                let ct = time(
+                    m.sealed_ns.div_euclid(1_000_000_000),
+                    m.sealed_ns.rem_euclid(1_000_000_000),
+                );
+                Ok(FileAttr {
+                    ino: INodeNo(ino),
+                    size: m.size,
+                    blocks: m.size.div_ceil(512),
+                    atime: mt,
+                    mtime: mt,
+                    ctime: ct,
+                    crtime: ct,
+                    kind: FileType::RegularFile,
+                    perm: (m.mode & 0o7777) as u16,
+                    nlink: 1,
+                    uid: m.uid,
+                    gid: m.gid,
+                    rdev: 0,
+                    blksize: 4096,
+                    flags: 0,
+                })
+            }
+            AtKind::File(Found::Live(q)) => {
+                let mut a = live(&q).ok_or_else(|| err(libc::ENOENT))?;
+                a.nlink = 1;
+                Ok(a)
+            }
+            AtKind::Dir => Ok(live(p)
+                .filter(|a| a.kind == FileType::Directory)
+                .unwrap_or_else(|| {
+                    // A directory that no longer exists: its mode and times are not
+                    // kept, so it reads as a plain directory of the moment.
+                    let at = time(t.div_euclid(1_000_000_000), t.rem_euclid(1_000_000_000));
+                    FileAttr {
+                        ino: INodeNo(ino),
+                        size: 0,
+                        blocks: 0,
+                        atime: at,
+                        mtime: at,
+                        ctime: at,
+                        crtime: at,
+                        kind: FileType::Directory,
+                        perm: 0o755,
+                        nlink: 2,
+                        uid: 0,
+                        gid: 0,
+                        rdev: 0,
+                        blksize: 4096,
+                        flags: 0,
+                    }
+                })),
+        }
+    }
+
+    /// Names in live directory `d` (the store's own directory left out).
+    fn live_names(&self, d: &[u8]) -> Vec<Vec<u8>> {
+        let fd = if d.is_empty() {
+            self.inodes
+                .as_ref()
+                .and_then(|i| i.path_fd(&i.get(ROOT_INO).ok()?).ok())
+                .and_then(|r| sys::open_beneath(&r, b".").ok())
+        } else {
+            self.live_parent(d).and_then(|(pfd, name)| {
+                sys::openat(
+                    pfd.as_fd(),
+                    &name,
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                    0,
+                )
+                .ok()
+            })
+        };
+        let Some(fd) = fd else { return Vec::new() };
+        // An O_PATH fd cannot be listed: open the directory itself.
+        let Ok(dirfd) = sys::openat(fd.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0) else {
+            return Vec::new();
+        };
+        sys::read_dir_fd(dirfd)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .filter(|n| n != b"." && n != b"..")
+            .filter(|n| !(d.is_empty() && self.hidden.as_deref() == Some(n.as_slice())))
+            .collect()
+    }
+
+    pub(super) fn at_list(&self, t: i64, d: &[u8]) -> io::Result<Vec<DirEntry>> {
+        let s = self.store.as_ref().ok_or_else(|| err(libc::ENOENT))?;
+        let mut names: Vec<Vec<u8>> = self.live_names(d);
+        names.extend(s.with_index(|i| i.children(d)));
+        if let Some(to) = s.went_to(d, t) {
+            names.extend(self.live_names(&to));
+            names.extend(s.with_index(|i| i.children(&to)));
+        }
+        let mut out: BTreeMap<Vec<u8>, FileType> = BTreeMap::new();
+        for n in names {
+            if out.contains_key(&n) {
+                continue;
+            }
+            let q = join(d, &n);
+            let kind = match self.at_kind(t, &q) {
+                Some(AtKind::Dir) => FileType::Directory,
+                Some(AtKind::File(Found::Version(_))) => FileType::RegularFile,
+                Some(AtKind::File(Found::Live(l))) => match self.live_stat(&l) {
+                    Some((st, _)) => kind_of(st.st_mode),
+                    None => continue,
+                },
+                None => continue,
+            };
+            out.insert(n, kind);
+        }
+        let dot = |n: &[u8]| DirEntry {
+            name: n.to_vec(),
+            ino: 1,
+            kind: FileType::Directory,
+        };
+        let mut v = vec![dot(b"."), dot(b"..")];
+        v.extend(
+            out.into_iter()
+                .map(|(name, kind)| DirEntry { name, ino: 1, kind }),
+        );
+        Ok(v)
+    }
+
+    pub(super) fn at_lookup(&self, t: i64, d: &[u8], name: &[u8]) -> io::Result<Node> {
+        let q = join(d, name);
+        self.at_kind(t, &q).ok_or_else(|| err(libc::ENOENT))?;
+        Ok(Node::At(t, q))
+    }
+
+    pub(super) fn at_open(&self, t: i64, p: &[u8]) -> io::Result<Source> {
+        let s = self.store.as_ref().ok_or_else(|| err(libc::ENOENT))?;
+        match self.at_kind(t, p) {
+            Some(AtKind::File(Found::Version(m))) => Ok(match s.open_version(&m)? {
+                Content::Object(fd, size) => Source::Version(fd, size),
+                Content::Decoded(bytes) => Source::Memory(bytes),
+            }),
+            Some(AtKind::File(Found::Live(q))) => {
+                let (pfd, name) = self.live_parent(&q).ok_or_else(|| err(libc::ENOENT))?;
+                let fd = sys::openat(pfd.as_fd(), &name, libc::O_RDONLY | libc::O_NOFOLLOW, 0)?;
+                let size = sys::fstat(fd.as_fd())?.st_size as u64;
+                Ok(Source::Version(fd, size))
+            }
+            Some(AtKind::Dir) => Err(err(libc::EISDIR)),
+            None => Err(err(libc::ENOENT)),
+        }
+    }
+
+    pub(super) fn at_readlink(&self, t: i64, p: &[u8]) -> io::Result<Vec<u8>> {
+        match self.at_kind(t, p) {
+            Some(AtKind::File(Found::Live(q))) => {
+                let (pfd, name) = self.live_parent(&q).ok_or_else(|| err(libc::ENOENT))?;
+                sys::readlinkat(pfd.as_fd(), &name)
+            }
+            _ => Err(err(libc::EINVAL)),
+        }
+    }
+}

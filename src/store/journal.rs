@@ -1,0 +1,174 @@
+//! The journal of namespace changes (format 2): each delete and rename of a
+//! versioned path, with its time, one JSON line each, appended as it happens.
+//! A version says what a file held; the journal says when a name stopped
+//! holding it, which the point-in-time view needs (`timeline.rs`).
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::{Deserialize, Serialize};
+
+use super::layout::JOURNAL;
+use super::timeline::{Mark, MarkKind};
+use super::{hex, unhex};
+use crate::sys;
+
+/// A change to the namespace, as the fs layer reports it.
+#[derive(Clone, Copy, Debug)]
+pub enum Change<'a> {
+    /// The file at this path was unlinked.
+    Deleted(&'a [u8]),
+    /// A file or directory was renamed from the first path to the second.
+    Renamed(&'a [u8], &'a [u8]),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Op {
+    Delete,
+    Rename,
+}
+
+/// One journal line. Paths are hex: any byte string, one form.
+#[derive(Serialize, Deserialize)]
+struct Line {
+    t: i64,
+    op: Op,
+    path_hex: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to_hex: Option<String>,
+}
+
+/// Marks by path; a rename is recorded at both ends.
+pub type Marks = HashMap<Vec<u8>, Vec<Mark>>;
+
+fn add(marks: &mut Marks, t: i64, c: Change<'_>) {
+    match c {
+        Change::Deleted(p) => marks.entry(p.to_vec()).or_default().push(Mark {
+            t,
+            kind: MarkKind::Deleted,
+        }),
+        Change::Renamed(from, to) => {
+            marks.entry(from.to_vec()).or_default().push(Mark {
+                t,
+                kind: MarkKind::LeftTo(to.to_vec()),
+            });
+            marks.entry(to.to_vec()).or_default().push(Mark {
+                t,
+                kind: MarkKind::ArrivedFrom(from.to_vec()),
+            });
+        }
+    }
+}
+
+fn line(t: i64, c: Change<'_>) -> Vec<u8> {
+    let l = match c {
+        Change::Deleted(p) => Line {
+            t,
+            op: Op::Delete,
+            path_hex: hex(p),
+            to_hex: None,
+        },
+        Change::Renamed(from, to) => Line {
+            t,
+            op: Op::Rename,
+            path_hex: hex(from),
+            to_hex: Some(hex(to)),
+        },
+    };
+    let mut b = serde_json::to_vec(&l).expect("a journal line always serializes");
+    b.push(b'\n');
+    b
+}
+
+/// The journal, open for appending, and the marks it holds.
+#[derive(Default)]
+pub struct Journal {
+    fd: Option<OwnedFd>,
+    pub marks: Marks,
+}
+
+impl Journal {
+    /// Read the journal (a missing one is empty: a format-1 store), keep the
+    /// marks that can still matter, rewrite it compacted when `write` (the
+    /// daemon's open) and keep it open for appending. Unreadable lines (a line
+    /// torn by a power loss) are skipped and reported in `problems`.
+    pub fn open(
+        store: BorrowedFd<'_>,
+        write: bool,
+        keep: impl Fn(&[u8], &Mark) -> bool,
+        problems: &mut Vec<String>,
+    ) -> io::Result<Self> {
+        let bytes = match super::meta::read_at(store, JOURNAL) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut kept = Vec::new();
+        let mut marks = Marks::new();
+        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+            if raw.is_empty() {
+                continue;
+            }
+            let Ok(l) = serde_json::from_slice::<Line>(raw) else {
+                problems.push(format!("{JOURNAL}: line {} unreadable, skipped", i + 1));
+                continue;
+            };
+            let (p, to) = (unhex(&l.path_hex), l.to_hex.as_deref().map(unhex));
+            let c = match (&l.op, &to) {
+                (Op::Delete, _) => Change::Deleted(&p),
+                (Op::Rename, Some(to)) => Change::Renamed(&p, to),
+                (Op::Rename, None) => {
+                    problems.push(format!("{JOURNAL}: line {}: rename without to_hex", i + 1));
+                    continue;
+                }
+            };
+            let mut one = Marks::new();
+            add(&mut one, l.t, c);
+            if one.iter().any(|(q, ms)| ms.iter().any(|m| keep(q, m))) {
+                add(&mut marks, l.t, c);
+                kept.extend_from_slice(raw);
+                kept.push(b'\n');
+            }
+        }
+        for ms in marks.values_mut() {
+            ms.sort_by_key(|m| m.t);
+        }
+        if !write {
+            return Ok(Self { fd: None, marks });
+        }
+        if kept.len() != bytes.len() {
+            super::meta::write_atomic(store, JOURNAL, &kept)?;
+        }
+        let c = CString::new(JOURNAL).expect("no NUL");
+        let fd = sys::openat(
+            store,
+            &c,
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+            0o600,
+        )?;
+        Ok(Self {
+            fd: Some(fd),
+            marks,
+        })
+    }
+
+    /// Record `c` at time `t`: one append (no fsync: a daemon crash keeps it,
+    /// a power loss may lose the last seconds; see docs/FORMAT.md).
+    pub fn record(&mut self, t: i64, c: Change<'_>) -> io::Result<()> {
+        if let Some(fd) = &self.fd {
+            sys::write_all(fd.as_fd(), &line(t, c))?;
+        }
+        add(&mut self.marks, t, c);
+        Ok(())
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        match &self.fd {
+            Some(fd) => sys::fsync(fd.as_fd(), false),
+            None => Ok(()),
+        }
+    }
+}

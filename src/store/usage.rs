@@ -1,0 +1,53 @@
+//! What the store holds, summed for `ckptfs du`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+
+use super::Store;
+
+/// One row of [`Store::du`].
+#[derive(Default, Serialize)]
+pub struct DuRow {
+    pub versions: u64,
+    pub bytes: u64,
+    pub on_disk: u64,
+}
+
+/// What the store holds, by category and by top-level directory (`.` for
+/// files at the top of the mount).
+#[derive(Default)]
+pub struct Du {
+    pub categories: BTreeMap<String, DuRow>,
+    pub directories: BTreeMap<String, DuRow>,
+}
+
+impl Store {
+    /// Versions and bytes (logical and on disk, each object inode counted
+    /// once) per category and per top-level directory.
+    pub fn du(&self) -> Du {
+        let mut d = Du::default();
+        let mut seen = HashSet::new();
+        let idx = self.index.read();
+        for (p, h) in &idx.paths {
+            let top = match p.iter().position(|&b| b == b'/') {
+                Some(k) => String::from_utf8_lossy(&p[..k]).into_owned(),
+                None => ".".to_string(),
+            };
+            for m in &h.versions {
+                let first = seen.insert(m.object_ino);
+                let bytes = if first { m.size } else { 0 };
+                let disk = if first { self.object_disk_bytes(m) } else { 0 };
+                for row in [
+                    d.categories.entry(m.category.clone()).or_default(),
+                    d.directories.entry(top.clone()).or_default(),
+                ] {
+                    row.versions += 1;
+                    row.bytes += bytes;
+                    row.on_disk += disk;
+                }
+            }
+        }
+        d
+    }
+}
