@@ -108,7 +108,8 @@ fn format_1_store_mounts() {
         let t = sh_ok(&format!("date -u -d @{before} +%Y%m%dT%H%M%SZ"));
         let at = m.p(".versions").join(format!("@{}", t.trim()));
         assert_eq!(std::fs::read(at.join("notes.txt")).unwrap(), b"state 3\n");
-        drop(m);
+        let mut m = m;
+        m.unmount(); // (dropping the Mount would remove its directory)
         assert_eq!(
             std::fs::read_to_string(root.join(".ckptfs/FORMAT")).unwrap(),
             "ckptfs-store 2\n"
