@@ -37,6 +37,11 @@ pub fn time(sec: i64, nsec: i64) -> SystemTime {
     }
 }
 
+/// ns since the epoch → `SystemTime` (negative times too).
+pub fn time_ns(ns: i64) -> SystemTime {
+    time(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+}
+
 pub fn to_attr(ino: u64, st: &libc::stat) -> FileAttr {
     FileAttr {
         ino: INodeNo(ino),

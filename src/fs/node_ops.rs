@@ -230,16 +230,14 @@ impl CkptFs {
 
     pub(super) fn do_unlink(&self, req: &Request, parent: u64, name: &OsStr) -> io::Result<()> {
         let (_, pfd, cname) = self.at(parent, name)?;
-        let path = match self.ver() {
-            Some(v) => {
-                v.before_destroy(req.pid(), parent, name, &pfd, &cname, Reason::Delete)?;
-                v.child_path(parent, name)
-            }
-            None => None,
+        let Some(v) = self.ver() else {
+            return sys::unlinkat(pfd.as_fd(), &cname, 0);
         };
+        let path = v.child_path(parent, name);
+        v.before_destroy(req.pid(), path.as_deref(), &pfd, &cname, Reason::Delete)?;
         sys::unlinkat(pfd.as_fd(), &cname, 0)?;
-        if let Some(v) = self.ver() {
-            v.after_unlink_or_rename(path, None);
+        if let Some(p) = path {
+            v.journal_delete(&p);
         }
         Ok(())
     }
@@ -261,27 +259,24 @@ impl CkptFs {
         let (_, ofd, oname) = self.at(parent, name)?;
         let (_, nfd, nname) = self.at(newparent, newname)?;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        if flags & libc::RENAME_NOREPLACE == 0 {
+        // Both paths before the rename moves anything (a renamed directory's
+        // own path changes with it).
+        let (from, to) = match self.ver() {
+            Some(v) => (v.child_path(parent, name), v.child_path(newparent, newname)),
+            None => (None, None),
+        };
+        if let Some(v) = self.ver().filter(|_| flags & libc::RENAME_NOREPLACE == 0) {
             if exchange {
                 // Both names keep their content; each path's state before the swap
                 // becomes a version of that path.
-                if let Some(v) = self.ver() {
-                    v.before_destroy(req.pid(), parent, name, &ofd, &oname, Reason::Rename)?;
-                }
+                v.before_destroy(req.pid(), from.as_deref(), &ofd, &oname, Reason::Rename)?;
             }
-            if let Some(v) = self.ver() {
-                v.before_destroy(req.pid(), newparent, newname, &nfd, &nname, Reason::Rename)?;
-            }
+            v.before_destroy(req.pid(), to.as_deref(), &nfd, &nname, Reason::Rename)?;
         }
-        // Paths before the rename moves anything (a renamed directory's own
-        // path changes with it). An exchange is not journaled (see docs/FORMAT.md).
-        let paths = self
-            .ver()
-            .filter(|_| !exchange)
-            .map(|v| (v.child_path(parent, name), v.child_path(newparent, newname)));
         sys::renameat2(ofd.as_fd(), &oname, nfd.as_fd(), &nname, flags)?;
-        if let (Some(v), Some((from, to))) = (self.ver(), paths) {
-            v.after_unlink_or_rename(from, to);
+        // An exchange is not journaled (see docs/FORMAT.md).
+        if let (Some(v), Some(from), Some(to), false) = (self.ver(), from, to, exchange) {
+            v.journal_rename(&from, &to);
         }
         self.after_rename(parent, name, newparent, newname, exchange);
         Ok(())

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +13,11 @@ use std::time::Duration;
 use fuser::{FileAttr, FileType, INodeNo};
 use parking_lot::RwLock;
 
-use super::attr::time;
+use super::attr::time_ns;
 use super::err;
 use super::handles::{DirEntry, FileH, Handles, Source};
 use super::inode::{InodeStore, ROOT_INO};
 use crate::store::{Content, Store, VersionMeta, layout};
-use crate::sys;
 
 mod at;
 
@@ -84,6 +82,34 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
         p.push(b'/');
         p.extend_from_slice(name);
         p
+    }
+}
+
+/// Attributes of a node the view makes up (owned by root unless set after).
+fn virt_attr(
+    ino: u64,
+    kind: FileType,
+    perm: u16,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size,
+        blocks: size.div_ceil(512),
+        atime: time_ns(mtime_ns),
+        mtime: time_ns(mtime_ns),
+        ctime: time_ns(ctime_ns),
+        crtime: time_ns(ctime_ns),
+        kind,
+        perm,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
     }
 }
 
@@ -195,32 +221,12 @@ impl View {
 
     /// Current permission bits of the live file, if it exists.
     fn live_mode(&self, p: &[u8]) -> Option<u32> {
-        let inodes = self.inodes.as_ref()?;
-        let root = inodes.get(ROOT_INO).ok()?;
-        let fd = inodes.path_fd(&root).ok()?;
-        let c = std::ffi::CString::new(p).ok()?;
-        sys::fstatat(fd.as_fd(), &c)
-            .ok()
-            .map(|st| st.st_mode & 0o7777)
+        self.live_lstat(p).map(|st| st.st_mode & 0o7777)
     }
 
     fn attr(&self, ino: u64, n: &Node) -> io::Result<FileAttr> {
-        let base = |kind, perm: u16, size: u64, mtime_ns: i64, ctime_ns: i64| FileAttr {
-            ino: INodeNo(ino),
-            size,
-            blocks: size.div_ceil(512),
-            atime: time(mtime_ns / 1_000_000_000, mtime_ns % 1_000_000_000),
-            mtime: time(mtime_ns / 1_000_000_000, mtime_ns % 1_000_000_000),
-            ctime: time(ctime_ns / 1_000_000_000, ctime_ns % 1_000_000_000),
-            crtime: time(ctime_ns / 1_000_000_000, ctime_ns % 1_000_000_000),
-            kind,
-            perm,
-            nlink: 1,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
+        let base = |kind, perm, size, mtime_ns, ctime_ns| {
+            virt_attr(ino, kind, perm, size, mtime_ns, ctime_ns)
         };
         match n {
             Node::At(t, p) => self.at_attr(ino, *t, p),
@@ -280,7 +286,8 @@ impl View {
         let p = match self.node(parent)? {
             Node::Dir(p) => p,
             Node::At(t, d) => {
-                let node = self.at_lookup(t, &d, name.as_bytes())?;
+                // One resolution: the attributes say whether it existed at T.
+                let node = Node::At(t, join(&d, name.as_bytes()));
                 let ino = self.ino(node.clone());
                 return Ok((self.attr(ino, &node)?, VTTL));
             }

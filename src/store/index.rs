@@ -325,32 +325,9 @@ fn adopt_temps(dir: BorrowedFd<'_>, files: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Reason;
 
     fn m(p: &str, n: u64) -> VersionMeta {
-        VersionMeta {
-            format: 1,
-            path: p.into(),
-            path_hex: None,
-            number: n,
-            sealed_ns: n as i64,
-            mtime_ns: 0,
-            size: 0,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            digest: String::new(),
-            category: "text".into(),
-            mime: "text/plain".into(),
-            complete: None,
-            incomplete_reason: String::new(),
-            reason: Reason::Close,
-            writer: None,
-            pinned: false,
-            object_ino: n,
-            compressed: false,
-            step: None,
-        }
+        VersionMeta::sample(p, n)
     }
 
     #[test]

@@ -92,13 +92,13 @@ pub struct Journal {
 
 impl Journal {
     /// Read the journal (a missing one is empty: a format-1 store), keep the
-    /// marks that can still matter, rewrite it compacted when `write` (the
+    /// lines of which a path still matters (`keep`), rewrite it compacted when `write` (the
     /// daemon's open) and keep it open for appending. Unreadable lines (a line
     /// torn by a power loss) are skipped and reported in `problems`.
     pub fn open(
         store: BorrowedFd<'_>,
         write: bool,
-        keep: impl Fn(&[u8], &Mark) -> bool,
+        keep: impl Fn(&[u8]) -> bool,
         problems: &mut Vec<String>,
     ) -> io::Result<Self> {
         let bytes = match super::meta::read_at(store, JOURNAL) {
@@ -125,9 +125,11 @@ impl Journal {
                     continue;
                 }
             };
-            let mut one = Marks::new();
-            add(&mut one, l.t, c);
-            if one.iter().any(|(q, ms)| ms.iter().any(|m| keep(q, m))) {
+            let wanted = match c {
+                Change::Deleted(p) => keep(p),
+                Change::Renamed(from, to) => keep(from) || keep(to),
+            };
+            if wanted {
                 add(&mut marks, l.t, c);
                 kept.extend_from_slice(raw);
                 kept.push(b'\n');

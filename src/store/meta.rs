@@ -96,6 +96,36 @@ impl VersionMeta {
     }
 }
 
+#[cfg(test)]
+impl VersionMeta {
+    /// A record for unit tests: version `n` of `p`, sealed at `n` ns.
+    pub(crate) fn sample(p: &str, n: u64) -> Self {
+        VersionMeta {
+            format: 1,
+            path: p.into(),
+            path_hex: None,
+            number: n,
+            sealed_ns: n as i64,
+            mtime_ns: 0,
+            size: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            digest: String::new(),
+            category: "text".into(),
+            mime: "text/plain".into(),
+            complete: None,
+            incomplete_reason: String::new(),
+            reason: Reason::Close,
+            writer: None,
+            pinned: false,
+            object_ino: n,
+            compressed: false,
+            step: None,
+        }
+    }
+}
+
 /// Write `bytes` to `dir/name` crash-safely: temp → fsync → rename → fsync dir.
 pub fn write_atomic(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = CString::new(format!(".{name}.tmp")).map_err(io::Error::other)?;

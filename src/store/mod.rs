@@ -252,7 +252,7 @@ impl Store {
         index.journal = journal::Journal::open(
             dir.as_fd(),
             adopt,
-            |p, _| index.get(p).is_some() || index.is_dir(p),
+            |p| index.get(p).is_some() || index.is_dir(p),
             &mut problems,
         )?;
         index.problems.extend(problems);

@@ -200,18 +200,13 @@ pub fn marks_for<'a>(p: &[u8], of: impl Fn(&[u8]) -> Option<&'a [Mark]>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Reason;
 
     fn v(number: u64, mtime: i64, sealed: i64) -> VersionMeta {
-        let mut m: VersionMeta = serde_json::from_value(serde_json::json!({
-            "format": 1, "path": "f", "number": number, "sealed_ns": sealed,
-            "mtime_ns": mtime, "size": 1, "mode": 420, "uid": 0, "gid": 0,
-            "digest": "", "category": "binary", "mime": "", "complete": null,
-            "reason": "close", "writer": null, "pinned": false, "object_ino": number
-        }))
-        .unwrap();
-        m.reason = Reason::Close;
-        m
+        VersionMeta {
+            mtime_ns: mtime,
+            sealed_ns: sealed,
+            ..VersionMeta::sample("f", number)
+        }
     }
     fn mark(t: i64, kind: MarkKind) -> Mark {
         Mark { t, kind }

@@ -43,25 +43,27 @@ impl Versioner {
         Some(p)
     }
 
-    /// A versioned name was unlinked, or renamed (`to`): the journal records
-    /// when, for the point-in-time view. Names the view never shows (ignored
-    /// patterns on both ends) are not recorded.
-    pub(crate) fn after_unlink_or_rename(&self, from: Option<Vec<u8>>, to: Option<Vec<u8>>) {
-        let Some(from) = from else { return };
-        match to {
-            None if self.versioned(&from) => self.store.note_change(Change::Deleted(&from)),
-            Some(to) if self.versioned(&from) || self.versioned(&to) => {
-                self.store.note_change(Change::Renamed(&from, &to))
-            }
-            _ => {}
+    /// The journal records when a versioned name was unlinked, for the
+    /// point-in-time view (an ignored name is never shown there).
+    pub(crate) fn journal_delete(&self, p: &[u8]) {
+        if self.versioned(p) {
+            self.store.note_change(Change::Deleted(p));
         }
     }
 
+    /// Likewise for a rename; recorded when either name is versioned.
+    pub(crate) fn journal_rename(&self, from: &[u8], to: &[u8]) {
+        if self.versioned(from) || self.versioned(to) {
+            self.store.note_change(Change::Renamed(from, to));
+        }
+    }
+
+    /// `relpath` (from [`Versioner::child_path`]) is about to be unlinked or
+    /// renamed over: keep its content first.
     pub(crate) fn before_destroy(
         &self,
         pid: u32,
-        parent: u64,
-        name: &OsStr,
+        relpath: Option<&[u8]>,
         pfd: &Arc<OwnedFd>,
         cname: &CStr,
         reason: Reason,
@@ -73,10 +75,10 @@ impl Versioner {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size == 0 {
             return Ok(());
         }
-        let Some(relpath) = self.child_path(parent, name) else {
+        let Some(relpath) = relpath else {
             return Ok(());
         };
-        if !self.versioned(&relpath) {
+        if !self.versioned(relpath) {
             return Ok(());
         }
         let fd = sys::openat(pfd.as_fd(), cname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
@@ -85,7 +87,7 @@ impl Versioner {
         let pending = live
             .as_ref()
             .is_some_and(|i| self.pending.lock().remove(&i.ino).is_some());
-        if !pending && self.already_kept(&relpath, &st) {
+        if !pending && self.already_kept(relpath, &st) {
             return Ok(());
         }
         let writers = live
@@ -93,7 +95,7 @@ impl Versioner {
             .map(|i| self.handles.writers(i.ino))
             .unwrap_or(0);
         let how = if writers == 0 { How::Link } else { How::Copy };
-        self.capture(&fd, &relpath, reason, writer_of(pid), how)?;
+        self.capture(&fd, relpath, reason, writer_of(pid), how)?;
         if st.st_nlink == 1 && writers == 0 {
             sys::drop_cache(&fd); // about to leave the live tree: cold history now
         }

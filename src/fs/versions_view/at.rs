@@ -8,14 +8,15 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
-use fuser::{FileAttr, FileType, INodeNo};
+use fuser::{FileAttr, FileType};
 
-use super::super::attr::{kind_of, time, to_attr};
+use super::super::attr::{kind_of, to_attr};
 use super::super::err;
 use super::super::handles::{DirEntry, Source};
 use super::super::inode::ROOT_INO;
-use super::{Node, View, join};
+use super::{View, join, virt_attr};
 use crate::store::timeline::Live;
 use crate::store::{Content, Found};
 use crate::sys;
@@ -27,45 +28,48 @@ pub(super) enum AtKind {
 }
 
 impl View {
+    fn root(&self) -> Option<Arc<OwnedFd>> {
+        let inodes = self.inodes.as_ref()?;
+        inodes.path_fd(&inodes.get(ROOT_INO).ok()?).ok()
+    }
+
     /// The live tree's parent directory of `p` (opened beneath the root, no
     /// symlink followed) and `p`'s last component.
     fn live_parent(&self, p: &[u8]) -> Option<(OwnedFd, CString)> {
-        let inodes = self.inodes.as_ref()?;
-        let root = inodes.path_fd(&inodes.get(ROOT_INO).ok()?).ok()?;
         let (dir, name) = match p.iter().rposition(|&b| b == b'/') {
             Some(i) => (&p[..i], &p[i + 1..]),
             None => (&b"."[..], p),
         };
-        let pfd = sys::open_beneath(&root, dir).ok()?;
+        let pfd = sys::open_beneath(&*self.root()?, dir).ok()?;
         Some((pfd, CString::new(name).ok()?))
     }
 
-    fn live_stat(&self, p: &[u8]) -> Option<(libc::stat, i64)> {
+    /// `lstat` of live path `p` ("" is the root); never the store's directory.
+    pub(super) fn live_lstat(&self, p: &[u8]) -> Option<libc::stat> {
         if p.is_empty() {
-            let inodes = self.inodes.as_ref()?;
-            let root = inodes.path_fd(&inodes.get(ROOT_INO).ok()?).ok()?;
-            // The mount's root was there before anything in it.
-            return sys::fstat(root.as_fd()).ok().map(|st| (st, i64::MIN));
+            return sys::fstat(self.root()?.as_fd()).ok();
         }
         if self.hidden.as_deref() == Some(p) {
             return None;
         }
         let (pfd, name) = self.live_parent(p)?;
-        let st = sys::fstatat(pfd.as_fd(), &name).ok()?;
-        let born = sys::born_ns(pfd.as_fd(), &name).ok()?;
-        Some((st, born))
+        sys::fstatat(pfd.as_fd(), &name).ok()
     }
 
-    fn live_file(&self, p: &[u8]) -> Option<Live> {
-        self.live_stat(p)
-            .filter(|(st, _)| st.st_mode & libc::S_IFMT != libc::S_IFDIR)
-            .map(|(_, born_ns)| Live { born_ns })
-    }
-
-    fn live_dir(&self, p: &[u8]) -> Option<Live> {
-        self.live_stat(p)
-            .filter(|(st, _)| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-            .map(|(_, born_ns)| Live { born_ns })
+    /// The live non-directory (`dir` false) or directory at `p`, with the
+    /// time its inode was born.
+    fn live(&self, p: &[u8], dir: bool) -> Option<Live> {
+        let st = self.live_lstat(p)?;
+        if (st.st_mode & libc::S_IFMT == libc::S_IFDIR) != dir {
+            return None;
+        }
+        if p.is_empty() {
+            // The mount's root was there before anything in it.
+            return Some(Live { born_ns: i64::MIN });
+        }
+        let (pfd, name) = self.live_parent(p)?;
+        let born_ns = sys::born_ns(pfd.as_fd(), &name).ok()?;
+        Some(Live { born_ns })
     }
 
     /// What `p` was at `t`, if it existed.
@@ -74,8 +78,8 @@ impl View {
         if p.is_empty() {
             return Some(AtKind::Dir);
         }
-        let lf = |q: &[u8]| self.live_file(q);
-        let ld = |q: &[u8]| self.live_dir(q);
+        let lf = |q: &[u8]| self.live(q, false);
+        let ld = |q: &[u8]| self.live(q, true);
         if let Some(f) = s.state_at(p, t, &lf) {
             return Some(AtKind::File(f));
         }
@@ -83,64 +87,34 @@ impl View {
     }
 
     pub(super) fn at_attr(&self, ino: u64, t: i64, p: &[u8]) -> io::Result<FileAttr> {
-        let kind = self.at_kind(t, p).ok_or_else(|| err(libc::ENOENT))?;
-        let live = |q: &[u8]| self.live_stat(q).map(|(st, _)| to_attr(ino, &st));
-        match kind {
+        let live = |q: &[u8]| self.live_lstat(q).map(|st| to_attr(ino, &st));
+        match self.at_kind(t, p).ok_or_else(|| err(libc::ENOENT))? {
             AtKind::File(Found::Version(m)) => {
-                let mt = time(
-                    m.mtime_ns.div_euclid(1_000_000_000),
-                    m.mtime_ns.rem_euclid(1_000_000_000),
+                let perm = (m.mode & 0o7777) as u16;
+                let mut a = virt_attr(
+                    ino,
+                    FileType::RegularFile,
+                    perm,
+                    m.size,
+                    m.mtime_ns,
+                    m.sealed_ns,
                 );
-                let ct = time(
-                    m.sealed_ns.div_euclid(1_000_000_000),
-                    m.sealed_ns.rem_euclid(1_000_000_000),
-                );
-                Ok(FileAttr {
-                    ino: INodeNo(ino),
-                    size: m.size,
-                    blocks: m.size.div_ceil(512),
-                    atime: mt,
-                    mtime: mt,
-                    ctime: ct,
-                    crtime: ct,
-                    kind: FileType::RegularFile,
-                    perm: (m.mode & 0o7777) as u16,
-                    nlink: 1,
-                    uid: m.uid,
-                    gid: m.gid,
-                    rdev: 0,
-                    blksize: 4096,
-                    flags: 0,
-                })
+                (a.uid, a.gid) = (m.uid, m.gid);
+                Ok(a)
             }
             AtKind::File(Found::Live(q)) => {
                 let mut a = live(&q).ok_or_else(|| err(libc::ENOENT))?;
                 a.nlink = 1;
                 Ok(a)
             }
+            // A directory that no longer exists: its mode and times are not
+            // kept, so it reads as a plain directory of the moment.
             AtKind::Dir => Ok(live(p)
                 .filter(|a| a.kind == FileType::Directory)
                 .unwrap_or_else(|| {
-                    // A directory that no longer exists: its mode and times are not
-                    // kept, so it reads as a plain directory of the moment.
-                    let at = time(t.div_euclid(1_000_000_000), t.rem_euclid(1_000_000_000));
-                    FileAttr {
-                        ino: INodeNo(ino),
-                        size: 0,
-                        blocks: 0,
-                        atime: at,
-                        mtime: at,
-                        ctime: at,
-                        crtime: at,
-                        kind: FileType::Directory,
-                        perm: 0o755,
-                        nlink: 2,
-                        uid: 0,
-                        gid: 0,
-                        rdev: 0,
-                        blksize: 4096,
-                        flags: 0,
-                    }
+                    let mut a = virt_attr(ino, FileType::Directory, 0o755, 0, t, t);
+                    a.nlink = 2;
+                    a
                 })),
         }
     }
@@ -148,19 +122,11 @@ impl View {
     /// Names in live directory `d` (the store's own directory left out).
     fn live_names(&self, d: &[u8]) -> Vec<Vec<u8>> {
         let fd = if d.is_empty() {
-            self.inodes
-                .as_ref()
-                .and_then(|i| i.path_fd(&i.get(ROOT_INO).ok()?).ok())
-                .and_then(|r| sys::open_beneath(&r, b".").ok())
+            self.root().and_then(|r| sys::open_beneath(&r, b".").ok())
         } else {
             self.live_parent(d).and_then(|(pfd, name)| {
-                sys::openat(
-                    pfd.as_fd(),
-                    &name,
-                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                    0,
-                )
-                .ok()
+                let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+                sys::openat(pfd.as_fd(), &name, flags, 0).ok()
             })
         };
         let Some(fd) = fd else { return Vec::new() };
@@ -194,8 +160,8 @@ impl View {
             let kind = match self.at_kind(t, &q) {
                 Some(AtKind::Dir) => FileType::Directory,
                 Some(AtKind::File(Found::Version(_))) => FileType::RegularFile,
-                Some(AtKind::File(Found::Live(l))) => match self.live_stat(&l) {
-                    Some((st, _)) => kind_of(st.st_mode),
+                Some(AtKind::File(Found::Live(l))) => match self.live_lstat(&l) {
+                    Some(st) => kind_of(st.st_mode),
                     None => continue,
                 },
                 None => continue,
@@ -213,12 +179,6 @@ impl View {
                 .map(|(name, kind)| DirEntry { name, ino: 1, kind }),
         );
         Ok(v)
-    }
-
-    pub(super) fn at_lookup(&self, t: i64, d: &[u8], name: &[u8]) -> io::Result<Node> {
-        let q = join(d, name);
-        self.at_kind(t, &q).ok_or_else(|| err(libc::ENOENT))?;
-        Ok(Node::At(t, q))
     }
 
     pub(super) fn at_open(&self, t: i64, p: &[u8]) -> io::Result<Source> {
