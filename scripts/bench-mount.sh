@@ -2,9 +2,16 @@
 # Mount time with a large store: build a synthetic store of N versions (N/10
 # paths × 10 versions, tiny objects, real metadata), then time `ckptfs mount`
 # after a clean unmount (index snapshot) and after a crash (full scan), and the
-# listing of one file with 10,000 versions.
+# listing of one file with 10,000 versions. Every path is then deleted (one
+# journal line each, as the daemon writes them), so the mounts also load a
+# journal of N/10 lines, and `ls -l` of one directory of the tree at an
+# instant before the deletes is resolved from history alone.
 #
 #   scripts/bench-mount.sh [N]      (default 1000000)
+#
+# BASE_BIN=/path/to/an/older/ckptfs: first time that binary's clean and crash
+# mounts on the same store and the same disk (it must read format 1, so it
+# runs before this build upgrades the store), for a same-run comparison.
 set -euo pipefail
 N=${1:-1000000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,17 +46,32 @@ for i in range(n // 10):
         put(f"run{i % 100}/file{i}.txt", v, t0 + v * 10**9)
 for v in range(1, 10001):
     put("hot/metrics.json", v, t0 + v * 10**9)
+with open(f"{store}/journal", "w") as j:
+    for i in range(n // 10):
+        p = f"run{i % 100}/file{i}.txt".encode().hex()
+        j.write(json.dumps(dict(t=t0 + 20 * 10**9, op="delete", path_hex=p), separators=(",", ":")) + "\n")
 PY
 echo '{ "retention": { "keep_last": 100000, "keep_within": "100y", "min_free_bytes": 0 } }' > "$BASE/cfg.json"
 sync; echo 3 > /proc/sys/vm/drop_caches
 t() { local s; s=$(date +%s.%N); "$@" >/dev/null; python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$s" "$(date +%s.%N)"; }
-echo "first mount (full scan, cold cache): $(t "$BIN" mount "$DIR" --config "$BASE/cfg.json") s"
+crash() { pkill -9 -f "ckptfs mount $DIR" || true; sleep 0.5; umount -l "$DIR" 2>/dev/null || true; }
+if [ -n "${BASE_BIN:-}" ]; then
+    "$BASE_BIN" mount "$DIR" --config "$BASE/cfg.json" >/dev/null && "$BASE_BIN" umount "$DIR" >/dev/null
+    sync; echo 3 > /proc/sys/vm/drop_caches
+    echo "baseline $BASE_BIN: mount after a clean unmount (snapshot, cold cache): $(t "$BASE_BIN" mount "$DIR" --config "$BASE/cfg.json") s"
+    crash; sync; echo 3 > /proc/sys/vm/drop_caches
+    echo "baseline: mount after a crash (full scan, cold cache): $(t "$BASE_BIN" mount "$DIR" --config "$BASE/cfg.json") s"
+    "$BASE_BIN" umount "$DIR" >/dev/null
+    sync; echo 3 > /proc/sys/vm/drop_caches
+fi
+echo "first mount by this build (a full scan, or the baseline's snapshot): $(t "$BIN" mount "$DIR" --config "$BASE/cfg.json") s"
 echo "ls .versions/hot/metrics.json (10,000 versions): $(t ls -l "$DIR/.versions/hot/metrics.json") s"
 echo "ckptfs log (10,000 versions): $(t "$BIN" log "$DIR/hot/metrics.json") s"
+AT=$(date -u -d @1795651215 +%Y%m%dT%H%M%SZ)   # after each path's 10th version, before the deletes
+echo "ls -l .versions/@$AT/run0 ($(ls "$DIR/.versions/@$AT/run0" | wc -l) files, from history): $(t ls -l "$DIR/.versions/@$AT/run0") s"
 echo "clean unmount (writes the index snapshot): $(t "$BIN" umount "$DIR") s"
 sync; echo 3 > /proc/sys/vm/drop_caches
 echo "mount after a clean unmount (snapshot, cold cache): $(t "$BIN" mount "$DIR" --config "$BASE/cfg.json") s"
-pkill -9 -f "ckptfs mount $DIR" || true; sleep 0.5; umount -l "$DIR" 2>/dev/null || true
-sync; echo 3 > /proc/sys/vm/drop_caches
+crash; sync; echo 3 > /proc/sys/vm/drop_caches
 echo "mount after a crash (full scan, cold cache): $(t "$BIN" mount "$DIR" --config "$BASE/cfg.json") s"
 "$BIN" stats "$DIR" | grep '"versions"'

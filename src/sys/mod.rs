@@ -267,10 +267,10 @@ pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// When the inode at `dir/name` was born (statx btime), or its ctime where
-/// the filesystem keeps no birth time; ns since the epoch. Does not follow
-/// a final symlink.
-pub fn born_ns(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<i64> {
+/// The file type and mode of `dir/name`, and when its inode was born (statx
+/// btime, or its ctime where the filesystem keeps no birth time; ns since
+/// the epoch), in one call. Does not follow a final symlink.
+pub fn mode_and_birth(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<(u32, i64)> {
     let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
     // SAFETY: valid pointers; the kernel fills stx on success.
     cvt(unsafe {
@@ -278,7 +278,7 @@ pub fn born_ns(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<i64> {
             dir.as_raw_fd(),
             name.as_ptr(),
             libc::AT_SYMLINK_NOFOLLOW,
-            libc::STATX_BTIME | libc::STATX_CTIME,
+            libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_BTIME | libc::STATX_CTIME,
             stx.as_mut_ptr(),
         )
     })?;
@@ -289,7 +289,10 @@ pub fn born_ns(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<i64> {
     } else {
         stx.stx_ctime
     };
-    Ok(ts.tv_sec * 1_000_000_000 + ts.tv_nsec as i64)
+    Ok((
+        stx.stx_mode as u32,
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec as i64,
+    ))
 }
 
 /// Read until `buf` is full or EOF.

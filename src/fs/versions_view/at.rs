@@ -57,19 +57,18 @@ impl View {
     }
 
     /// The live non-directory (`dir` false) or directory at `p`, with the
-    /// time its inode was born.
+    /// time its inode was born (one statx).
     fn live(&self, p: &[u8], dir: bool) -> Option<Live> {
-        let st = self.live_lstat(p)?;
-        if (st.st_mode & libc::S_IFMT == libc::S_IFDIR) != dir {
-            return None;
-        }
         if p.is_empty() {
             // The mount's root was there before anything in it.
-            return Some(Live { born_ns: i64::MIN });
+            return dir.then_some(Live { born_ns: i64::MIN });
+        }
+        if self.hidden.as_deref() == Some(p) {
+            return None;
         }
         let (pfd, name) = self.live_parent(p)?;
-        let born_ns = sys::born_ns(pfd.as_fd(), &name).ok()?;
-        Some(Live { born_ns })
+        let (mode, born_ns) = sys::mode_and_birth(pfd.as_fd(), &name).ok()?;
+        ((mode & libc::S_IFMT == libc::S_IFDIR) == dir).then_some(Live { born_ns })
     }
 
     /// What `p` was at `t`, if it existed.
