@@ -79,7 +79,10 @@ impl Store {
     /// Record a delete or rename of a path the fs layer versions. Never fails
     /// the caller's operation: a journal that cannot be written is logged.
     pub fn note_change(&self, c: Change<'_>) {
-        if let Err(e) = self.index.write().journal.record(now_ns(), c) {
+        let mut idx = self.index.write();
+        // The time is taken under the lock, so lines are appended in order.
+        let t = now_ns();
+        if let Err(e) = idx.journal.record(t, c) {
             self.stats
                 .errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
