@@ -49,20 +49,16 @@ impl Store {
         (p + v) as u32
     }
 
-    /// Is inode `ino` (of a live file) shared with a version or a pending capture?
-    fn is_shared(&self, ino: u64) -> bool {
-        self.shares.pending.lock().values().any(|(i, _)| *i == ino)
-            || self.index.read().by_ino.contains_key(&ino)
-    }
-
     /// The live file `fd` (its inode is `ino`) is about to be written in place:
     /// give every version that shares its inode a private copy first. Without
     /// room for the copy even after evicting history, those versions give way
     /// (the live file comes first), unless one is pinned: then ENOSPC.
+    ///
+    /// Whether anything shares the inode is only asked under the shares lock
+    /// (in `unshare_once`): outside it, a seal moving a capture from pending
+    /// into the index would be seen in neither, and the write would change a
+    /// sealed object.
     pub fn unshare(&self, fd: BorrowedFd<'_>, ino: u64) -> StoreResult<()> {
-        if !self.is_shared(ino) {
-            return Ok(());
-        }
         let size = sys::fstat(fd)?.st_size as u64;
         match self.with_room(size, || self.unshare_once(fd, ino)) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.shares.same_fs => {
@@ -141,7 +137,11 @@ impl Store {
         };
         locations.retain(|l| same(l));
         if locations.is_empty() {
-            self.index.write().by_ino.remove(&ino);
+            // Nothing shares it (the common case: no write lock), or the
+            // index's entry is stale: forget it.
+            if !versions.is_empty() {
+                self.index.write().by_ino.remove(&ino);
+            }
             return Ok(());
         }
         let tmp = format!(
