@@ -41,6 +41,11 @@ pub enum Request {
         repair: bool,
     },
     Du,
+    /// The newest `last` generations (all when None), oldest first.
+    Generations {
+        #[serde(default)]
+        last: Option<usize>,
+    },
     Stats,
     /// Block until nothing is settling, being captured or sealed and the space
     /// thread is between passes (benchmarks and scripts: "the store is quiet").
@@ -196,6 +201,10 @@ pub fn execute(r: Request, ctx: &Ctx) -> Result<Value, ControlError> {
             let d = store.du();
             Ok(json!({"ok": true, "categories": d.categories, "directories": d.directories}))
         }
+        Request::Generations { last } => Ok(json!({
+            "ok": true,
+            "generations": store.generations(last.unwrap_or(usize::MAX)),
+        })),
         Request::Stats => {
             let (sealing, _) = store.busy();
             Ok(json!({

@@ -52,7 +52,15 @@ fn named_step(comp: &[u8]) -> Option<u64> {
     found
 }
 
+const ORBAX_TMP: &[u8] = b".orbax-checkpoint-tmp-";
+
 fn bare_number(comp: &[u8]) -> Option<u64> {
+    // Orbax writes step 500 into `500.orbax-checkpoint-tmp-<n>/` and renames
+    // it to `500/` when done: the files are sealed under the first name.
+    let comp = comp
+        .windows(ORBAX_TMP.len())
+        .position(|w| w == ORBAX_TMP)
+        .map_or(comp, |i| &comp[..i]);
     if comp.is_empty() || comp.len() > 12 || !comp.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -75,6 +83,7 @@ mod tests {
             ("tf/ckpt-500.index", Some(500)),
             ("tf/ckpt-500.data-00000-of-00001", Some(500)),
             ("orbax/500/state/ocdbt.process_0/d/abc", Some(500)),
+            ("orbax/500.orbax-checkpoint-tmp-1733/state/x", Some(500)),
             // The component nearest the file wins.
             ("checkpoint-100/sub/checkpoint-500/x", Some(500)),
         ] {

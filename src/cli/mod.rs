@@ -6,9 +6,11 @@
 //! (clap); 3 `verify` found problems.
 
 mod admin;
+mod generations;
 mod log_cmd;
 mod mount;
 mod restore;
+mod restore_at;
 mod target;
 
 use std::path::PathBuf;
@@ -42,8 +44,11 @@ enum Cmd {
     Umount(mount::UmountCmd),
     /// List the versions of a file.
     Log(log_cmd::LogCmd),
-    /// Copy a version back (to the file itself, or --to DEST).
+    /// Copy a version back (to the file itself, or --to DEST); with --at, a
+    /// file or a whole directory as it was at an instant or a step.
     Restore(restore::RestoreCmd),
+    /// The moments a burst of saves settled (`.versions/@<T>`), with steps.
+    Generations(generations::GenerationsCmd),
     /// Make the current state of PATH (or of every file) a version now.
     Snapshot(admin::PathOpt),
     /// Keep a version whatever the retention policy says.
@@ -145,6 +150,7 @@ pub fn main() -> ExitCode {
         Cmd::Umount(c) => mount::run_umount(c),
         Cmd::Log(c) => log_cmd::run(c),
         Cmd::Restore(c) => restore::run(c),
+        Cmd::Generations(c) => generations::run(c),
         Cmd::Snapshot(c) => admin::snapshot(c),
         Cmd::Pin(c) => admin::pin(c, true),
         Cmd::Unpin(c) => admin::pin(c, false),

@@ -1,5 +1,6 @@
 //! `ckptfs restore PATH VERSION [--to DEST]`: copy a version back. Through the
 //! mount this is an ordinary write, so the state it replaces becomes a version.
+//! `--at` (a file or a directory at an instant or step) is `restore_at.rs`.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -12,10 +13,18 @@ use crate::store::{Content, Store, VersionMeta, layout};
 pub struct RestoreCmd {
     path: PathBuf,
     /// A number, an entry name, `latest`, `previous` or `latest-complete`.
-    version: String,
+    #[arg(required_unless_present = "at", conflicts_with = "at")]
+    version: Option<String>,
+    /// Restore PATH (a file or a directory) as it was at this instant
+    /// (YYYYMMDDTHHMMSS[.ffffff]Z, UTC) or step (step-N).
+    #[arg(long, value_name = "T|step-N")]
+    at: Option<String>,
     /// Write here instead of over PATH.
     #[arg(long)]
     to: Option<PathBuf>,
+    /// With --at: replace DEST when it exists.
+    #[arg(long, requires = "at")]
+    force: bool,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -36,13 +45,20 @@ pub fn pick<'a>(vs: &'a [VersionMeta], v: &str) -> Option<&'a VersionMeta> {
 }
 
 pub fn run(c: RestoreCmd) -> CliResult {
+    let version = match (&c.at, &c.version) {
+        (Some(at), _) => {
+            return super::restore_at::run(&c.path, at, c.to.as_deref(), c.force, &c.config);
+        }
+        (None, Some(v)) => v.clone(),
+        (None, None) => unreachable!("clap requires VERSION without --at"),
+    };
     let (t, vs, vdir) = log_cmd::versions(&c.path, &c.config)?;
-    let Some(m) = pick(&vs, &c.version) else {
+    let Some(m) = pick(&vs, &version) else {
         let have: Vec<String> = vs.iter().map(|m| m.number.to_string()).collect();
         return Err(format!(
             "{}: no version {:?} (have: {})",
             c.path.display(),
-            c.version,
+            version,
             if have.is_empty() {
                 "none".into()
             } else {

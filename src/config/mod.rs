@@ -86,6 +86,7 @@ pub struct Autosave {
     pub max_keep: Option<u32>,
     pub settle_ms: Option<u64>,
     pub fsync_copy_limit: Option<u64>,
+    pub generation_quiet_ms: Option<u64>,
 }
 
 /// The file as written.
@@ -134,6 +135,9 @@ pub struct Config {
     pub interval_seconds: u64,
     /// Quiet time after the last release before a version is sealed.
     pub settle_ms: u64,
+    /// Quiet time after the last seal before a burst of saves becomes a
+    /// generation (when nothing is open for writing).
+    pub generation_quiet_ms: u64,
     /// On fsync of a file still open for writing, copy it into the store when it
     /// is at most this big (reflinks are always used where available); bigger
     /// files get their version at the last close instead.
@@ -168,6 +172,7 @@ impl Default for Config {
             enabled: true,
             interval_seconds: 300,
             settle_ms: 1500,
+            generation_quiet_ms: 3000,
             fsync_copy_limit: 64 << 20,
             save_path: None,
             versions_dir: VersionsDir::default(),
@@ -247,6 +252,9 @@ impl Config {
                 ));
             }
             c.interval_seconds = i;
+        }
+        if let Some(q) = f.autosave.generation_quiet_ms {
+            c.generation_quiet_ms = q;
         }
         if let Some(s) = f.autosave.settle_ms {
             c.settle_ms = s;
@@ -364,6 +372,7 @@ impl Config {
             enabled: self.enabled,
             settle: Duration::from_millis(self.settle_ms),
             interval: Duration::from_secs(self.interval_seconds),
+            generation_quiet: Duration::from_millis(self.generation_quiet_ms),
             ignore: self.ignore.clone(),
             fsync_copy_limit: self.fsync_copy_limit,
         }

@@ -123,6 +123,8 @@ impl CkptFs {
             src: Source::Live(f),
             backing: backing.clone(),
             writable,
+            appends: flags & libc::O_APPEND != 0,
+            opened: std::time::Instant::now(),
             exec: flags & FMODE_EXEC != 0,
             dirty: AtomicBool::new(dirty),
         });
@@ -202,6 +204,8 @@ impl CkptFs {
             src: Source::Live(f),
             backing: backing.clone(),
             writable,
+            appends: flags & libc::O_APPEND != 0,
+            opened: std::time::Instant::now(),
             exec: false,
             dirty: AtomicBool::new(true),
         });

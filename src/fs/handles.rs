@@ -30,6 +30,10 @@ pub struct FileH {
     pub backing: Option<Arc<fuser::BackingId>>,
     /// Opened for writing.
     pub writable: bool,
+    /// Opened for writing with O_APPEND (a log, not a save).
+    pub appends: bool,
+    /// When it was opened.
+    pub opened: std::time::Instant,
     /// Opened by execve (`FMODE_EXEC`): the file is a running program's text.
     pub exec: bool,
     /// Some write, truncate or fallocate happened through this handle (or, with
@@ -160,6 +164,16 @@ impl Handles {
         self.counts(ino).execs
     }
 
+    /// Is a save in progress: a file open for writing, not appending, opened
+    /// less than `long` ago? (A writer that stays open longer, an event file or
+    /// a log, gets interval versions and does not hold a generation back.)
+    pub fn saving(&self, long: std::time::Duration) -> bool {
+        let f = self.files.read();
+        f.by_fh
+            .values()
+            .any(|h| h.writable && !h.appends && h.opened.elapsed() < long)
+    }
+
     pub fn add_dir(&self, h: DirH) -> u64 {
         let id = self.id();
         self.dirs.write().insert(id, Arc::new(h));
@@ -190,6 +204,8 @@ mod tests {
             src: Source::Memory(Vec::new()),
             backing: None,
             writable,
+            appends: false,
+            opened: std::time::Instant::now(),
             exec,
             dirty: AtomicBool::new(false),
         }
@@ -210,5 +226,27 @@ mod tests {
         hs.remove_file(c);
         assert_eq!((hs.open_count(7), hs.open_count(8)), (0, 0));
         assert!(hs.files.read().by_ino.is_empty(), "no entries left behind");
+    }
+
+    #[test]
+    fn a_save_is_a_recent_writer_that_does_not_append() {
+        let hs = Handles::default();
+        let long = std::time::Duration::from_secs(60);
+        let r = hs.add_file(h(1, false, false));
+        assert!(!hs.saving(long), "a reader saves nothing");
+        let mut log = h(2, true, false);
+        log.appends = true;
+        let l = hs.add_file(log);
+        assert!(!hs.saving(long), "an appender is a log");
+        let mut old = h(3, true, false);
+        old.opened = std::time::Instant::now() - 2 * long;
+        let o = hs.add_file(old);
+        assert!(!hs.saving(long), "open longer than `long`: an event file");
+        let w = hs.add_file(h(4, true, false));
+        assert!(hs.saving(long));
+        for fh in [r, l, o, w] {
+            hs.remove_file(fh);
+        }
+        assert!(!hs.saving(long));
     }
 }

@@ -39,6 +39,9 @@ pub struct VersioningOptions {
     pub settle: Duration,
     /// Seal a file that stays open and dirty this long.
     pub interval: Duration,
+    /// A burst of saves ends as a generation after this long without a seal,
+    /// once nothing is open for writing (see `Handles::saving`).
+    pub generation_quiet: Duration,
     /// Glob patterns (on the file name) that never get versions.
     pub ignore: Vec<String>,
     /// On fsync of a file still open for writing, copy it into the store when it

@@ -49,6 +49,30 @@ enum Node {
     At(i64, Vec<u8>),
 }
 
+/// How many generations `ls .versions` lists (every instant stays reachable
+/// by name).
+const LISTED_GENERATIONS: usize = 1000;
+
+/// `@<T>` for each generation, newest last, then `@step-N` for each step
+/// first complete in one of them.
+fn generation_entries(gens: &[crate::store::Generation]) -> Vec<DirEntry> {
+    let dir = |name: String| DirEntry {
+        name: name.into_bytes(),
+        ino: 1,
+        kind: FileType::Directory,
+    };
+    let mut steps = std::collections::BTreeSet::new();
+    let mut out: Vec<DirEntry> = gens
+        .iter()
+        .map(|g| {
+            steps.extend(g.complete.iter().copied());
+            dir(format!("@{}", layout::stamp(g.t)))
+        })
+        .collect();
+    out.extend(steps.into_iter().map(|s| dir(format!("@step-{s}"))));
+    out
+}
+
 #[derive(Default)]
 struct Nodes {
     by_node: HashMap<Node, u64>,
@@ -72,6 +96,7 @@ const XATTRS: &[&str] = &[
     "user.ckptfs.complete",
     "user.ckptfs.digest",
     "user.ckptfs.pinned",
+    "user.ckptfs.object",
 ];
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -297,10 +322,7 @@ impl View {
         // At the top, `@<T>` is the tree at T; a user's own name beginning with
         // `@` is reached as `@@name` (and as `@name` when that is no instant).
         if p.is_empty() && name.first() == Some(&b'@') {
-            if let Some(t) = std::str::from_utf8(&name[1..])
-                .ok()
-                .and_then(layout::parse_stamp)
-            {
+            if let Some(t) = self.instant(&name[1..]) {
                 let node = Node::At(t, Vec::new());
                 let ino = self.ino(node.clone());
                 return Ok((self.attr(ino, &node)?, VTTL));
@@ -343,6 +365,16 @@ impl View {
         };
         let ino = self.ino(node.clone());
         Ok((self.attr(ino, &node)?, VTTL))
+    }
+
+    /// The instant a top-level `@…` name stands for: a UTC stamp, or
+    /// `step-N` (the first generation in which step N was complete).
+    fn instant(&self, name: &[u8]) -> Option<i64> {
+        let name = std::str::from_utf8(name).ok()?;
+        match name.strip_prefix("step-") {
+            Some(n) => self.store.as_ref()?.step_at(n.parse().ok()?),
+            None => layout::parse_stamp(name),
+        }
     }
 
     pub fn getattr(&self, ino: u64) -> io::Result<(FileAttr, Duration)> {
@@ -391,6 +423,9 @@ impl View {
                 ino: 1,
                 kind: FileType::Directory,
             });
+        }
+        if p.is_empty() {
+            out.extend(generation_entries(&s.generations(LISTED_GENERATIONS)));
         }
         if !h.is_empty() {
             for m in &h {
@@ -445,16 +480,23 @@ impl View {
             src,
             backing: None,
             writable: false,
+            appends: false,
+            opened: std::time::Instant::now(),
             exec: false,
             dirty: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
+    /// The version an entry, or a file of a point-in-time tree, reads.
     fn meta_of(&self, ino: u64) -> io::Result<VersionMeta> {
-        let Node::Entry(p, n) = self.node(ino)? else {
-            return Err(err(libc::ENODATA));
-        };
-        self.version(&p, n).ok_or_else(|| err(libc::ENOENT))
+        match self.node(ino)? {
+            Node::Entry(p, n) => self.version(&p, n).ok_or_else(|| err(libc::ENOENT)),
+            Node::At(t, p) => match self.at_kind(t, &p) {
+                Some(at::AtKind::File(crate::store::Found::Version(m))) => Ok(*m),
+                _ => Err(err(libc::ENODATA)),
+            },
+            _ => Err(err(libc::ENODATA)),
+        }
     }
 
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> io::Result<Vec<u8>> {
@@ -472,6 +514,11 @@ impl View {
             },
             b"user.ckptfs.digest" => m.digest.clone(),
             b"user.ckptfs.pinned" => m.pinned.to_string(),
+            // Where its bytes lie in the store, for `restore` to reflink from.
+            b"user.ckptfs.object" => self
+                .store()?
+                .object_file(&m)
+                .ok_or_else(|| err(libc::ENODATA))?,
             _ => return Err(err(libc::ENODATA)),
         };
         Ok(v.into_bytes())

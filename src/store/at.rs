@@ -88,6 +88,11 @@ impl Store {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             log::warn!("journal: {e} ({c:?} not recorded)");
         }
+        drop(idx);
+        let p = match c {
+            Change::Deleted(p) | Change::Renamed(_, p) => p,
+        };
+        self.note_generation(None, Some(p));
     }
 
     /// The state of file path `p` at instant `t` (ns since the epoch, UTC).

@@ -30,6 +30,8 @@ pub const DIRTY: &str = "dirty";
 pub const SNAPSHOT: &str = "index.snapshot";
 /// Deletes and renames with their times (format 2).
 pub const JOURNAL: &str = "journal";
+/// Generations, one JSON line each (format 2, optional).
+pub const GENERATIONS: &str = "generations";
 pub const OBJECTS: &str = "objects";
 pub const INCOMING: &str = "incoming";
 /// Where `verify --repair` puts what it takes out of the store (never read again).

@@ -4,6 +4,7 @@
 
 mod at;
 mod error;
+mod generations;
 pub mod index;
 mod journal;
 pub mod layout;
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::sys;
 pub use at::Found;
 pub use error::{StoreError, StoreResult};
+pub use generations::Generation;
 use index::Index;
 pub use journal::Change;
 pub use meta::{VersionMeta, Writer};
@@ -175,6 +177,8 @@ pub struct Store {
     /// Save-size estimate, reserve and the space thread's wake-up.
     space: space::Space,
     pub stats: Stats,
+    /// Bursts of saves and the generations that closed them.
+    generations: Mutex<generations::Generations>,
     /// Held shared by everything that changes objects or metadata, exclusively
     /// by `verify` while it compares the index with the disk.
     pub(crate) quiesce: RwLock<()>,
@@ -255,6 +259,7 @@ impl Store {
             |p| index.get(p).is_some() || index.is_dir(p),
             &mut problems,
         )?;
+        let gens = generations::Generations::open(dir.as_fd(), adopt, &mut problems)?;
         index.problems.extend(problems);
         if adopt {
             Self::set_dirty(dir.as_fd())?;
@@ -274,6 +279,7 @@ impl Store {
                 lock: Mutex::new(()),
             },
             stats: Stats::default(),
+            generations: Mutex::new(gens),
             quiesce: RwLock::new(()),
         });
         store.learn_from_index();
@@ -351,6 +357,9 @@ impl Store {
 
     pub fn shutdown(&self) {
         self.flush_pending();
+        if !self.sealer.workers.lock().is_empty() {
+            self.close_generation();
+        }
         self.sealer.stop.store(true, Ordering::SeqCst);
         self.kick_space();
         for q in &self.sealer.queues {
@@ -413,6 +422,12 @@ impl Store {
             libc::O_RDONLY,
             0,
         )
+    }
+
+    /// The store-relative path of a version's uncompressed object (the
+    /// version is its first `size` bytes); None when it is compressed.
+    pub fn object_file(&self, m: &VersionMeta) -> Option<String> {
+        (!m.compressed).then(|| self.object_path(m))
     }
 
     pub(super) fn object_path(&self, m: &VersionMeta) -> String {

@@ -385,6 +385,7 @@ impl Store {
             let cap_file = CString::new(layout::cap_name(name)).map_err(io::Error::other)?;
             let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &cap_file, 0);
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            self.note_generation(None, None);
             return Ok(None);
         }
         let class = if classification_off() {
@@ -536,6 +537,7 @@ impl Store {
         let mut sealed = Vec::with_capacity(done.len());
         for p in done {
             sealed.push(p.meta.relpath());
+            self.note_generation(Some(&p.meta), None);
             {
                 let _g = self.shares.lock.lock();
                 self.index.write().insert(p.meta);

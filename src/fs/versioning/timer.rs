@@ -92,6 +92,22 @@ impl Versioner {
                 self.seal_pending(ino, None);
             }
             self.interval_check(now);
+            self.generation_check();
+        }
+    }
+
+    /// End the burst of saves as a generation once everything closed is
+    /// sealed and no save is in progress.
+    fn generation_check(&self) {
+        let idle = || self.settling() == 0 && !self.handles.saving(self.opts.interval);
+        if let Some(g) = self.store.end_generation(self.opts.generation_quiet, idle) {
+            log::info!(
+                "generation @{}: {} paths, steps {:?} (complete {:?})",
+                crate::store::layout::stamp(g.t),
+                g.paths,
+                g.steps,
+                g.complete
+            );
         }
     }
 
