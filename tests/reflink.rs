@@ -1,6 +1,7 @@
 //! On a filesystem that reflinks (btrfs, loop-mounted here), the copies ckptfs
 //! must make — before an in-place write to bytes a version owns, and for an fsync
-//! while the writer holds the file — are FICLONE clones, not data copies.
+//! while the writer holds the file — are FICLONE clones, not data copies; and
+//! `restore --at` clones from the store object.
 
 mod common;
 use common::*;
@@ -86,6 +87,21 @@ fn in_place_writes_and_fsync_use_reflinks_on_btrfs() {
                 .unwrap();
         assert!(s["stats"]["unshares"].as_u64().unwrap() >= 1, "{s}");
         assert_eq!(s["stats"]["bytes_copied"], 0, "reflinks, not copies: {s}");
+        // `restore --at` the first state's instant, onto the same btrfs: the
+        // store object is cloned, not read through the mount.
+        let t = &v[0][..v[0].find('-').unwrap()];
+        let dest = fs.mnt.join("restored.bin");
+        let o = ckptfs(&[
+            "restore",
+            "--at",
+            t,
+            m.p("db.bin").to_str().unwrap(),
+            "--to",
+            dest.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && err.contains("1 reflinked"), "{err}");
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![1u8; size]);
         m.unmount();
     });
 }

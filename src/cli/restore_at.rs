@@ -103,13 +103,14 @@ fn refuse_view(dest: &Path, view_root: &Path) -> Result<(), String> {
 }
 
 /// Copy one regular file's `size` bytes: a reflink of its store object when
-/// the daemon names one and the filesystem can, else a copy (from the object
-/// when it is readable, through the view otherwise).
+/// the daemon names one (`user.ckptfs.object`, a path through the daemon's
+/// /proc fd of the store: readable by root or the daemon's user) and the
+/// filesystem can, else a copy (from the object when it is readable, through
+/// the view otherwise).
 fn copy_file(
     src: &Path,
     dst: &Path,
     size: u64,
-    store: &Path,
     bar: &Option<indicatif::ProgressBar>,
 ) -> io::Result<bool> {
     let mut out = fs::OpenOptions::new()
@@ -120,7 +121,7 @@ fn copy_file(
     let object = CString::new(src.as_os_str().as_bytes())
         .ok()
         .and_then(|c| sys::getxattr(&c, c"user.ckptfs.object", 4096).ok())
-        .and_then(|rel| fs::File::open(store.join(std::ffi::OsStr::from_bytes(&rel))).ok())
+        .and_then(|p| fs::File::open(std::ffi::OsStr::from_bytes(&p)).ok())
         .filter(|f| f.metadata().is_ok_and(|m| m.len() >= size));
     if let Some(obj) = &object
         && sys::ficlone(out.as_fd(), obj.as_fd()).is_ok()
@@ -181,7 +182,7 @@ fn nix_is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-fn build(src: &Path, items: &[Item], tmp: &Path, store: &Path) -> Result<Done, String> {
+fn build(src: &Path, items: &[Item], tmp: &Path) -> Result<Done, String> {
     let total: u64 = items
         .iter()
         .filter(|i| i.meta.is_file())
@@ -208,7 +209,7 @@ fn build(src: &Path, items: &[Item], tmp: &Path, store: &Path) -> Result<Done, S
         } else if ft.is_file() {
             d.files += 1;
             d.bytes += i.meta.len();
-            copy_file(&s, &t, i.meta.len(), store, &bar).map(|r| d.reflinked += u64::from(r))
+            copy_file(&s, &t, i.meta.len(), &bar).map(|r| d.reflinked += u64::from(r))
         } else {
             // Devices, fifos and sockets hold no data: `cp -a` would recreate
             // them, but a checkpoint has none; say so rather than guess.
@@ -310,7 +311,7 @@ pub fn run(path: &Path, at: &str, to: Option<&Path>, force: bool, cfg: &ConfigAr
         parent.join(n)
     };
     let tmp = aside("restore");
-    let done = match build(&src, &items, &tmp, &t.store_path) {
+    let done = match build(&src, &items, &tmp) {
         Ok(d) => d,
         Err(e) => {
             let _ = remove_any(&tmp);

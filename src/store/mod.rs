@@ -424,10 +424,20 @@ impl Store {
         )
     }
 
-    /// The store-relative path of a version's uncompressed object (the
-    /// version is its first `size` bytes); None when it is compressed.
+    /// A path that opens a version's uncompressed object (the version is its
+    /// first `size` bytes) while this process lives, also when the store is
+    /// hidden under an in-place mount: through this process's fd of the store
+    /// directory in /proc. None when the object is compressed.
     pub fn object_file(&self, m: &VersionMeta) -> Option<String> {
-        (!m.compressed).then(|| self.object_path(m))
+        use std::os::fd::AsRawFd;
+        (!m.compressed).then(|| {
+            format!(
+                "/proc/{}/fd/{}/{}",
+                std::process::id(),
+                self.dir.as_raw_fd(),
+                self.object_path(m)
+            )
+        })
     }
 
     pub(super) fn object_path(&self, m: &VersionMeta) -> String {
