@@ -68,6 +68,10 @@ pub struct Ctx<'a> {
     pub versioner: Option<&'a Versioner>,
     /// The `.versions` view's name (replies name it for the CLI's paths).
     pub versions_dir: &'a str,
+    /// The metrics endpoint's URL, when it serves one.
+    pub metrics: Option<&'a str>,
+    /// "passthrough" or "daemon" (None offline).
+    pub data_path: Option<&'static str>,
 }
 
 /// Why a request failed; its `Display` is the reply's `error` text.
@@ -102,8 +106,14 @@ impl From<io::Error> for ControlError {
     }
 }
 
+/// Requests that failed (bad request or an error reply), for the metrics.
+pub static ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn reply(r: Result<Value, ControlError>) -> Value {
-    r.unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()}))
+    r.unwrap_or_else(|e| {
+        ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        json!({"ok": false, "error": e.to_string()})
+    })
 }
 
 /// Start serving; the thread lives as long as the process.
@@ -112,6 +122,8 @@ pub fn serve(
     versioner: Option<Arc<Versioner>>,
     store_path: &Path,
     versions_dir: String,
+    metrics: Option<String>,
+    passthrough: Arc<std::sync::atomic::AtomicBool>,
 ) -> io::Result<()> {
     let addr = SocketAddr::from_abstract_name(socket_name(store_path).as_bytes())?;
     let l = UnixListener::bind_addr(&addr)?;
@@ -120,11 +132,19 @@ pub fn serve(
         .spawn(move || {
             for c in l.incoming().flatten() {
                 let (s, v, d) = (store.clone(), versioner.clone(), versions_dir.clone());
+                let m = metrics.clone();
+                let data_path = if passthrough.load(std::sync::atomic::Ordering::Relaxed) {
+                    "passthrough"
+                } else {
+                    "daemon"
+                };
                 std::thread::spawn(move || {
                     let ctx = Ctx {
                         store: &s,
                         versioner: v.as_deref(),
                         versions_dir: &d,
+                        metrics: m.as_deref(),
+                        data_path: Some(data_path),
                     };
                     if let Err(e) = handle(c, &ctx) {
                         log::debug!("control: {e}");
@@ -142,13 +162,17 @@ fn peer_allowed(c: &UnixStream) -> bool {
 fn handle(c: UnixStream, ctx: &Ctx) -> io::Result<()> {
     let mut w = c.try_clone()?;
     if !peer_allowed(&c) {
+        ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return writeln!(w, "{}", json!({"ok": false, "error": "permission denied"}));
     }
     let mut line = String::new();
     BufReader::new(c).read_line(&mut line)?;
     let reply = match serde_json::from_str::<Request>(&line) {
         Ok(r) => reply(execute(r, ctx)),
-        Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+        Err(e) => {
+            ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            json!({"ok": false, "error": format!("bad request: {e}")})
+        }
     };
     writeln!(w, "{reply}")
 }
@@ -215,6 +239,10 @@ pub fn execute(r: Request, ctx: &Ctx) -> Result<Value, ControlError> {
                 "space": store.space_status().ok(),
                 "settling": v.map_or(0, |v| v.settling()),
                 "sealing": sealing,
+                "metrics": ctx.metrics,
+                "data_path": ctx.data_path,
+                "last_seal_ns": store.stats.last_seal_ns.load(std::sync::atomic::Ordering::Relaxed),
+                "versioning": v.is_some(),
             }))
         }
         Request::Wait { timeout_ms } => wait_quiet(store, v, timeout_ms),

@@ -23,6 +23,8 @@ pub struct MountArgs {
     pub store: Option<PathBuf>,
     pub threads: usize,
     pub config: crate::config::Config,
+    /// Serve Prometheus metrics here.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A user-facing failure: one line naming the path and the reason.
@@ -244,6 +246,12 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
     // found by its parent directory and name wherever it sits.
     let hidden_store = hidden_store_name(&store_path, &dir);
     let mut lock = lock_store(&store_dir, &store_path)?;
+    // Bound before the fork: a port in use is one line now, not a daemon
+    // without its endpoint.
+    let metrics = match args.metrics {
+        Some(a) => Some(crate::metrics::bind(a).map_err(MountError)?),
+        None => None,
+    };
     let store = Store::open(store_dir, args.config.store_options(), same_fs)
         .map_err(|e| MountError(format!("{}: {e}", store_path.display())))?;
 
@@ -288,6 +296,7 @@ pub fn mount(args: MountArgs) -> Result<(), MountError> {
         &store_path,
         hidden_store,
         versions_name,
+        metrics,
         wr,
     );
     drop(lock);
@@ -397,6 +406,7 @@ fn serve(
     store_path: &Path,
     hidden_store: Option<(crate::fs::inode::BackingKey, Vec<u8>)>,
     versions_name: String,
+    metrics: Option<std::net::TcpListener>,
     ready: Option<File>,
 ) -> Result<(), MountError> {
     let report = |ready: Option<File>, msg: &str| {
@@ -416,6 +426,7 @@ fn serve(
             .then(|| versions_name.into_bytes()),
         versions_visible: args.config.versions_dir.visibility == crate::config::Visibility::Visible,
         fd_cache: 4096,
+        count_requests: metrics.is_some(),
     };
     let fs = CkptFs::new(
         root,
@@ -445,6 +456,7 @@ fn serve(
     store.flush_pending();
     let versioner = fs.versioner();
     let pt = fs.passthrough_flag.clone();
+    let ops = fs.op_stats.clone();
     let made = if is_root {
         fuser::Session::new(fs, mountpoint, &cfg)
     } else {
@@ -465,16 +477,27 @@ fn serve(
             return fail(msg);
         }
     };
+    let versioner_m = versioner.clone();
+    let mut metrics_at = None;
+    if let Some(l) = metrics {
+        metrics_at = l.local_addr().ok();
+        let src = crate::metrics::Sources::new(store.clone(), versioner_m, ops, pt.clone());
+        if let Err(e) = crate::metrics::serve(l, src) {
+            log::warn!("metrics endpoint: {e}");
+        }
+    }
     if let Err(e) = crate::control::serve(
         store.clone(),
         versioner,
         store_path,
         args.config.versions_dir.name.clone(),
+        metrics_at.map(|a| format!("http://{a}/metrics")),
+        pt.clone(),
     ) {
         log::warn!("control socket: {e} (log/snapshot/gc will not reach this daemon)");
     }
     let line = format!(
-        "ckptfs {}: mounted {} on {} (pid {}, data path: {}, file handles: {})",
+        "ckptfs {}: mounted {} on {} (pid {}, data path: {}, file handles: {}{})",
         env!("CARGO_PKG_VERSION"),
         dir.display(),
         mountpoint.display(),
@@ -485,6 +508,7 @@ fn serve(
             "daemon"
         },
         if handles { "yes" } else { "no (fd per inode)" },
+        metrics_at.map_or(String::new(), |a| format!(", metrics: http://{a}/metrics")),
     );
     eprintln!("{line}");
     report(ready, &format!("OK {line}\n"));

@@ -11,6 +11,8 @@ pub mod control;
 pub mod daemon;
 pub mod fs;
 mod fusermount;
+pub mod histogram;
+pub mod metrics;
 pub mod policy;
 pub mod store;
 pub mod sys;

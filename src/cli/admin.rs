@@ -18,9 +18,9 @@ pub struct PathOpt {
 #[derive(clap::Args)]
 pub struct DirOpt {
     /// A path inside the mount or the backing directory (default: current directory).
-    dir: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
     #[command(flatten)]
-    config: ConfigArg,
+    pub config: ConfigArg,
 }
 
 #[derive(clap::Args)]

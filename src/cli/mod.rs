@@ -11,6 +11,7 @@ mod log_cmd;
 mod mount;
 mod restore;
 mod restore_at;
+mod status;
 mod target;
 
 use std::path::PathBuf;
@@ -59,8 +60,10 @@ enum Cmd {
     Gc(admin::GcCmd),
     /// Check every version's digest and the index against the objects.
     Verify(admin::VerifyCmd),
-    /// Counters of the running daemon.
+    /// Counters of the running daemon (JSON).
     Stats(admin::DirOpt),
+    /// A short summary: mount, data path, versions, space, seals, errors, metrics.
+    Status(admin::DirOpt),
     /// Wait until every file closed so far is sealed and the store is quiet.
     Wait(admin::WaitCmd),
     /// Store bytes and version counts per category and top-level directory.
@@ -157,6 +160,7 @@ pub fn main() -> ExitCode {
         Cmd::Gc(c) => admin::gc(c),
         Cmd::Verify(c) => admin::verify(c),
         Cmd::Stats(c) => admin::stats(c),
+        Cmd::Status(c) => status::run(c),
         Cmd::Wait(c) => admin::wait(c),
         Cmd::Du(c) => admin::du(c),
         Cmd::Config { cmd } => admin::config(cmd),

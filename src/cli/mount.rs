@@ -31,6 +31,10 @@ pub struct MountCmd {
     /// Anything else is an error.
     #[arg(short = 'o')]
     options: Option<String>,
+    /// Serve Prometheus metrics on this port (127.0.0.1) or ADDR:PORT
+    /// (overrides `metrics.listen`).
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    metrics: Option<String>,
     #[command(flatten)]
     config: ConfigArg,
 }
@@ -52,18 +56,26 @@ pub fn run(mut c: MountCmd) -> CliResult {
                 Some(("config", v)) => c.config.config = Some(v.into()),
                 Some(("passthrough", "0")) => c.no_passthrough = true,
                 Some(("passthrough", "1")) => {}
+                Some(("metrics", v)) => c.metrics = Some(v.into()),
                 _ if opt == "no_passthrough" => c.no_passthrough = true,
                 _ if GENERIC.contains(&opt) || opt.starts_with("x-") => {}
                 _ => {
                     return Err(format!(
-                        "-o {opt}: unknown mount option (known: store=PATH, config=FILE, passthrough=0|1, no_passthrough, and mount(8)'s generic options)"
+                        "-o {opt}: unknown mount option (known: store=PATH, config=FILE, passthrough=0|1, no_passthrough, metrics=[ADDR:]PORT, and mount(8)'s generic options)"
                     ).into());
                 }
             }
         }
     }
     let config = load_config(&c.config)?;
+    let metrics = c
+        .metrics
+        .as_deref()
+        .or(config.metrics.listen.as_deref())
+        .map(crate::metrics::parse_listen)
+        .transpose()?;
     daemon::mount(MountArgs {
+        metrics,
         dir: c.dir,
         mountpoint: c.mountpoint,
         foreground: c.foreground,

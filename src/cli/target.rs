@@ -96,6 +96,8 @@ impl Target {
                 store: &s,
                 versioner: None,
                 versions_dir: &cfg.versions_dir.name,
+                metrics: None,
+                data_path: None,
             };
             return control::execute(r, &ctx).map_err(|e| CliError::Failed(e.to_string()));
         };

@@ -99,6 +99,15 @@ struct File {
     retention: Option<Retention>,
     categories: BTreeMap<String, Retention>,
     compression: Option<Compression>,
+    metrics: Option<Metrics>,
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// A port (on 127.0.0.1) or `ADDR:PORT`; absent: no endpoint.
+    pub listen: Option<String>,
 }
 
 /// Background compression of old versions.
@@ -151,6 +160,7 @@ pub struct Config {
     /// Per-category retention overrides.
     pub categories: BTreeMap<String, Retention>,
     pub compression: Compression,
+    pub metrics: Metrics,
 }
 
 pub const DEFAULT_IGNORE: &[&str] = &[
@@ -180,6 +190,7 @@ impl Default for Config {
             retention: Retention::default(),
             categories: BTreeMap::new(),
             compression: Compression::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -252,6 +263,12 @@ impl Config {
                 ));
             }
             c.interval_seconds = i;
+        }
+        if let Some(m) = f.metrics {
+            if let Some(l) = &m.listen {
+                crate::metrics::parse_listen(l).map_err(|e| bad("metrics.listen", e))?;
+            }
+            c.metrics = m;
         }
         if let Some(q) = f.autosave.generation_quiet_ms {
             c.generation_quiet_ms = q;

@@ -15,6 +15,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::op_stats::Op;
 use super::{CkptFs, TTL, attr, errno, node_ops, versions_view};
 
 impl Filesystem for CkptFs {
@@ -60,6 +61,7 @@ impl Filesystem for CkptFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _t = self.timed(Op::Lookup);
         let r = if versions_view::is_virtual(parent.0) || self.is_versions_name(parent.0, name) {
             self.view.lookup(parent.0, name)
         } else {
@@ -83,12 +85,14 @@ impl Filesystem for CkptFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _t = self.timed(Op::Forget);
         if !versions_view::is_virtual(ino.0) {
             self.inodes.forget(ino.0, nlookup);
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _t = self.timed(Op::Getattr);
         match self.do_getattr(ino.0, fh.map(|f| f.0)) {
             Ok((a, ttl)) => reply.attr(&ttl, &a),
             Err(e) => reply.error(errno(e)),
@@ -113,6 +117,7 @@ impl Filesystem for CkptFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _t = self.timed(Op::Setattr);
         let set = node_ops::SetAttr {
             mode,
             uid,
@@ -129,6 +134,7 @@ impl Filesystem for CkptFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _t = self.timed(Op::Readlink);
         match self.do_readlink(ino.0) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(e)),
@@ -145,6 +151,7 @@ impl Filesystem for CkptFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.timed(Op::Mknod);
         match self.do_mknod(req, parent.0, name, mode, rdev) {
             Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
             Err(e) => reply.error(errno(e)),
@@ -160,6 +167,7 @@ impl Filesystem for CkptFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.timed(Op::Mkdir);
         match self.do_mkdir(req, parent.0, name, mode) {
             Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
             Err(e) => reply.error(errno(e)),
@@ -167,6 +175,7 @@ impl Filesystem for CkptFs {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.timed(Op::Unlink);
         match self.do_unlink(req, parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -174,6 +183,7 @@ impl Filesystem for CkptFs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.timed(Op::Rmdir);
         match self.do_rmdir(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -188,6 +198,7 @@ impl Filesystem for CkptFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _t = self.timed(Op::Symlink);
         match self.do_symlink(req, parent.0, link_name, target) {
             Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
             Err(e) => reply.error(errno(e)),
@@ -204,6 +215,7 @@ impl Filesystem for CkptFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Op::Rename);
         match self.do_rename(req, parent.0, name, newparent.0, newname, flags.bits()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -218,6 +230,7 @@ impl Filesystem for CkptFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _t = self.timed(Op::Link);
         match self.do_link(ino.0, newparent.0, newname) {
             Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
             Err(e) => reply.error(errno(e)),
@@ -225,6 +238,7 @@ impl Filesystem for CkptFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.timed(Op::Open);
         if versions_view::is_virtual(ino.0) {
             return match self.view.open(ino.0, flags.0, &self.handles) {
                 Ok(fh) => reply.opened(FileHandle(fh), fuser::FopenFlags::FOPEN_KEEP_CACHE),
@@ -245,6 +259,7 @@ impl Filesystem for CkptFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _t = self.timed(Op::Read);
         match self.do_read(fh.0, offset, size) {
             Ok(buf) => reply.data(&buf),
             Err(e) => reply.error(errno(e)),
@@ -263,6 +278,7 @@ impl Filesystem for CkptFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _t = self.timed(Op::Write);
         match self.do_write(fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
@@ -277,6 +293,7 @@ impl Filesystem for CkptFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Op::Flush);
         // Nothing is buffered in the daemon and locks are kept by the kernel, so
         // there is nothing to do at close(): ENOSYS makes the kernel stop sending
         // FLUSH at all, saving every close() a synchronous round trip.
@@ -293,6 +310,7 @@ impl Filesystem for CkptFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Op::Release);
         self.do_release(fh.0, req.pid());
         reply.ok();
     }
@@ -305,6 +323,7 @@ impl Filesystem for CkptFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Op::Fsync);
         match self.do_fsync(fh.0, datasync, req.pid()) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -312,6 +331,7 @@ impl Filesystem for CkptFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.timed(Op::Opendir);
         match self.do_opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), fuser::FopenFlags::empty()),
             Err(e) => reply.error(errno(e)),
@@ -326,6 +346,7 @@ impl Filesystem for CkptFs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        let _t = self.timed(Op::Readdir);
         self.do_readdir(ino.0, fh.0, offset, reply)
     }
 
@@ -337,6 +358,7 @@ impl Filesystem for CkptFs {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
+        let _t = self.timed(Op::Readdirplus);
         self.do_readdirplus(ino.0, fh.0, offset, reply)
     }
 
@@ -348,6 +370,7 @@ impl Filesystem for CkptFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Op::Releasedir);
         self.handles.remove_dir(fh.0);
         reply.ok();
     }
@@ -360,6 +383,7 @@ impl Filesystem for CkptFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Op::Fsyncdir);
         match self.do_fsyncdir(ino.0, datasync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -367,6 +391,7 @@ impl Filesystem for CkptFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = self.timed(Op::Statfs);
         match crate::sys::statvfs(self.inodes.mount_fd()) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -392,6 +417,7 @@ impl Filesystem for CkptFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Op::Setxattr);
         match self.do_setxattr(ino.0, name, value, flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -399,6 +425,7 @@ impl Filesystem for CkptFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _t = self.timed(Op::Getxattr);
         match self.do_getxattr(ino.0, name, size) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
@@ -408,6 +435,7 @@ impl Filesystem for CkptFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _t = self.timed(Op::Listxattr);
         match self.do_listxattr(ino.0) {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
@@ -417,6 +445,7 @@ impl Filesystem for CkptFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.timed(Op::Removexattr);
         match self.do_removexattr(ino.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -424,6 +453,7 @@ impl Filesystem for CkptFs {
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let _t = self.timed(Op::Access);
         // default_permissions: the kernel checks access itself.
         reply.ok();
     }
@@ -438,6 +468,7 @@ impl Filesystem for CkptFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _t = self.timed(Op::Create);
         self.do_create(req, parent.0, name, mode, flags, reply)
     }
 
@@ -451,6 +482,7 @@ impl Filesystem for CkptFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.timed(Op::Fallocate);
         match self.do_fallocate(fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -466,6 +498,7 @@ impl Filesystem for CkptFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _t = self.timed(Op::Lseek);
         match self.do_lseek(fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno(e)),
@@ -485,6 +518,7 @@ impl Filesystem for CkptFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _t = self.timed(Op::CopyFileRange);
         match self.do_copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),

@@ -347,14 +347,23 @@ impl CkptFs {
         if e.raw_os_error() != Some(libc::ENOSPC) {
             return false;
         }
-        self.store.as_ref().is_some_and(|s| s.relieve(need, true))
+        let Some(s) = &self.store else { return false };
+        let relieved = s.relieve(need, true);
+        if !relieved {
+            s.stats.enospc_returned.fetch_add(1, Ordering::Relaxed);
+        }
+        relieved
     }
 
     /// Run an operation that allocates space in the live tree; on ENOSPC evict
     /// history and try again while that frees something.
     pub(super) fn with_room<T>(&self, op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
         match &self.store {
-            Some(s) => s.with_room(1 << 20, op),
+            Some(s) => s.with_room(1 << 20, op).inspect_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    s.stats.enospc_returned.fetch_add(1, Ordering::Relaxed);
+                }
+            }),
             None => {
                 let mut op = op;
                 op()

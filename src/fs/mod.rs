@@ -12,6 +12,7 @@ mod file_ops;
 mod handles;
 pub mod inode;
 mod node_ops;
+pub mod op_stats;
 mod options;
 mod pending;
 pub mod versioning;
@@ -46,6 +47,9 @@ pub struct CkptFs {
     view: versions_view::View,
     /// Set in `init` when the kernel accepted passthrough (also read by the daemon).
     pub passthrough_flag: Arc<AtomicBool>,
+    /// Request counts and latency, when `FsOptions::count_requests` (the
+    /// metrics endpoint reads them).
+    pub op_stats: Option<Arc<op_stats::OpStats>>,
 }
 
 pub(crate) fn err(code: i32) -> io::Error {
@@ -84,10 +88,17 @@ impl CkptFs {
             inodes,
             handles,
             versioner,
-            opts,
             store,
             passthrough_flag: Arc::new(AtomicBool::new(false)),
+            op_stats: opts
+                .count_requests
+                .then(|| Arc::new(op_stats::OpStats::default())),
+            opts,
         })
+    }
+
+    fn timed(&self, op: op_stats::Op) -> op_stats::Timed<'_> {
+        op_stats::Timed::start(self.op_stats.as_deref(), op)
     }
 
     pub fn uses_file_handles(&self) -> bool {

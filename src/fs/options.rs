@@ -16,6 +16,8 @@ pub struct FsOptions {
     pub versions_visible: bool,
     /// How many `O_PATH` fds the inode store keeps open at most.
     pub fd_cache: usize,
+    /// Count requests and their latency per operation (for `--metrics`).
+    pub count_requests: bool,
 }
 
 impl Default for FsOptions {
@@ -26,6 +28,7 @@ impl Default for FsOptions {
             versions_name: Some(b".versions".to_vec()),
             versions_visible: false,
             fd_cache: 4096,
+            count_requests: false,
         }
     }
 }

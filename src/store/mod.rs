@@ -40,7 +40,7 @@ pub use options::{CompressOptions, StoreOptions};
 pub use usage::{Du, DuRow};
 
 /// Why a version was sealed; part of the entry name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reason {
     /// Last close after the settle time.
@@ -163,6 +163,45 @@ pub struct Stats {
     /// States not kept because no room was left for them even after evicting
     /// every unpinned version (the live tree comes first).
     pub history_skipped: AtomicU64,
+    /// Bytes freed by every eviction, and by those for a quota.
+    pub bytes_evicted: AtomicU64,
+    pub bytes_evicted_quota: AtomicU64,
+    /// Versions evicted under pressure although younger than `keep_within`.
+    pub evicted_within_keep: AtomicU64,
+    /// Errors by where they happened (`errors` counts them all).
+    pub errors_seal: AtomicU64,
+    pub errors_capture: AtomicU64,
+    /// ENOSPC the daemon returned to a writer after evicting what it could
+    /// (daemon data path; with passthrough the kernel answers writes itself).
+    pub enospc_returned: AtomicU64,
+    /// Bytes compression saved (logical size − compressed size).
+    pub bytes_saved_compression: AtomicU64,
+    /// When the last version became durable (ns since the epoch; 0: never).
+    pub last_seal_ns: AtomicU64,
+    /// Versions sealed by (reason, category).
+    #[serde(skip)]
+    pub sealed_by: Mutex<std::collections::BTreeMap<(Reason, String), u64>>,
+    /// From the last close (or the fsync, unlink, …) to the durable version.
+    #[serde(skip)]
+    pub seal_lag: SealLag,
+}
+
+/// [`crate::histogram::Histogram`] with the seal-lag buckets.
+pub struct SealLag(pub crate::histogram::Histogram);
+
+impl Default for SealLag {
+    fn default() -> Self {
+        Self(crate::histogram::Histogram::new(
+            crate::histogram::SEAL_LAG_BUCKETS,
+        ))
+    }
+}
+
+impl Stats {
+    pub fn error(&self, kind: &AtomicU64) {
+        kind.fetch_add(1, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The store's parts, one purpose each; `Store` is the door to them.

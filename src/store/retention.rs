@@ -156,6 +156,7 @@ impl Store {
         }
         self.index.write().remove(relpath, number);
         self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_evicted.fetch_add(freed, Ordering::Relaxed);
         Ok((freed, inodes))
     }
 
@@ -279,7 +280,11 @@ impl Store {
             idx.insert(m2);
         }
         sys::unlinkat(dfd.as_fd(), &cdata, 0)?;
-        Ok((st.st_blocks as u64 * 512).saturating_sub(packed.len() as u64))
+        let saved = (st.st_blocks as u64 * 512).saturating_sub(packed.len() as u64);
+        self.stats
+            .bytes_saved_compression
+            .fetch_add(saved, Ordering::Relaxed);
+        Ok(saved)
     }
 
     /// `gc --dry-run` lines, or do it. Returns the lines and bytes freed.

@@ -124,8 +124,30 @@ impl Store {
                 );
                 Ok(())
             }
+            Err(e) => {
+                self.stats.error(&self.stats.errors_capture);
+                Err(e)
+            }
             r => r,
         }
+    }
+
+    /// Counters for a version just made durable.
+    fn count_sealed(&self, m: &VersionMeta) {
+        let now = now_ns();
+        *self
+            .stats
+            .sealed_by
+            .lock()
+            .entry((m.reason, m.category.clone()))
+            .or_default() += 1;
+        // A close is captured `settle` after it happened.
+        let mut lag = std::time::Duration::from_nanos((now - m.sealed_ns).max(0) as u64);
+        if m.reason == Reason::Close {
+            lag += self.opts.settle;
+        }
+        self.stats.seal_lag.0.observe(lag);
+        self.stats.last_seal_ns.store(now as u64, Ordering::Relaxed);
     }
 
     fn capture_once(&self, fd: BorrowedFd<'_>, mut cap: Capture, how: How) -> io::Result<()> {
@@ -301,7 +323,7 @@ impl Store {
                     Ok(Some(p)) => prepared.push(p),
                     Ok(None) => {}
                     Err(e) => {
-                        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                        self.stats.error(&self.stats.errors_seal);
                         log::error!(
                             "sealing {} ({name}): {e}",
                             String::from_utf8_lossy(&unhex(&cap.path_hex))
@@ -310,7 +332,7 @@ impl Store {
                 }
             }
             if let Err(e) = self.commit(prepared) {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.stats.error(&self.stats.errors_seal);
                 log::error!("committing versions: {e}");
             }
             let mut n = self.sealer.inflight.lock();
@@ -385,6 +407,10 @@ impl Store {
             let cap_file = CString::new(layout::cap_name(name)).map_err(io::Error::other)?;
             let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &cap_file, 0);
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            // Identical to the last version: still a successful seal pass.
+            self.stats
+                .last_seal_ns
+                .store(now_ns() as u64, Ordering::Relaxed);
             self.note_generation(None, None);
             return Ok(None);
         }
@@ -519,7 +545,7 @@ impl Store {
             match r {
                 Ok(()) => done.push(p),
                 Err(e) => {
-                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    self.stats.error(&self.stats.errors_seal);
                     log::error!("publishing {} v{}: {e}", p.meta.path, p.meta.number);
                 }
             }
@@ -538,6 +564,7 @@ impl Store {
         for p in done {
             sealed.push(p.meta.relpath());
             self.note_generation(Some(&p.meta), None);
+            self.count_sealed(&p.meta);
             {
                 let _g = self.shares.lock.lock();
                 self.index.write().insert(p.meta);

@@ -446,6 +446,15 @@ impl Store {
                     freed += b;
                     freed_inodes += k;
                     evicted += 1;
+                    // The policy wanted it kept for its age: operators hear of it.
+                    let within = self.retention_for(&m.category).keep_within;
+                    if matches!(cause, Cause::Pressure)
+                        && within.is_some_and(|w| now_ns() - m.sealed_ns < w.as_nanos() as i64)
+                    {
+                        self.stats
+                            .evicted_within_keep
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Err(e) => log::warn!("evicting {} v{n}: {e}", String::from_utf8_lossy(&paths[i])),
             }
@@ -458,6 +467,7 @@ impl Store {
             match cause {
                 Cause::Quota => {
                     s.evicted_quota.fetch_add(evicted, Ordering::Relaxed);
+                    s.bytes_evicted_quota.fetch_add(freed, Ordering::Relaxed);
                 }
                 Cause::Pressure => {
                     s.evicted_pressure.fetch_add(evicted, Ordering::Relaxed);

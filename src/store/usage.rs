@@ -22,32 +22,51 @@ pub struct Du {
     pub directories: BTreeMap<String, DuRow>,
 }
 
+/// Paths summed per hold of the index lock: `du` (and the metrics refresh)
+/// stat objects, so the lock is let go between chunks for seals to commit.
+const CHUNK: usize = 2048;
+
 impl Store {
     /// Versions and bytes (logical and on disk, each object inode counted
     /// once) per category and per top-level directory.
     pub fn du(&self) -> Du {
         let mut d = Du::default();
         let mut seen = HashSet::new();
-        let idx = self.index.read();
-        for (p, h) in &idx.paths {
-            let top = match p.iter().position(|&b| b == b'/') {
-                Some(k) => String::from_utf8_lossy(&p[..k]).into_owned(),
-                None => ".".to_string(),
+        let mut from: Option<Vec<u8>> = None;
+        loop {
+            let idx = self.index.read();
+            let range = match &from {
+                Some(k) => idx.paths.range::<Vec<u8>, _>((
+                    std::ops::Bound::Excluded(k),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => idx.paths.range::<Vec<u8>, _>(..),
             };
-            for m in &h.versions {
-                let first = seen.insert(m.object_ino);
-                let bytes = if first { m.size } else { 0 };
-                let disk = if first { self.object_disk_bytes(m) } else { 0 };
-                for row in [
-                    d.categories.entry(m.category.clone()).or_default(),
-                    d.directories.entry(top.clone()).or_default(),
-                ] {
-                    row.versions += 1;
-                    row.bytes += bytes;
-                    row.on_disk += disk;
+            let mut last = None;
+            for (p, h) in range.take(CHUNK) {
+                last = Some(p);
+                let top = match p.iter().position(|&b| b == b'/') {
+                    Some(k) => String::from_utf8_lossy(&p[..k]).into_owned(),
+                    None => ".".to_string(),
+                };
+                for m in &h.versions {
+                    let first = seen.insert(m.object_ino);
+                    let bytes = if first { m.size } else { 0 };
+                    let disk = if first { self.object_disk_bytes(m) } else { 0 };
+                    for row in [
+                        d.categories.entry(m.category.clone()).or_default(),
+                        d.directories.entry(top.clone()).or_default(),
+                    ] {
+                        row.versions += 1;
+                        row.bytes += bytes;
+                        row.on_disk += disk;
+                    }
                 }
             }
+            match last {
+                Some(p) => from = Some(p.clone()),
+                None => return d,
+            }
         }
-        d
     }
 }
