@@ -28,21 +28,10 @@ use crate::store::{Du, Store};
 const USAGE_EVERY: Duration = Duration::from_secs(60);
 const USAGE_MIN: Duration = Duration::from_secs(5);
 
-/// Parse `--metrics` / `metrics.listen`: a port (loopback) or `ADDR:PORT`.
-pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    s.parse::<SocketAddr>().map_err(|_| {
-        format!(
-            "metrics address {s:?}: not a port or ADDR:PORT (e.g. 9464, 127.0.0.1:9464, [::1]:9464)"
-        )
-    })
-}
-
 /// Bind the endpoint's socket (before the mount: a port in use is an error
 /// then, not a half-working daemon).
+pub use crate::config::parse_listen;
+
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr).map_err(|e| format!("metrics address {addr}: {e}"))
 }
@@ -419,26 +408,4 @@ pub fn serve(listener: TcpListener, src: Arc<Sources>) -> std::io::Result<()> {
             }
         })?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_listen;
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(parse_listen("9464").unwrap().to_string(), "127.0.0.1:9464");
-        assert_eq!(
-            parse_listen("0.0.0.0:80").unwrap().to_string(),
-            "0.0.0.0:80"
-        );
-        assert_eq!(
-            parse_listen("[::1]:9464").unwrap().to_string(),
-            "[::1]:9464"
-        );
-        for bad in ["", "localhost", "1.2.3.4", "99999", "host:x"] {
-            let e = parse_listen(bad).unwrap_err();
-            assert!(e.contains(&format!("{bad:?}")), "{e}");
-        }
-    }
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod values;
 
-pub use values::{BadValue, Bytes, Retention, parse_duration, parse_size};
+pub use values::{BadValue, Bytes, Retention, parse_duration, parse_listen, parse_size};
 
 /// Why a configuration was refused. `Display` is the one-line message the CLI
 /// prints: it names the file and the key.
@@ -266,7 +266,7 @@ impl Config {
         }
         if let Some(m) = f.metrics {
             if let Some(l) = &m.listen {
-                crate::metrics::parse_listen(l).map_err(|e| bad("metrics.listen", e))?;
+                parse_listen(l).map_err(|e| bad("metrics.listen", e))?;
             }
             c.metrics = m;
         }

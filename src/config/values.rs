@@ -179,6 +179,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, BadValue> {
     Ok(Duration::from_secs(n.saturating_mul(mul)))
 }
 
+/// Parse `--metrics` / `metrics.listen`: a port (loopback) or `ADDR:PORT`.
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse::<std::net::SocketAddr>().map_err(|_| {
+        format!(
+            "metrics address {s:?}: not a port or ADDR:PORT (e.g. 9464, 127.0.0.1:9464, [::1]:9464)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +205,22 @@ mod tests {
         assert_eq!(Bytes::Abs(7).size().unwrap(), Size::Bytes(7));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("120%").is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("9464").unwrap().to_string(), "127.0.0.1:9464");
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap().to_string(),
+            "0.0.0.0:80"
+        );
+        assert_eq!(
+            parse_listen("[::1]:9464").unwrap().to_string(),
+            "[::1]:9464"
+        );
+        for bad in ["", "localhost", "1.2.3.4", "99999", "host:x"] {
+            let e = parse_listen(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
     }
 }
