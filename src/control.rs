@@ -167,8 +167,18 @@ fn handle(c: UnixStream, ctx: &Ctx) -> io::Result<()> {
     }
     let mut line = String::new();
     BufReader::new(c).read_line(&mut line)?;
+    // Progress lines go out while the request runs, at most ten a second;
+    // the last line is the reply.
+    let mut out = w.try_clone()?;
+    let mut last: Option<std::time::Instant> = None;
+    let mut progress = |done: u64, total: u64| {
+        if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(100)) {
+            last = Some(std::time::Instant::now());
+            let _ = writeln!(out, "{}", json!({"progress": [done, total]}));
+        }
+    };
     let reply = match serde_json::from_str::<Request>(&line) {
-        Ok(r) => reply(execute(r, ctx)),
+        Ok(r) => reply(execute(r, ctx, &mut progress)),
         Err(e) => {
             ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             json!({"ok": false, "error": format!("bad request: {e}")})
@@ -177,8 +187,11 @@ fn handle(c: UnixStream, ctx: &Ctx) -> io::Result<()> {
     writeln!(w, "{reply}")
 }
 
+/// Where a long request reports how far it got: (done, total).
+pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
+
 /// Run a request against a store (also used directly when nothing is mounted).
-pub fn execute(r: Request, ctx: &Ctx) -> Result<Value, ControlError> {
+pub fn execute(r: Request, ctx: &Ctx, progress: Progress) -> Result<Value, ControlError> {
     let (store, v) = (ctx.store, ctx.versioner);
     match r {
         Request::Log { path } => Ok(json!({
@@ -201,13 +214,13 @@ pub fn execute(r: Request, ctx: &Ctx) -> Result<Value, ControlError> {
             Ok(json!({"ok": true}))
         }
         Request::Gc { dry_run } => {
-            let (lines, freed) = store.gc(dry_run);
+            let (lines, freed) = store.gc(dry_run, progress);
             Ok(json!({"ok": true, "lines": lines, "freed": freed}))
         }
         Request::Verify { repair: false } => {
             store.flush_pending();
             let p: Vec<String> = store
-                .verify(|_, _| {})
+                .verify(|n, total| progress(n as u64, total as u64))
                 .into_iter()
                 .map(|p| p.message)
                 .collect();
@@ -282,11 +295,28 @@ fn wait_quiet(
 }
 
 /// Send one request to the daemon serving `store_path`.
-pub fn request(store_path: &Path, r: &Request) -> io::Result<Value> {
+/// Send `r` to the daemon and wait for its reply, passing on the progress
+/// lines a long request (gc, verify) sends before it.
+pub fn request(store_path: &Path, r: &Request, progress: Progress) -> io::Result<Value> {
     let addr = SocketAddr::from_abstract_name(socket_name(store_path).as_bytes())?;
     let mut c = UnixStream::connect_addr(&addr)?;
     writeln!(c, "{}", serde_json::to_string(r).map_err(io::Error::other)?)?;
-    let mut line = String::new();
-    BufReader::new(c).read_line(&mut line)?;
-    serde_json::from_str(&line).map_err(io::Error::other)
+    let mut rd = BufReader::new(c);
+    loop {
+        let mut line = String::new();
+        if rd.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the daemon closed the connection without a reply",
+            ));
+        }
+        let v: Value = serde_json::from_str(&line).map_err(io::Error::other)?;
+        match v["progress"]
+            .as_array()
+            .map(|a| (a[0].as_u64(), a[1].as_u64()))
+        {
+            Some((Some(d), Some(t))) => progress(d, t),
+            _ => return Ok(v),
+        }
+    }
 }

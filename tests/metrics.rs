@@ -294,3 +294,42 @@ fn a_bad_metrics_address_is_one_line_before_anything_is_mounted() {
         let _ = std::fs::remove_file(&cfg);
     });
 }
+
+#[test]
+fn gc_and_verify_show_the_daemons_progress_on_a_terminal() {
+    if !can_mount() {
+        return;
+    }
+    if !sh("command -v script").status.success() {
+        skip("script(1) for a pseudo-terminal (util-linux)");
+        return;
+    }
+    bounded(90, || {
+        let m = Mount::new(
+            "progress",
+            Opts {
+                config: Some(FAST.into()),
+                ..Opts::default()
+            },
+        );
+        for i in 0..37 {
+            std::fs::write(m.p(&format!("f{i}")), format!("{i}\n")).unwrap();
+        }
+        m.wait_sealed();
+        for cmd in ["verify", "gc --dry-run"] {
+            // On a terminal the bar shows the daemon's count (37 versions, or
+            // 37 paths); piped, no bar at all.
+            let tty = sh_ok(&format!(
+                "script -qfec '{BIN} {cmd} {}' /dev/null",
+                m.mnt.display()
+            ));
+            assert!(tty.contains("/37"), "{cmd} on a terminal: {tty:?}");
+            let piped = sh(&format!("{BIN} {cmd} {} 2>&1", m.mnt.display()));
+            let out = String::from_utf8_lossy(&piped.stdout);
+            assert!(
+                !out.contains("/37") && !out.contains('\u{2591}'),
+                "{cmd} piped: {out:?}"
+            );
+        }
+    });
+}

@@ -72,6 +72,27 @@ pub enum ConfigCmd {
     Check { file: PathBuf },
 }
 
+/// Run `f` with a progress bar on a terminal fed by its (done, total) reports.
+fn with_bar<T>(
+    what: &str,
+    f: impl FnOnce(crate::control::Progress) -> Result<T, super::CliError>,
+) -> Result<T, super::CliError> {
+    let mut b: Option<indicatif::ProgressBar> = None;
+    let r = f(&mut |done, total| {
+        if b.is_none() {
+            b = bar(total, what);
+        }
+        if let Some(b) = &b {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    });
+    if let Some(b) = b {
+        b.finish_and_clear();
+    }
+    r
+}
+
 fn here(p: &Option<PathBuf>) -> PathBuf {
     p.clone().unwrap_or_else(|| PathBuf::from("."))
 }
@@ -147,11 +168,13 @@ pub fn gc(c: GcCmd) -> CliResult {
     } else {
         lock_if_unmounted(&t)?
     };
-    let b = if c.dry_run { None } else { bar(1, "gc") };
-    let v = t.ask(Request::Gc { dry_run: c.dry_run }, &load_config(&c.config)?)?;
-    if let Some(b) = b {
-        b.finish_and_clear();
-    }
+    let v = with_bar("gc", |p| {
+        t.ask_with_progress(
+            Request::Gc { dry_run: c.dry_run },
+            &load_config(&c.config)?,
+            p,
+        )
+    })?;
     if c.json {
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
@@ -200,10 +223,13 @@ pub struct VerifyCmd {
 
 pub fn verify(c: VerifyCmd) -> CliResult {
     let t = target::locate(&here(&c.at.dir))?;
-    let v = t.ask(
-        Request::Verify { repair: c.repair },
-        &load_config(&c.at.config)?,
-    )?;
+    let v = with_bar("verify", |p| {
+        t.ask_with_progress(
+            Request::Verify { repair: c.repair },
+            &load_config(&c.at.config)?,
+            p,
+        )
+    })?;
     for p in v["repaired"].as_array().into_iter().flatten() {
         println!("repaired: {}", p.as_str().unwrap_or(""));
     }

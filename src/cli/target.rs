@@ -71,8 +71,19 @@ pub fn locate(p: &Path) -> Result<Target, CliError> {
 impl Target {
     /// Ask the daemon, or run against the store directly when not mounted.
     pub fn ask(&self, r: Request, cfg: &crate::config::Config) -> Result<Value, CliError> {
+        self.ask_with_progress(r, cfg, &mut |_, _| {})
+    }
+
+    /// [`Target::ask`], reporting a long request's progress (done, total) as
+    /// the daemon (or the store, unmounted) works.
+    pub fn ask_with_progress(
+        &self,
+        r: Request,
+        cfg: &crate::config::Config,
+        progress: control::Progress,
+    ) -> Result<Value, CliError> {
         let v = if self.mountpoint.is_some() {
-            control::request(&self.store_path, &r).map_err(|e| {
+            control::request(&self.store_path, &r, progress).map_err(|e| {
                 format!(
                     "{}: cannot reach the ckptfs daemon: {e}",
                     self.store_path.display()
@@ -99,7 +110,8 @@ impl Target {
                 metrics: None,
                 data_path: None,
             };
-            return control::execute(r, &ctx).map_err(|e| CliError::Failed(e.to_string()));
+            return control::execute(r, &ctx, progress)
+                .map_err(|e| CliError::Failed(e.to_string()));
         };
         if v["ok"].as_bool() == Some(true) {
             Ok(v)

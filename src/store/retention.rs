@@ -288,11 +288,13 @@ impl Store {
     }
 
     /// `gc --dry-run` lines, or do it. Returns the lines and bytes freed.
-    pub fn gc(&self, dry_run: bool) -> (Vec<GcLine>, u64) {
+    pub fn gc(&self, dry_run: bool, progress: &mut dyn FnMut(u64, u64)) -> (Vec<GcLine>, u64) {
         let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
         let mut lines = Vec::new();
         let mut freed = 0;
-        for p in paths {
+        let total = paths.len() as u64;
+        for (i, p) in paths.into_iter().enumerate() {
+            progress(i as u64, total);
             let d = self.decide(&p);
             let hist = self.history(&p);
             for v in &hist {
