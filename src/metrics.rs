@@ -68,32 +68,41 @@ impl Sources {
     }
 }
 
+/// One metric family: a descriptor, then a sample per label set.
+fn family<'a, M: EncodeMetric>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: impl IntoIterator<Item = (Labels<'a>, M)>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in rows {
+        v.encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+type Labels<'a> = &'a [(&'a str, &'a str)];
+
 fn counter(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    rows: &[(&[(&str, &str)], u64)],
+    rows: &[(Labels, u64)],
 ) -> std::fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in rows {
-        let fam = m.encode_family(labels)?;
-        ConstCounter::new(*v).encode(fam)?;
-    }
-    Ok(())
+    let rows = rows.iter().map(|(l, v)| (*l, ConstCounter::new(*v)));
+    family(e, name, help, MetricType::Counter, rows)
 }
 
 fn gauge(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    rows: &[(&[(&str, &str)], f64)],
+    rows: &[(Labels, f64)],
 ) -> std::fmt::Result {
-    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in rows {
-        let fam = m.encode_family(labels)?;
-        ConstGauge::new(*v).encode(fam)?;
-    }
-    Ok(())
+    let rows = rows.iter().map(|(l, v)| (*l, ConstGauge::new(*v)));
+    family(e, name, help, MetricType::Gauge, rows)
 }
 
 fn histogram(m: MetricEncoder, h: &Snapshot) -> std::fmt::Result {
