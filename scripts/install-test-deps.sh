@@ -16,5 +16,9 @@ command -v pjdfstest >/dev/null && command -v fsx >/dev/null || cargo install --
 # Real format writers used by the mount tests (fixtures are committed).
 python3 -m pip --version >/dev/null 2>&1 || apt-get install -y -qq python3-pip >/dev/null
 # A distribution Python refuses plain `pip install` (PEP 668); a venv/pyenv one does not.
-python3 -m pip install -q numpy safetensors h5py ||
-    python3 -m pip install -q --break-system-packages numpy safetensors h5py
+# moto[server]: one of the two S3 servers the archive tests start (with boto3).
+python3 -m pip install -q numpy safetensors h5py 'moto[server]' ||
+    python3 -m pip install -q --break-system-packages numpy safetensors h5py 'moto[server]'
+# s3s-fs: the other S3 server (0.14 builds with this toolchain; later ones need newer rustc).
+command -v s3s-fs >/dev/null || [ -x "$HOME/.cargo/bin/s3s-fs" ] ||
+    cargo install --locked -q s3s-fs --version '~0.14' --features binary

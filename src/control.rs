@@ -256,6 +256,11 @@ pub fn execute(r: Request, ctx: &Ctx, progress: Progress) -> Result<Value, Contr
                 "data_path": ctx.data_path,
                 "last_seal_ns": store.stats.last_seal_ns.load(std::sync::atomic::Ordering::Relaxed),
                 "versioning": v.is_some(),
+                "archive": store.archive().map(|a| json!({
+                    "url": a.opts.url,
+                    "node": a.opts.node,
+                    "stats": &a.stats,
+                })),
             }))
         }
         Request::Wait { timeout_ms } => wait_quiet(store, v, timeout_ms),

@@ -212,53 +212,67 @@ impl Collector for Sources {
             &[(&[], last as f64 / 1e9)],
         )?;
         if let Some(du) = &*self.usage.lock() {
-            let cats: Vec<(&String, &crate::store::DuRow)> = du.categories.iter().collect();
-            let versions: Vec<([(&str, &str); 2], f64)> = cats
-                .iter()
-                .map(|(c, r)| {
-                    (
-                        [("category", c.as_str()), ("tier", "local")],
-                        r.versions as f64,
-                    )
-                })
-                .collect();
+            // Local = held on this disk; archive = only in the bucket.
+            let mut versions: Vec<([(&str, &str); 2], f64)> = Vec::new();
+            let mut bytes: Vec<([(&str, &str); 3], f64)> = Vec::new();
+            for (c, r) in &du.categories {
+                let c = c.as_str();
+                let local = r.versions - r.archived;
+                versions.push(([("category", c), ("tier", "local")], local as f64));
+                versions.push(([("category", c), ("tier", "archive")], r.archived as f64));
+                let logical = r.bytes.saturating_sub(r.archived_bytes);
+                for (tier, kind, v) in [
+                    ("local", "logical", logical),
+                    ("local", "disk", r.on_disk),
+                    ("archive", "logical", r.archived_bytes),
+                ] {
+                    bytes.push(([("category", c), ("tier", tier), ("kind", kind)], v as f64));
+                }
+            }
             let v: Vec<(&[(&str, &str)], f64)> =
                 versions.iter().map(|(l, v)| (&l[..], *v)).collect();
             gauge(
                 &mut e,
                 "ckptfs_versions",
-                "Versions held, by category and tier (refreshed within 5 s of a change, at least every minute).",
+                "Versions held, by category and tier (local or archive; refreshed within 5 s of a change, at least every minute).",
                 &v,
             )?;
-            let bytes: Vec<([(&str, &str); 3], f64)> = cats
-                .iter()
-                .flat_map(|(c, r)| {
-                    [
-                        (
-                            [
-                                ("category", c.as_str()),
-                                ("tier", "local"),
-                                ("kind", "logical"),
-                            ],
-                            r.bytes as f64,
-                        ),
-                        (
-                            [
-                                ("category", c.as_str()),
-                                ("tier", "local"),
-                                ("kind", "disk"),
-                            ],
-                            r.on_disk as f64,
-                        ),
-                    ]
-                })
-                .collect();
             let b: Vec<(&[(&str, &str)], f64)> = bytes.iter().map(|(l, v)| (&l[..], *v)).collect();
             gauge(
                 &mut e,
                 "ckptfs_store_bytes",
-                "Bytes of versions held, by category and tier; kind=logical (sizes) or disk (blocks, each object once). Refreshed within 5 s of a change.",
+                "Bytes of versions held, by category and tier; kind=logical (sizes) or disk (local blocks, each object once). Refreshed within 5 s of a change.",
                 &b,
+            )?;
+        }
+        if let Some(a) = self.store.archive() {
+            let st = &a.stats;
+            counter(
+                &mut e,
+                "ckptfs_archive_uploaded_bytes",
+                "Bytes sent to the archive bucket (chunks after compression, and manifests).",
+                &[(&[], st.bytes_uploaded.load(Relaxed))],
+            )?;
+            counter(
+                &mut e,
+                "ckptfs_archive_chunks",
+                "Chunks archived: uploaded, or reused (already in the bucket from another version, file or node).",
+                &[
+                    (&[("result", "uploaded")], st.chunks_uploaded.load(Relaxed)),
+                    (&[("result", "reused")], st.chunks_reused.load(Relaxed)),
+                ],
+            )?;
+            counter(
+                &mut e,
+                "ckptfs_archive_versions",
+                "Versions moved to the archive (their local copy removed).",
+                &[(&[], st.versions_archived.load(Relaxed))],
+            )?;
+            gauge(
+                &mut e,
+                "ckptfs_archive_backlog",
+                "Versions due for the archive and not there yet.",
+                &[(&[], st.backlog.load(Relaxed) as f64)],
             )?;
         }
         let all = s.evictions.load(Relaxed);
@@ -341,6 +355,12 @@ impl Collector for Sources {
                 (&[("kind", "capture")], s.errors_capture.load(Relaxed)),
                 (&[("kind", "enospc")], s.enospc_returned.load(Relaxed)),
                 (&[("kind", "control")], crate::control::ERRORS.load(Relaxed)),
+                (
+                    &[("kind", "archive")],
+                    self.store
+                        .archive()
+                        .map_or(0, |a| a.stats.errors.load(Relaxed)),
+                ),
             ],
         )?;
         counter(

@@ -277,17 +277,20 @@ pub fn du(c: DuCmd) -> CliResult {
     }
     for (title, key) in [("category", "categories"), ("directory", "directories")] {
         println!(
-            "{:<16} {:>9} {:>12} {:>12}",
-            title, "versions", "bytes", "on disk"
+            "{:<16} {:>9} {:>12} {:>12} {:>9} {:>12}",
+            title, "versions", "bytes", "on disk", "archived", "archive bytes"
         );
         if let Some(o) = v[key].as_object() {
             for (k, r) in o {
+                let n = |f: &str| r[f].as_u64().unwrap_or(0);
                 println!(
-                    "{:<16} {:>9} {:>12} {:>12}",
+                    "{:<16} {:>9} {:>12} {:>12} {:>9} {:>12}",
                     k,
-                    r["versions"],
-                    human(r["bytes"].as_u64().unwrap_or(0)),
-                    human(r["on_disk"].as_u64().unwrap_or(0))
+                    n("versions"),
+                    human(n("bytes")),
+                    human(n("on_disk")),
+                    n("archived"),
+                    human(n("archived_bytes"))
                 );
             }
         }
@@ -300,6 +303,14 @@ pub fn config(c: ConfigCmd) -> CliResult {
     match c {
         ConfigCmd::Check { file } => {
             let cfg = crate::config::Config::load(Path::new(&file))?;
+            // The archive's bucket must answer before anything relies on it.
+            if let Some(a) = cfg.store_options().archive {
+                crate::store::probe_archive(&a)?;
+                eprintln!(
+                    "archive: {} reachable and writable as node {:?}",
+                    a.url, a.node
+                );
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&cfg).map_err(|e| e.to_string())?

@@ -66,12 +66,12 @@ pub fn run(c: LogCmd) -> CliResult {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:>6}  {:<24}  {:>10}  {:<9}  {:<11}  {:<8}  {:<3}  {:>8}  entry",
-        "number", "sealed (UTC)", "size", "reason", "category", "complete", "pin", "step"
+        "{:>6}  {:<24}  {:>10}  {:<9}  {:<11}  {:<8}  {:<3}  {:>8}  {:<7}  entry",
+        "number", "sealed (UTC)", "size", "reason", "category", "complete", "pin", "step", "tier"
     );
     for m in &vs {
         println!(
-            "{:>6}  {:<24}  {:>10}  {:<9}  {:<11}  {:<8}  {:<3}  {:>8}  {}",
+            "{:>6}  {:<24}  {:>10}  {:<9}  {:<11}  {:<8}  {:<3}  {:>8}  {:<7}  {}",
             m.number,
             layout::stamp(m.sealed_ns),
             human(m.size),
@@ -84,6 +84,11 @@ pub fn run(c: LogCmd) -> CliResult {
             },
             if m.pinned { "pin" } else { "" },
             m.step.map_or("-".to_string(), |s| s.to_string()),
+            if m.archived.is_some() {
+                "archive"
+            } else {
+                "local"
+            },
             String::from_utf8_lossy(&layout::entry_name(
                 m.sealed_ns,
                 m.number,

@@ -130,9 +130,11 @@ impl From<String> for CliError {
 pub type CliResult = Result<ExitCode, CliError>;
 
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,fuser=error"))
-        .format_timestamp_millis()
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,fuser=error,s3=error"),
+    )
+    .format_timestamp_millis()
+    .init();
     // `mount.ckptfs DIR MOUNTPOINT -o opts` (fstab / mount -t fuse.ckptfs).
     let args: Vec<String> = std::env::args().collect();
     let prog = std::path::Path::new(&args[0])

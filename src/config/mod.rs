@@ -100,6 +100,46 @@ struct File {
     categories: BTreeMap<String, Retention>,
     compression: Option<Compression>,
     metrics: Option<Metrics>,
+    archive: Option<Archive>,
+}
+
+/// The archive tier (S3-compatible object storage). Credentials come from the
+/// `AWS_*` environment or `credentials_file`, never from this file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Archive {
+    /// `s3://bucket[/prefix]`.
+    pub url: String,
+    /// Endpoint of a non-AWS store (`http://127.0.0.1:9000`).
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Versions older than this move to the archive.
+    pub after: String,
+    /// Archived versions older than this are deleted.
+    pub expire_after: String,
+    /// This machine's name in the bucket (default: the hostname).
+    pub node: Option<String>,
+    /// An AWS credentials file (INI) and the profile to use in it.
+    pub credentials_file: Option<PathBuf>,
+    pub profile: Option<String>,
+    /// Local cache for reading archived versions.
+    pub cache_bytes: Bytes,
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            after: "7d".into(),
+            expire_after: "90d".into(),
+            node: None,
+            credentials_file: None,
+            profile: None,
+            cache_bytes: Bytes::Text("10G".into()),
+        }
+    }
 }
 
 /// The Prometheus endpoint.
@@ -161,6 +201,7 @@ pub struct Config {
     pub categories: BTreeMap<String, Retention>,
     pub compression: Compression,
     pub metrics: Metrics,
+    pub archive: Option<Archive>,
 }
 
 pub const DEFAULT_IGNORE: &[&str] = &[
@@ -191,6 +232,7 @@ impl Default for Config {
             categories: BTreeMap::new(),
             compression: Compression::default(),
             metrics: Metrics::default(),
+            archive: None,
         }
     }
 }
@@ -263,6 +305,41 @@ impl Config {
                 ));
             }
             c.interval_seconds = i;
+        }
+        if let Some(a) = f.archive {
+            if !a.url.starts_with("s3://") || a.url.len() < "s3://abc".len() {
+                return Err(bad(
+                    "archive.url",
+                    format!("{:?} is not s3://BUCKET[/PREFIX]", a.url),
+                ));
+            }
+            for (k, v) in [
+                ("archive.after", &a.after),
+                ("archive.expire_after", &a.expire_after),
+            ] {
+                parse_duration(v).map_err(|e| bad(k, e.0))?;
+            }
+            if parse_duration(&a.expire_after).ok() <= parse_duration(&a.after).ok() {
+                return Err(bad(
+                    "archive.expire_after",
+                    format!(
+                        "{:?} must be longer than archive.after ({:?})",
+                        a.expire_after, a.after
+                    ),
+                ));
+            }
+            a.cache_bytes
+                .size()
+                .map_err(|e| bad("archive.cache_bytes", e.0))?;
+            if let Some(e) = &a.endpoint
+                && !(e.starts_with("http://") || e.starts_with("https://"))
+            {
+                return Err(bad(
+                    "archive.endpoint",
+                    format!("{e:?} is not an http(s):// URL"),
+                ));
+            }
+            c.archive = Some(a);
         }
         if let Some(m) = f.metrics {
             if let Some(l) = &m.listen {
@@ -380,6 +457,22 @@ impl Config {
                 level: self.compression.level,
             },
             settle: Duration::from_millis(self.settle_ms),
+            archive: self.archive.as_ref().map(|a| crate::store::ArchiveOptions {
+                url: a.url.clone(),
+                endpoint: a.endpoint.clone(),
+                region: a.region.clone(),
+                after: parse_duration(&a.after).unwrap_or(Duration::from_secs(7 * 86400)),
+                expire_after: parse_duration(&a.expire_after)
+                    .unwrap_or(Duration::from_secs(90 * 86400)),
+                node: a.node.clone().unwrap_or_else(hostname),
+                credentials_file: a.credentials_file.clone(),
+                profile: a.profile.clone(),
+                cache_bytes: match a.cache_bytes.size() {
+                    Ok(crate::policy::Size::Bytes(b)) => b,
+                    _ => 10 << 30,
+                },
+                compress: self.compression.categories.clone(),
+            }),
         }
     }
 
@@ -394,6 +487,15 @@ impl Config {
             fsync_copy_limit: self.fsync_copy_limit,
         }
     }
+}
+
+/// This machine's name (the archive's default `node`).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

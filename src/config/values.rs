@@ -49,7 +49,7 @@ pub enum Bytes {
 }
 
 impl Bytes {
-    fn size(&self) -> Result<Size, BadValue> {
+    pub fn size(&self) -> Result<Size, BadValue> {
         match self {
             Bytes::Abs(n) => Ok(Size::Bytes(*n)),
             Bytes::Text(t) => parse_size(t),

@@ -23,6 +23,8 @@ pub enum StoreError {
         what: &'static str,
         source: io::Error,
     },
+    /// The archive tier cannot be used (bucket, endpoint, credentials).
+    Archive { message: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -34,6 +36,7 @@ impl StoreError {
             StoreError::NotAStore { .. } | StoreError::NoVersion { .. } => libc::ENOENT,
             StoreError::BadFormat { .. } | StoreError::NewerFormat { .. } => libc::EINVAL,
             StoreError::Pinned { .. } => libc::EPERM,
+            StoreError::Archive { .. } => libc::EIO,
             StoreError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }
@@ -64,6 +67,7 @@ impl fmt::Display for StoreError {
             }
             StoreError::Io { what: "", source } => write!(f, "{source}"),
             StoreError::Io { what, source } => write!(f, "{what}: {source}"),
+            StoreError::Archive { message } => f.write_str(message),
         }
     }
 }

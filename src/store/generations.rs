@@ -58,6 +58,8 @@ pub struct Generations {
     incomplete: HashMap<u64, HashSet<Vec<u8>>>,
     /// The generation each complete step first reached.
     first_complete: BTreeMap<u64, usize>,
+    /// A generation was recorded since `take_for_upload`.
+    changed: bool,
 }
 
 fn top(p: &[u8]) -> &[u8] {
@@ -126,6 +128,49 @@ impl Generations {
             )?);
         }
         Ok(me)
+    }
+
+    /// The file's bytes (for the archive's copy), when generations were
+    /// recorded since the last call.
+    pub fn take_for_upload(&mut self) -> Option<Vec<u8>> {
+        if !std::mem::take(&mut self.changed) {
+            return None;
+        }
+        Some(self.list.iter().flat_map(line).collect())
+    }
+
+    /// Adopt `bytes` (another copy of the file, e.g. from the archive) when
+    /// this store has no generations yet; rewrites the file.
+    pub fn adopt(&mut self, store: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
+        if !self.list.is_empty() {
+            return Ok(0);
+        }
+        let list: Vec<Generation> = bytes
+            .split(|&b| b == b'\n')
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect();
+        let mut out = Vec::new();
+        for g in &list {
+            out.extend(line(g));
+        }
+        super::meta::write_atomic(store, GENERATIONS, &out)?;
+        for (i, g) in list.iter().enumerate() {
+            for s in &g.complete {
+                self.first_complete.entry(*s).or_insert(i);
+            }
+        }
+        let n = list.len();
+        self.list = list;
+        if self.fd.is_some() {
+            let c = CString::new(GENERATIONS).expect("no NUL");
+            self.fd = Some(sys::openat(
+                store,
+                &c,
+                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+                0o600,
+            )?);
+        }
+        Ok(n)
     }
 
     /// A version was sealed at `now`.
@@ -200,6 +245,7 @@ impl Generations {
             self.first_complete.entry(*s).or_insert(i);
         }
         self.list.push(g.clone());
+        self.changed = true;
         Ok(Some(g))
     }
 

@@ -57,6 +57,9 @@ pub struct VersionMeta {
     /// The training step the path names (`checkpoint-500/…` → 500), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u64>,
+    /// In the archive tier: the manifest's key in the bucket (no local object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived: Option<String>,
 }
 
 impl VersionMeta {
@@ -122,6 +125,7 @@ impl VersionMeta {
             object_ino: n,
             compressed: false,
             step: None,
+            archived: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! copy where it must), seals versions on worker threads (digest, classification,
 //! metadata, retention), and answers questions about history. Knows nothing of FUSE.
 
+mod archive;
 mod at;
 mod error;
 mod generations;
@@ -30,6 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::sys;
+pub use archive::{ArchiveOptions, ArchiveStats, Manifest, probe as probe_archive};
 pub use at::Found;
 pub use error::{StoreError, StoreResult};
 pub use generations::Generation;
@@ -218,6 +220,8 @@ pub struct Store {
     pub stats: Stats,
     /// Bursts of saves and the generations that closed them.
     generations: Mutex<generations::Generations>,
+    /// The archive tier (S3), when configured.
+    archive: Option<archive::Archive>,
     /// Held shared by everything that changes objects or metadata, exclusively
     /// by `verify` while it compares the index with the disk.
     pub(crate) quiesce: RwLock<()>,
@@ -299,6 +303,13 @@ impl Store {
             &mut problems,
         )?;
         let gens = generations::Generations::open(dir.as_fd(), adopt, &mut problems)?;
+        let archive = match &opts.archive {
+            Some(a) => Some(
+                archive::Archive::open(dir.as_fd(), a.clone())
+                    .map_err(|message| StoreError::Archive { message })?,
+            ),
+            None => None,
+        };
         index.problems.extend(problems);
         if adopt {
             Self::set_dirty(dir.as_fd())?;
@@ -319,9 +330,23 @@ impl Store {
             },
             stats: Stats::default(),
             generations: Mutex::new(gens),
+            archive,
             quiesce: RwLock::new(()),
         });
         store.learn_from_index();
+        if adopt && store.archive.is_some() {
+            match store.import_archive() {
+                Ok((0, 0)) => {}
+                Ok((v, g)) => {
+                    log::info!("archive: {v} versions and {g} generations imported from the bucket")
+                }
+                Err(e) => {
+                    return Err(StoreError::Archive {
+                        message: format!("archive: reading this node's manifests: {e}"),
+                    });
+                }
+            }
+        }
         let _ = store.space_status();
         Ok(store)
     }
@@ -375,6 +400,15 @@ impl Store {
                 .spawn(move || me.sweeper())
                 .expect("spawn sweeper"),
         );
+        if self.archive.is_some() {
+            let me = self.clone();
+            ws.push(
+                std::thread::Builder::new()
+                    .name("ckptfs-archive".into())
+                    .spawn(move || me.archiver())
+                    .expect("spawn archiver"),
+            );
+        }
         self.recover_incoming();
     }
 
@@ -398,6 +432,10 @@ impl Store {
         self.flush_pending();
         if !self.sealer.workers.lock().is_empty() {
             self.close_generation();
+            // So a fresh machine restoring from the bucket sees the last one.
+            if let Some(a) = &self.archive {
+                self.upload_generations(a);
+            }
         }
         self.sealer.stop.store(true, Ordering::SeqCst);
         self.kick_space();
@@ -444,6 +482,9 @@ impl Store {
     /// A version's content for reading: the object itself, or its bytes
     /// decoded when it is stored compressed.
     pub fn open_version(&self, m: &VersionMeta) -> io::Result<Content> {
+        if let Some(key) = &m.archived {
+            return self.open_archived(m, key);
+        }
         let fd = self.open_object(m)?;
         Ok(if m.compressed {
             Content::Decoded(self.read_all(&fd, m)?)
@@ -469,7 +510,7 @@ impl Store {
     /// directory in /proc. None when the object is compressed.
     pub fn object_file(&self, m: &VersionMeta) -> Option<String> {
         use std::os::fd::AsRawFd;
-        (!m.compressed).then(|| {
+        (!m.compressed && m.archived.is_none()).then(|| {
             format!(
                 "/proc/{}/fd/{}/{}",
                 std::process::id(),

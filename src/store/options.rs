@@ -15,6 +15,8 @@ pub struct StoreOptions {
     /// The versioning engine's settle time: seals of one save arrive within a
     /// few of these of each other (the save-size estimator groups by it).
     pub settle: Duration,
+    /// The archive tier, when configured.
+    pub archive: Option<super::archive::ArchiveOptions>,
 }
 
 /// Background zstd compression of old versions.

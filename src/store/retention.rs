@@ -134,6 +134,15 @@ impl Store {
             0,
         )?;
         let mut inodes = 1;
+        if let Some(key) = &m.archived {
+            // Nothing local but the record: the manifest goes from the bucket.
+            drop(_g);
+            self.forget_archived(key);
+            let _ = sys::unlinkat(self.dir.as_fd(), &cdir, libc::AT_REMOVEDIR);
+            self.index.write().remove(relpath, number);
+            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            return Ok((0, inodes));
+        }
         let obj = self.object_path(&m);
         let data = obj.rsplit('/').next().unwrap_or_default().to_string();
         let freed = sys::fstatat(dfd.as_fd(), &CString::new(data.clone()).unwrap())
@@ -210,6 +219,7 @@ impl Store {
                 .flat_map(|h| h.versions.iter())
                 .filter(|m| {
                     !m.compressed
+                        && m.archived.is_none()
                         && now.saturating_sub(m.sealed_ns) >= after
                         && z.categories.contains(&m.category)
                 })

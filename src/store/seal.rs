@@ -460,6 +460,7 @@ impl Store {
             object_ino: ost.st_ino,
             compressed: false,
             step: classify::step_of(&relpath),
+            archived: None,
         };
         m.set_relpath(&relpath);
         let dir = layout::version_dir(&m.category, &relpath);

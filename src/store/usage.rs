@@ -12,6 +12,9 @@ pub struct DuRow {
     pub versions: u64,
     pub bytes: u64,
     pub on_disk: u64,
+    /// Of those, in the archive tier (no local object): versions and bytes.
+    pub archived: u64,
+    pub archived_bytes: u64,
 }
 
 /// What the store holds, by category and by top-level directory (`.` for
@@ -50,9 +53,16 @@ impl Store {
                     None => ".".to_string(),
                 };
                 for m in &h.versions {
-                    let first = seen.insert(m.object_ino);
+                    let archived = m.archived.is_some();
+                    // An archived version has no local object (its old inode
+                    // number may be reused: do not count it as seen).
+                    let first = archived || seen.insert(m.object_ino);
                     let bytes = if first { m.size } else { 0 };
-                    let disk = if first { self.object_disk_bytes(m) } else { 0 };
+                    let disk = if first && !archived {
+                        self.object_disk_bytes(m)
+                    } else {
+                        0
+                    };
                     for row in [
                         d.categories.entry(m.category.clone()).or_default(),
                         d.directories.entry(top.clone()).or_default(),
@@ -60,6 +70,10 @@ impl Store {
                         row.versions += 1;
                         row.bytes += bytes;
                         row.on_disk += disk;
+                        if archived {
+                            row.archived += 1;
+                            row.archived_bytes += m.size;
+                        }
                     }
                 }
             }

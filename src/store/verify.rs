@@ -188,6 +188,9 @@ impl Store {
     }
 
     fn check_one(&self, m: &super::VersionMeta) -> io::Result<()> {
+        if let Some(key) = &m.archived {
+            return self.check_archived(key);
+        }
         let fd = self.open_object(m)?;
         let content = self.read_all(&fd, m)?;
         if content.len() as u64 != m.size {
