@@ -54,7 +54,12 @@ fn format_1_store_reads_unmounted_by_snapshot_and_by_scan() {
 #[test]
 fn newer_formats_are_refused() {
     let root = fixture_copy("fmt2");
-    std::fs::write(root.join(".ckptfs/FORMAT"), b"ckptfs-store 3\n").unwrap();
+    let next = ckptfs::store::layout::FORMAT_VERSION + 1;
+    std::fs::write(
+        root.join(".ckptfs/FORMAT"),
+        format!("ckptfs-store {next}\n"),
+    )
+    .unwrap();
     let e = log_json(&root.join("notes.txt")).unwrap_err();
     assert!(e.contains("newer") && e.contains("upgrade"), "{e}");
     if can_mount() {
@@ -73,7 +78,7 @@ fn newer_formats_are_refused() {
     let p = meta.trim();
     let s = std::fs::read_to_string(p)
         .unwrap()
-        .replace("\"format\": 1", "\"format\": 3");
+        .replace("\"format\": 1", &format!("\"format\": {next}"));
     std::fs::write(p, s).unwrap();
     let e = log_json(&root.join("notes.txt")).unwrap_err();
     assert!(
@@ -96,8 +101,9 @@ fn format_1_store_mounts() {
             std::fs::read(m.p(".versions/notes.txt/latest")).unwrap(),
             b"state 3\n"
         );
-        // Opened by a daemon, the store becomes format 2 (it adds the journal
-        // of deletes and renames, nothing to convert): a delete is then recorded.
+        // Opened by a daemon, the store becomes format 3 (formats 2 and 3 add
+        // the journal, generations and archived versions; nothing to convert):
+        // a delete is then recorded.
         std::thread::sleep(std::time::Duration::from_millis(20));
         let before = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -112,7 +118,7 @@ fn format_1_store_mounts() {
         m.unmount(); // (dropping the Mount would remove its directory)
         assert_eq!(
             std::fs::read_to_string(root.join(".ckptfs/FORMAT")).unwrap(),
-            "ckptfs-store 2\n"
+            format!("ckptfs-store {}\n", ckptfs::store::layout::FORMAT_VERSION)
         );
         let journal = std::fs::read_to_string(root.join(".ckptfs/journal")).unwrap();
         assert!(journal.contains("\"op\":\"delete\""), "{journal}");

@@ -2,7 +2,7 @@
 //! (docs/FORMAT.md describes the same layout for people).
 //!
 //! ```text
-//! <store>/FORMAT                      format version (a single line: "ckptfs-store 2")
+//! <store>/FORMAT                      format version (a single line: "ckptfs-store 3")
 //! <store>/lock                        daemon lock (flock) with its pid
 //! <store>/daemon.log                  log of a background daemon
 //! <store>/dirty                       present while a daemon runs or after an offline change
@@ -22,8 +22,8 @@ use md5::{Digest, Md5};
 /// The store's directory name inside the backing directory by default.
 pub const STORE_DIR: &str = ".ckptfs";
 pub const FORMAT_FILE: &str = "FORMAT";
-pub const FORMAT_VERSION: u32 = 2;
-pub const FORMAT_LINE: &str = "ckptfs-store 2";
+pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_LINE: &str = "ckptfs-store 3";
 pub const LOCK_FILE: &str = "lock";
 pub const DAEMON_LOG: &str = "daemon.log";
 pub const DIRTY: &str = "dirty";

@@ -257,7 +257,8 @@ impl Store {
                     });
                 }
                 if v < layout::FORMAT_VERSION && adopt {
-                    // Format 1 → 2 adds only the journal: nothing to convert.
+                    // Formats 2 (journal, generations) and 3 (archived versions)
+                    // only add: nothing to convert.
                     meta::write_atomic(
                         dir.as_fd(),
                         layout::FORMAT_FILE,
