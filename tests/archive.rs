@@ -481,3 +481,59 @@ fn two_nodes_upload_shared_chunks_once_and_restore_their_own_files() {
         }
     });
 }
+
+#[test]
+fn expired_versions_leave_the_bucket_and_their_chunks_are_swept() {
+    if !can_mount() {
+        return;
+    }
+    bounded(240, || {
+        let root = tmpdir("archive-sweep");
+        let Some(srv) = Server::start(Kind::Moto, &root) else {
+            return;
+        };
+        let cfg = config(&root, &srv, "t5", "n1").replace(
+            "\"expire_after\": \"1d\"",
+            "\"expire_after\": \"8s\", \"sweep_grace\": \"1s\"",
+        );
+        let mut m = mount(&root, "node", cfg);
+        let x = random(3 << 20, 11);
+        let save_and_replace = |m: &Mount, name: &str| {
+            std::fs::write(m.p(name), &x).unwrap();
+            m.wait_sealed();
+            std::fs::write(m.p(name), b"next").unwrap();
+            m.wait_sealed();
+        };
+        save_and_replace(&m, "old.bin");
+        wait_for("old.bin v1 archived", 60, || archived(&m) >= 1);
+        let chunks = srv.keys("t5/chunks/");
+        assert!(chunks.len() >= 3, "{chunks:?}");
+        // Four seconds later the same bytes under another name: the chunks
+        // are reused, and a second manifest names them.
+        std::thread::sleep(Duration::from_secs(4));
+        save_and_replace(&m, "late.bin");
+        wait_for("late.bin v1 archived", 60, || archived(&m) >= 2);
+        // old.bin v1 expires: its manifest goes, but late.bin's still names
+        // every chunk, so sweeps (every second) keep them.
+        wait_for("old.bin v1 expired", 60, || {
+            srv.keys("t5/nodes/n1/manifests/").len() == 1
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(
+            srv.keys("t5/chunks/"),
+            chunks,
+            "a chunk still named was swept"
+        );
+        let v = versions_of(&m, "late.bin");
+        assert!(std::fs::read(m.p(".versions/late.bin").join(&v[0])).unwrap() == x);
+        // late.bin v1 expires too: nothing names the chunks, the sweep takes them.
+        wait_for("the chunks swept", 60, || srv.keys("t5/chunks/").is_empty());
+        assert!(srv.keys("t5/nodes/n1/manifests/").is_empty());
+        let s = stats(&m)["archive"]["stats"].clone();
+        assert!(
+            s["chunks_swept"].as_u64().unwrap() >= chunks.len() as u64,
+            "{s}"
+        );
+        m.unmount();
+    });
+}

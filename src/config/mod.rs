@@ -124,6 +124,9 @@ pub struct Archive {
     pub profile: Option<String>,
     /// Local cache for reading archived versions.
     pub cache_bytes: Bytes,
+    /// Chunks no manifest names are deleted once this old (the sweep runs
+    /// as often).
+    pub sweep_grace: String,
 }
 
 impl Default for Archive {
@@ -138,6 +141,7 @@ impl Default for Archive {
             credentials_file: None,
             profile: None,
             cache_bytes: Bytes::Text("10G".into()),
+            sweep_grace: "1d".into(),
         }
     }
 }
@@ -316,6 +320,7 @@ impl Config {
             for (k, v) in [
                 ("archive.after", &a.after),
                 ("archive.expire_after", &a.expire_after),
+                ("archive.sweep_grace", &a.sweep_grace),
             ] {
                 parse_duration(v).map_err(|e| bad(k, e.0))?;
             }
@@ -472,6 +477,7 @@ impl Config {
                     _ => 10 << 30,
                 },
                 compress: self.compression.categories.clone(),
+                sweep_grace: parse_duration(&a.sweep_grace).unwrap_or(Duration::from_secs(86400)),
             }),
         }
     }

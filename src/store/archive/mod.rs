@@ -56,6 +56,9 @@ pub struct ArchiveOptions {
     pub cache_bytes: u64,
     /// Categories whose chunks are zstd-compressed before upload.
     pub compress: Vec<String>,
+    /// Chunks no manifest names are deleted once older than this; the sweep
+    /// runs this often too.
+    pub sweep_grace: Duration,
 }
 
 /// One chunk of a version as its manifest lists it.
@@ -105,6 +108,8 @@ pub struct ArchiveStats {
     pub bytes_archived: AtomicU64,
     pub versions_fetched: AtomicU64,
     pub manifests_deleted: AtomicU64,
+    /// Chunks deleted by the sweep (no manifest of any node named them).
+    pub chunks_swept: AtomicU64,
     pub errors: AtomicU64,
     /// Versions due for the archive and not there yet (last pass).
     pub backlog: AtomicU64,
@@ -112,6 +117,8 @@ pub struct ArchiveStats {
 
 pub struct Archive {
     pub opts: ArchiveOptions,
+    /// When the last sweep ran (ns; 0: not since the mount).
+    last_sweep: AtomicU64,
     remote: Remote,
     /// For reads a person waits on: fewer retries.
     reader: Remote,
@@ -154,6 +161,7 @@ impl Archive {
             .map_err(|e| format!("{DIR}/{CACHE}: {e}"))?;
         Ok(Self {
             opts,
+            last_sweep: AtomicU64::new(0),
             remote,
             reader,
             dir,
@@ -491,6 +499,19 @@ impl Store {
                 }
             }
         }
+        let now = super::now_ns() as u64;
+        let last = a.last_sweep.load(Ordering::Relaxed);
+        if now - last >= a.opts.sweep_grace.as_nanos() as u64 {
+            a.last_sweep.store(now, Ordering::Relaxed);
+            match self.archive_sweep() {
+                Ok(0) => {}
+                Ok(n) => log::info!("archive: swept {n} chunks no manifest needs"),
+                Err(e) => {
+                    a.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("archive: sweep: {e}");
+                }
+            }
+        }
         let cutoff = super::now_ns() - a.opts.expire_after.as_nanos() as i64;
         let expired: Vec<(Vec<u8>, u64)> = self.with_index(|i| {
             i.paths
@@ -571,6 +592,49 @@ impl Store {
             log::warn!("archive: generations: {e}");
             // Try again at the next generation.
         }
+    }
+
+    /// Mark and sweep, as restic's `prune`: mark every chunk a manifest of
+    /// any node names (and every chunk an upload in progress here has
+    /// confirmed), then delete the unmarked chunks older than `sweep_grace`.
+    /// The grace covers uploads in flight on other nodes: their chunks are
+    /// fresh until their manifest lands. Returns the chunks deleted.
+    pub fn archive_sweep(&self) -> io::Result<u64> {
+        let Some(a) = &self.archive else {
+            return Ok(0);
+        };
+        let mut marked: HashSet<String> = HashSet::new();
+        for key in a.remote.list("nodes/")? {
+            if !(key.contains("/manifests/") && key.ends_with(".json")) {
+                continue;
+            }
+            match a.manifest(&key) {
+                Ok(m) => marked.extend(m.chunks.into_iter().map(|c| c.id)),
+                // Deleted between the list and the get: nothing to mark.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for (name, _, _) in sys::read_dir_fd(a.dir.try_clone()?)? {
+            if name.starts_with(b"up-")
+                && let Ok(b) = meta::read_at(a.dir.as_fd(), &String::from_utf8_lossy(&name))
+                && let Ok(s) = serde_json::from_slice::<UploadState>(&b)
+            {
+                marked.extend(s.confirmed);
+            }
+        }
+        let cutoff = super::now_ns() / 1_000_000_000 - a.opts.sweep_grace.as_secs() as i64;
+        let mut swept = 0;
+        for (key, modified) in a.remote.list_dated("chunks/")? {
+            let id = key.rsplit('/').next().unwrap_or_default();
+            if marked.contains(id) || modified > cutoff {
+                continue;
+            }
+            a.remote.delete(&key)?;
+            swept += 1;
+        }
+        a.stats.chunks_swept.fetch_add(swept, Ordering::Relaxed);
+        Ok(swept)
     }
 
     /// The archive thread: a pass every second until the store stops.

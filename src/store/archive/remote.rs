@@ -56,6 +56,13 @@ fn s3_err(what: &str, key: &str, e: s3::error::S3Error) -> io::Error {
     }
 }
 
+/// `2026-11-30T16:00:00.000Z` → seconds since the epoch.
+fn rfc3339_secs(t: &str) -> Option<i64> {
+    let n = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
+    let days = crate::policy::days_from_civil(n(0..4)?, n(5..7)? as u32, n(8..10)? as u32);
+    Some(days * 86400 + n(11..13)? * 3600 + n(14..16)? * 60 + n(17..19)?)
+}
+
 impl Remote {
     /// A client for `o.url` (`s3://bucket/prefix`); credentials from
     /// `o.credentials_file` when given, else the `AWS_*` environment.
@@ -211,6 +218,16 @@ impl Remote {
 
     /// Keys under `prefix` (relative to the archive's prefix).
     pub fn list(&self, prefix: &str) -> io::Result<Vec<String>> {
+        Ok(self
+            .list_dated(prefix)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// Keys under `prefix` with their last-modified time (s since the epoch;
+    /// 0 when the server's date does not parse).
+    pub fn list_dated(&self, prefix: &str) -> io::Result<Vec<(String, i64)>> {
         let k = self.key(prefix);
         self.retry(|| {
             let pages = self
@@ -220,7 +237,10 @@ impl Remote {
             Ok(pages
                 .into_iter()
                 .flat_map(|p| p.contents)
-                .filter_map(|o| o.key.strip_prefix(&self.prefix).map(str::to_string))
+                .filter_map(|o| {
+                    let key = o.key.strip_prefix(&self.prefix)?.to_string();
+                    Some((key, rfc3339_secs(&o.last_modified).unwrap_or(0)))
+                })
                 .collect())
         })
     }
