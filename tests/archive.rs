@@ -537,3 +537,71 @@ fn expired_versions_leave_the_bucket_and_their_chunks_are_swept() {
         m.unmount();
     });
 }
+
+#[test]
+fn an_encrypted_archive_shows_no_plaintext_and_no_equal_addresses_across_keys() {
+    if !can_mount() {
+        return;
+    }
+    bounded(240, || {
+        let root = tmpdir("archive-crypt");
+        let Some(srv) = Server::start(Kind::Moto, &root) else {
+            return;
+        };
+        let secret = "TOP SECRET WEIGHTS 0xC0FFEE\n".repeat(40_000);
+        let key_a = root.join("a.key");
+        std::fs::write(&key_a, random(32, 21)).unwrap();
+        let key_b = root.join("b.key");
+        // The hex form works too.
+        let hex: String = random(32, 22).iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&key_b, format!("{hex}\n")).unwrap();
+        let with_key = |node: &str, key: &Path| {
+            config(&root, &srv, "t6", node).replace(
+                "\"node\":",
+                &format!("\"key_file\": \"{}\", \"node\":", key.display()),
+            )
+        };
+        for (node, key) in [("node-a", &key_a), ("node-b", &key_b)] {
+            let mut m = mount(&root, node, with_key(node, key));
+            std::fs::write(m.p("secret.txt"), &secret).unwrap();
+            m.wait_sealed();
+            std::fs::write(m.p("secret.txt"), b"next").unwrap();
+            m.wait_sealed();
+            wait_for(&format!("{node}: secret.txt v1 archived"), 60, || {
+                archived(&m) >= 1
+            });
+            let s = stats(&m)["archive"]["stats"].clone();
+            // Different keys: node-b finds none of node-a's chunks.
+            assert_eq!(s["chunks_reused"], 0, "{node}: {s}");
+            let v = versions_of(&m, "secret.txt");
+            assert_eq!(
+                std::fs::read_to_string(m.p(".versions/secret.txt").join(&v[0])).unwrap(),
+                secret
+            );
+            m.unmount();
+        }
+        // Nothing in the bucket shows the data or the file's name.
+        let leaks = srv.python(&format!(
+            "p = s3.get_paginator('list_objects_v2')\nn = 0\nfor page in p.paginate(Bucket='{BUCKET}', Prefix='t6/'):\n    for o in page.get('Contents', []):\n        b = s3.get_object(Bucket='{BUCKET}', Key=o['Key'])['Body'].read()\n        n += 1\n        if b'TOP SECRET' in b or b'secret.txt' in b:\n            print('LEAK', o['Key'])\nprint('objects', n)"
+        ));
+        assert!(
+            !leaks.contains("LEAK") && leaks.contains("objects"),
+            "{leaks}"
+        );
+        // A fresh store with the wrong key cannot read node-a's history: one line.
+        let dir = root.join("wrong");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = root.join("wrong.json");
+        std::fs::write(&cfg, with_key("node-a", &key_b)).unwrap();
+        let o = ckptfs(&["mount", dir.to_str().unwrap(), "-c", cfg.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        if is_mounted(&dir) {
+            let _ = ckptfs(&["umount", dir.to_str().unwrap()]);
+        }
+        assert!(
+            !o.status.success() && err.contains("does not decrypt"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    });
+}

@@ -127,6 +127,8 @@ pub struct Archive {
     /// Chunks no manifest names are deleted once this old (the sweep runs
     /// as often).
     pub sweep_grace: String,
+    /// Encrypt what goes to the bucket with this key (32 bytes or 64 hex).
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for Archive {
@@ -142,6 +144,7 @@ impl Default for Archive {
             profile: None,
             cache_bytes: Bytes::Text("10G".into()),
             sweep_grace: "1d".into(),
+            key_file: None,
         }
     }
 }
@@ -478,6 +481,7 @@ impl Config {
                 },
                 compress: self.compression.categories.clone(),
                 sweep_grace: parse_duration(&a.sweep_grace).unwrap_or(Duration::from_secs(86400)),
+                key_file: a.key_file.clone(),
             }),
         }
     }

@@ -18,6 +18,7 @@
 //! archived version, which a person asked for.
 
 mod chunk;
+mod crypt;
 mod remote;
 
 use std::collections::HashSet;
@@ -59,6 +60,8 @@ pub struct ArchiveOptions {
     /// Chunks no manifest names are deleted once older than this; the sweep
     /// runs this often too.
     pub sweep_grace: Duration,
+    /// Encrypt chunks, manifests and generations with this key file.
+    pub key_file: Option<PathBuf>,
 }
 
 /// One chunk of a version as its manifest lists it.
@@ -119,6 +122,8 @@ pub struct Archive {
     pub opts: ArchiveOptions,
     /// When the last sweep ran (ns; 0: not since the mount).
     last_sweep: AtomicU64,
+    /// Client-side encryption, when a key file is configured.
+    crypt: Option<crypt::Crypt>,
     remote: Remote,
     /// For reads a person waits on: fewer retries.
     reader: Remote,
@@ -145,6 +150,11 @@ impl Archive {
     /// Open the tier: the client, and `<store>/archive/` (created). Fails
     /// with one line when the bucket cannot be reached (`probe`).
     pub fn open(store: std::os::fd::BorrowedFd<'_>, opts: ArchiveOptions) -> Result<Self, String> {
+        let crypt = opts
+            .key_file
+            .as_deref()
+            .map(crypt::Crypt::load)
+            .transpose()?;
         let remote = Remote::new(&opts)?;
         remote.probe(&opts.node)?;
         let reader = Remote::new(&opts)?.impatient();
@@ -161,6 +171,7 @@ impl Archive {
             .map_err(|e| format!("{DIR}/{CACHE}: {e}"))?;
         Ok(Self {
             opts,
+            crypt,
             last_sweep: AtomicU64::new(0),
             remote,
             reader,
@@ -226,7 +237,7 @@ impl Archive {
                     m.size
                 )));
             }
-            let id = blake3::hash(&buf).to_hex().to_string();
+            let id = self.chunk_id(&buf);
             if !confirmed.contains(&id) {
                 let key = chunk_key(&id);
                 let resumed = earlier.remove(&id);
@@ -240,6 +251,7 @@ impl Archive {
                     } else {
                         buf
                     };
+                    let body = self.seal(body)?;
                     self.remote.put(&key, &body)?;
                     self.stats.chunks_uploaded.fetch_add(1, Ordering::Relaxed);
                     self.stats
@@ -261,7 +273,7 @@ impl Archive {
             chunks: refs,
         };
         let key = manifest_key(&self.opts.node, m);
-        let body = serde_json::to_vec(&man).map_err(io::Error::other)?;
+        let body = self.seal(serde_json::to_vec(&man).map_err(io::Error::other)?)?;
         self.remote.put(&key, &body)?;
         self.stats
             .bytes_uploaded
@@ -273,13 +285,13 @@ impl Archive {
     /// its address) into `out`.
     fn assemble(&self, man: &Manifest, out: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
         for c in &man.chunks {
-            let raw = self.reader.get(&chunk_key(&c.id))?;
+            let raw = self.unseal(self.reader.get(&chunk_key(&c.id))?, "chunk")?;
             let plain = if c.zstd {
                 zstd::decode_all(&raw[..])?
             } else {
                 raw
             };
-            if plain.len() as u64 != c.len || blake3::hash(&plain).to_hex().as_str() != c.id {
+            if plain.len() as u64 != c.len || self.chunk_id(&plain) != c.id {
                 return Err(io::Error::other(format!(
                     "archive chunk {} does not match its address",
                     c.id
@@ -291,8 +303,30 @@ impl Archive {
     }
 
     pub fn manifest(&self, key: &str) -> io::Result<Manifest> {
-        let b = self.reader.get(key)?;
+        let b = self.unseal(self.reader.get(key)?, key)?;
         serde_json::from_slice(&b).map_err(|e| io::Error::other(format!("manifest {key}: {e}")))
+    }
+
+    /// A chunk's address: BLAKE3 of the plaintext, keyed when encrypting.
+    fn chunk_id(&self, plain: &[u8]) -> String {
+        match &self.crypt {
+            Some(c) => c.id(plain),
+            None => blake3::hash(plain).to_hex().to_string(),
+        }
+    }
+
+    fn seal(&self, plain: Vec<u8>) -> io::Result<Vec<u8>> {
+        match &self.crypt {
+            Some(c) => c.seal(&plain),
+            None => Ok(plain),
+        }
+    }
+
+    fn unseal(&self, stored: Vec<u8>, what: &str) -> io::Result<Vec<u8>> {
+        match &self.crypt {
+            Some(c) => c.open(&stored, what),
+            None => Ok(stored),
+        }
     }
 
     /// Keep the read cache under `cache_bytes`: oldest fetched first.
@@ -571,7 +605,10 @@ impl Store {
         let mut gens = 0;
         if self.generations.lock().list.is_empty() {
             match a.remote.get(&format!("nodes/{}/generations", a.opts.node)) {
-                Ok(b) => gens = self.generations.lock().adopt(self.dir(), &b)?,
+                Ok(b) => {
+                    let b = a.unseal(b, "generations")?;
+                    gens = self.generations.lock().adopt(self.dir(), &b)?
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
@@ -584,10 +621,11 @@ impl Store {
         let Some(b) = self.generations.lock().take_for_upload() else {
             return;
         };
-        if let Err(e) = a
-            .remote
-            .put(&format!("nodes/{}/generations", a.opts.node), &b)
-        {
+        let put = a.seal(b).and_then(|b| {
+            a.remote
+                .put(&format!("nodes/{}/generations", a.opts.node), &b)
+        });
+        if let Err(e) = put {
             a.stats.errors.fetch_add(1, Ordering::Relaxed);
             log::warn!("archive: generations: {e}");
             // Try again at the next generation.
