@@ -243,7 +243,15 @@ fn versions_move_to_the_archive_and_come_back_on_both_servers() {
             .into_owned();
             assert!(log.contains("archive") && log.contains("local"), "{log}");
             let v = versions_of(&m, "model.bin");
-            let back = std::fs::read(m.p(".versions/model.bin").join(&v[0])).unwrap();
+            // A read fetches only the chunks it touches.
+            let entry = m.p(".versions/model.bin").join(&v[0]);
+            let mut head = [0u8; 4096];
+            std::io::Read::read_exact(&mut std::fs::File::open(&entry).unwrap(), &mut head)
+                .unwrap();
+            assert_eq!(&head[..], &v1[..4096]);
+            let s = stats(&m)["archive"]["stats"].clone();
+            assert_eq!(s["chunks_fetched"], 1, "{kind:?}: {s}");
+            let back = std::fs::read(&entry).unwrap();
             assert!(back == v1, "{kind:?}: read back through .versions differs");
             let out = m.root.join("restored.bin");
             let o = ckptfs(&[

@@ -84,6 +84,10 @@ pub fn run(c: RestoreCmd) -> CliResult {
             match s.open_version(m).map_err(|e| e.to_string())? {
                 Content::Object(fd, size) => Box::new(std::fs::File::from(fd).take(size)),
                 Content::Decoded(bytes) => Box::new(std::io::Cursor::new(bytes)),
+                Content::Archived(a) => Box::new(std::io::Cursor::new(
+                    a.read_all()
+                        .map_err(|e| format!("reading version {}: {e}", m.number))?,
+                )),
             }
         }
     };

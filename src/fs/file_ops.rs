@@ -241,6 +241,7 @@ impl CkptFs {
                 let want = size.saturating_sub(offset).min(buf.len() as u64) as usize;
                 sys::pread_full(f.as_fd(), &mut buf[..want], offset)?
             }
+            Source::Archived(a) => a.read_at(&mut buf, offset)?,
             Source::Memory(v) => {
                 let start = (offset as usize).min(v.len());
                 let end = (start + buf.len()).min(v.len());

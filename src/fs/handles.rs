@@ -19,6 +19,8 @@ pub enum Source {
     Version(OwnedFd, u64),
     /// Generated or decompressed content (`.index.json`, compressed versions).
     Memory(Vec<u8>),
+    /// An archived version: chunks fetched as reads touch them.
+    Archived(crate::store::ArchivedFile),
 }
 
 pub struct FileH {
@@ -51,7 +53,7 @@ impl FileH {
     pub fn fd(&self) -> io::Result<&OwnedFd> {
         match &self.src {
             Source::Live(f) | Source::Version(f, _) => Ok(f),
-            Source::Memory(_) => Err(super::err(libc::EINVAL)),
+            Source::Memory(_) | Source::Archived(_) => Err(super::err(libc::EINVAL)),
         }
     }
 }

@@ -467,6 +467,7 @@ impl View {
                 match s.open_version(&m)? {
                     Content::Object(fd, size) => Source::Version(fd, size),
                     Content::Decoded(bytes) => Source::Memory(bytes),
+                    Content::Archived(a) => Source::Archived(a),
                 }
             }
             Node::Index(p) => Source::Memory(index_json(&s.history(&p))),

@@ -31,7 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::sys;
-pub use archive::{ArchiveOptions, ArchiveStats, Manifest, probe as probe_archive};
+pub use archive::{ArchiveOptions, ArchiveStats, ArchivedFile, Manifest, probe as probe_archive};
 pub use at::Found;
 pub use error::{StoreError, StoreResult};
 pub use generations::Generation;
@@ -120,6 +120,8 @@ pub enum Content {
     Object(OwnedFd, u64),
     /// A compressed object's content, decoded.
     Decoded(Vec<u8>),
+    /// An archived version: its chunks are fetched as reads touch them.
+    Archived(archive::ArchivedFile),
 }
 
 pub fn hex(b: &[u8]) -> String {
@@ -221,7 +223,7 @@ pub struct Store {
     /// Bursts of saves and the generations that closed them.
     generations: Mutex<generations::Generations>,
     /// The archive tier (S3), when configured.
-    archive: Option<archive::Archive>,
+    archive: Option<Arc<archive::Archive>>,
     /// Held shared by everything that changes objects or metadata, exclusively
     /// by `verify` while it compares the index with the disk.
     pub(crate) quiesce: RwLock<()>,
@@ -305,10 +307,10 @@ impl Store {
         )?;
         let gens = generations::Generations::open(dir.as_fd(), adopt, &mut problems)?;
         let archive = match &opts.archive {
-            Some(a) => Some(
+            Some(a) => Some(Arc::new(
                 archive::Archive::open(dir.as_fd(), a.clone())
                     .map_err(|message| StoreError::Archive { message })?,
-            ),
+            )),
             None => None,
         };
         index.problems.extend(problems);

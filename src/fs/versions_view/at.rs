@@ -186,6 +186,7 @@ impl View {
             Some(AtKind::File(Found::Version(m))) => Ok(match s.open_version(&m)? {
                 Content::Object(fd, size) => Source::Version(fd, size),
                 Content::Decoded(bytes) => Source::Memory(bytes),
+                Content::Archived(a) => Source::Archived(a),
             }),
             Some(AtKind::File(Found::Live(q))) => {
                 let (pfd, name) = self.live_parent(&q).ok_or_else(|| err(libc::ENOENT))?;

@@ -109,7 +109,9 @@ pub struct ArchiveStats {
     pub bytes_uploaded: AtomicU64,
     /// Bytes the archived versions hold (before chunking).
     pub bytes_archived: AtomicU64,
+    /// Archived versions opened for reading, and chunks fetched for them.
     pub versions_fetched: AtomicU64,
+    pub chunks_fetched: AtomicU64,
     pub manifests_deleted: AtomicU64,
     /// Chunks deleted by the sweep (no manifest of any node named them).
     pub chunks_swept: AtomicU64,
@@ -281,30 +283,43 @@ impl Archive {
         Ok(key)
     }
 
-    /// A manifest's content assembled from its chunks (each checked against
-    /// its address) into `out`.
-    fn assemble(&self, man: &Manifest, out: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
-        for c in &man.chunks {
-            let raw = self.unseal(self.reader.get(&chunk_key(&c.id))?, "chunk")?;
-            let plain = if c.zstd {
-                zstd::decode_all(&raw[..])?
-            } else {
-                raw
-            };
-            if plain.len() as u64 != c.len || self.chunk_id(&plain) != c.id {
-                return Err(io::Error::other(format!(
-                    "archive chunk {} does not match its address",
-                    c.id
-                )));
-            }
-            sys::pwrite_all(out, &plain, c.off)?;
-        }
-        Ok(())
-    }
-
     pub fn manifest(&self, key: &str) -> io::Result<Manifest> {
         let b = self.unseal(self.reader.get(key)?, key)?;
         serde_json::from_slice(&b).map_err(|e| io::Error::other(format!("manifest {key}: {e}")))
+    }
+
+    /// One chunk's plaintext: from the read cache, or fetched (one GET),
+    /// checked against its address, and cached.
+    fn chunk(&self, c: &ChunkRef) -> io::Result<Vec<u8>> {
+        let cache = sys::openat(
+            self.dir.as_fd(),
+            &CString::new(CACHE).expect("no NUL"),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )?;
+        if let Ok(b) = meta::read_at(cache.as_fd(), &format!("c-{}", c.id))
+            && b.len() as u64 == c.len
+        {
+            return Ok(b);
+        }
+        let raw = self.unseal(self.reader.get(&chunk_key(&c.id))?, "chunk")?;
+        self.stats.chunks_fetched.fetch_add(1, Ordering::Relaxed);
+        let plain = if c.zstd {
+            zstd::decode_all(&raw[..])?
+        } else {
+            raw
+        };
+        if plain.len() as u64 != c.len || self.chunk_id(&plain) != c.id {
+            return Err(io::Error::other(format!(
+                "archive chunk {} does not match its address",
+                c.id
+            )));
+        }
+        // Best effort: a full cache disk only costs a refetch next time.
+        if meta::write_atomic(cache.as_fd(), &format!("c-{}", c.id), &plain).is_ok() {
+            self.trim_cache();
+        }
+        Ok(plain)
     }
 
     /// A chunk's address: BLAKE3 of the plaintext, keyed when encrypting.
@@ -364,53 +379,81 @@ impl Archive {
     }
 }
 
+/// An archived version opened for reading: chunks come from the bucket the
+/// first time a read touches them, then from `<store>/archive/cache/`.
+pub struct ArchivedFile {
+    archive: std::sync::Arc<Archive>,
+    chunks: Vec<ChunkRef>,
+    size: u64,
+    /// The chunk the last read used: sequential reads (128 KiB each) touch
+    /// the same chunk many times.
+    last: parking_lot::Mutex<Option<(usize, std::sync::Arc<Vec<u8>>)>>,
+}
+
+impl ArchivedFile {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Read up to `buf.len()` bytes at `off` (short only at the end).
+    pub fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        let end = (off + buf.len() as u64).min(self.size);
+        let mut at = off;
+        // The first chunk that ends after `off` (chunks are in order).
+        let mut i = self.chunks.partition_point(|c| c.off + c.len <= off);
+        while at < end && i < self.chunks.len() {
+            let c = &self.chunks[i];
+            let data = {
+                let mut last = self.last.lock();
+                match &*last {
+                    Some((j, d)) if *j == i => d.clone(),
+                    _ => {
+                        let d = std::sync::Arc::new(self.archive.chunk(c)?);
+                        *last = Some((i, d.clone()));
+                        d
+                    }
+                }
+            };
+            let from = (at - c.off) as usize;
+            let to = ((end - c.off) as usize).min(data.len());
+            let dst = (at - off) as usize;
+            buf[dst..dst + (to - from)].copy_from_slice(&data[from..to]);
+            at += (to - from) as u64;
+            i += 1;
+        }
+        Ok((at - off) as usize)
+    }
+
+    /// The whole content (for callers that want it at once).
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let mut v = vec![0u8; self.size as usize];
+        let n = self.read_at(&mut v, 0)?;
+        v.truncate(n);
+        Ok(v)
+    }
+}
+
 impl Store {
     /// The archive tier, when configured.
     pub fn archive(&self) -> Option<&Archive> {
-        self.archive.as_ref()
+        self.archive.as_deref()
     }
 
-    /// An archived version's content: from the read cache, or fetched from
-    /// the bucket into it.
+    /// An archived version's content, read lazily: its manifest now, each
+    /// chunk when a read first touches it (then from the local cache).
     pub(super) fn open_archived(&self, m: &VersionMeta, key: &str) -> io::Result<Content> {
         let a = self
             .archive
-            .as_ref()
+            .clone()
             .ok_or_else(|| io::Error::other("version is archived but no archive is configured"))?;
-        let cache = sys::openat(
-            a.dir.as_fd(),
-            &CString::new(CACHE).expect("no NUL"),
-            libc::O_RDONLY | libc::O_DIRECTORY,
-            0,
-        )?;
-        let name = format!("{}-v{:06}", layout::path_hash(&m.relpath()), m.number);
-        let cname = CString::new(name.clone()).map_err(io::Error::other)?;
-        if let Ok(fd) = sys::openat(cache.as_fd(), &cname, libc::O_RDONLY, 0)
-            && sys::fstat(fd.as_fd()).is_ok_and(|st| st.st_size as u64 == m.size)
-        {
-            return Ok(Content::Object(fd, m.size));
-        }
         let man = a.manifest(key)?;
-        let tmp =
-            CString::new(format!(".{name}.{}", std::process::id())).map_err(io::Error::other)?;
-        let out = sys::openat(
-            cache.as_fd(),
-            &tmp,
-            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC,
-            0o600,
-        )?;
-        let r = a.assemble(&man, out.as_fd()).and_then(|_| {
-            sys::ftruncate(out.as_fd(), m.size)?;
-            sys::renameat2(cache.as_fd(), &tmp, cache.as_fd(), &cname, 0)
-        });
-        if let Err(e) = r {
-            let _ = sys::unlinkat(cache.as_fd(), &tmp, 0);
-            return Err(e);
-        }
         a.stats.versions_fetched.fetch_add(1, Ordering::Relaxed);
-        a.trim_cache();
-        let fd = sys::openat(cache.as_fd(), &cname, libc::O_RDONLY, 0)?;
-        Ok(Content::Object(fd, m.size))
+        Ok(Content::Archived(ArchivedFile {
+            archive: a,
+            chunks: man.chunks,
+            size: m.size,
+            last: parking_lot::Mutex::new(None),
+        }))
     }
 
     /// Delete an evicted archived version's manifest (its chunks go at the
@@ -459,6 +502,7 @@ impl Store {
         // A compressed object is decoded: chunk its plaintext from a temp file.
         let (fd, _tmp) = match content {
             Content::Object(fd, _) => (fd, None),
+            Content::Archived(_) => return Ok(()), // archived meanwhile
             Content::Decoded(bytes) => {
                 let name = CString::new(format!(".decoded-{}", std::process::id()))
                     .map_err(io::Error::other)?;
