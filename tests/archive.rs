@@ -32,14 +32,6 @@ struct Server {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn s3s_fs() -> Option<PathBuf> {
     let home = std::env::var("HOME").unwrap_or_default();
     [format!("{home}/.cargo/bin/s3s-fs"), "s3s-fs".to_string()]

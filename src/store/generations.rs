@@ -119,13 +119,7 @@ impl Generations {
                 }
                 super::meta::write_atomic(store, GENERATIONS, &out)?;
             }
-            let c = CString::new(GENERATIONS).expect("no NUL");
-            me.fd = Some(sys::openat(
-                store,
-                &c,
-                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-                0o600,
-            )?);
+            me.fd = Some(append_fd(store)?);
         }
         Ok(me)
     }
@@ -162,13 +156,8 @@ impl Generations {
         let n = list.len();
         self.list = list;
         if self.fd.is_some() {
-            let c = CString::new(GENERATIONS).expect("no NUL");
-            self.fd = Some(sys::openat(
-                store,
-                &c,
-                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-                0o600,
-            )?);
+            // The file was replaced: append to the new one.
+            self.fd = Some(append_fd(store)?);
         }
         Ok(n)
     }
@@ -312,6 +301,16 @@ impl super::Store {
             log::warn!("generations: {e} (the last generation was not recorded)");
         }
     }
+}
+
+fn append_fd(store: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let c = CString::new(GENERATIONS).expect("no NUL");
+    sys::openat(
+        store,
+        &c,
+        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+        0o600,
+    )
 }
 
 fn line(g: &Generation) -> Vec<u8> {
