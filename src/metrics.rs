@@ -365,6 +365,12 @@ impl Collector for Sources {
         )?;
         counter(
             &mut e,
+            "ckptfs_fsync_throttled",
+            "fsyncs that made no version: within fsync_min_interval of the file's last fsync version.",
+            &[(&[], s.fsync_throttled.load(Relaxed))],
+        )?;
+        counter(
+            &mut e,
             "ckptfs_conflicts",
             "Opens for writing while another writer had the file open.",
             &[(&[], s.conflicts.load(Relaxed))],

@@ -86,6 +86,7 @@ pub struct Autosave {
     pub max_keep: Option<u32>,
     pub settle_ms: Option<u64>,
     pub fsync_copy_limit: Option<u64>,
+    pub fsync_min_interval: Option<String>,
     pub generation_quiet_ms: Option<u64>,
 }
 
@@ -198,6 +199,10 @@ pub struct Config {
     /// is at most this big (reflinks are always used where available); bigger
     /// files get their version at the last close instead.
     pub fsync_copy_limit: u64,
+    /// At most one fsync-triggered version per file per this span (a file
+    /// fsynced all the time: SQLite, loggers, msync loops). The last close,
+    /// O_TRUNC, rename-over and unlink still make versions.
+    pub fsync_min_interval: String,
     /// Store location (default `<DIR>/.ckptfs`).
     pub save_path: Option<PathBuf>,
     pub versions_dir: VersionsDir,
@@ -222,6 +227,10 @@ pub const DEFAULT_IGNORE: &[&str] = &[
     "*.__lock",
     ".#*",
     "*.crdownload",
+    // SQLite's rollback journal (made and deleted at every commit) and its
+    // WAL index (rebuilt from the WAL): the database file holds the states.
+    "*-journal",
+    "*-shm",
 ];
 
 impl Default for Config {
@@ -232,6 +241,7 @@ impl Default for Config {
             settle_ms: 1500,
             generation_quiet_ms: 3000,
             fsync_copy_limit: 64 << 20,
+            fsync_min_interval: "5s".into(),
             save_path: None,
             versions_dir: VersionsDir::default(),
             ignore: DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect(),
@@ -360,6 +370,10 @@ impl Config {
         }
         if let Some(s) = f.autosave.settle_ms {
             c.settle_ms = s;
+        }
+        if let Some(i) = f.autosave.fsync_min_interval {
+            parse_duration(&i).map_err(|e| bad("autosave.fsync_min_interval", e.0))?;
+            c.fsync_min_interval = i;
         }
         if let Some(s) = f.autosave.fsync_copy_limit {
             c.fsync_copy_limit = s;
@@ -495,6 +509,8 @@ impl Config {
             generation_quiet: Duration::from_millis(self.generation_quiet_ms),
             ignore: self.ignore.clone(),
             fsync_copy_limit: self.fsync_copy_limit,
+            fsync_min_interval: parse_duration(&self.fsync_min_interval)
+                .unwrap_or(Duration::from_secs(5)),
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct VersioningOptions {
     /// On fsync of a file still open for writing, copy it into the store when it
     /// is at most this big; bigger files get their version at the last close.
     pub fsync_copy_limit: u64,
+    /// At most one fsync version per file per this span.
+    pub fsync_min_interval: Duration,
 }
 
 impl VersioningOptions {

@@ -178,6 +178,8 @@ pub struct Stats {
     /// ENOSPC the daemon returned to a writer after evicting what it could
     /// (daemon data path; with passthrough the kernel answers writes itself).
     pub enospc_returned: AtomicU64,
+    /// fsyncs that made no version: within `fsync_min_interval` of the last.
+    pub fsync_throttled: AtomicU64,
     /// Bytes compression saved (logical size − compressed size).
     pub bytes_saved_compression: AtomicU64,
     /// When the last version became durable (ns since the epoch; 0: never).

@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::{How, Inode, ROOT_INO, Reason, Versioner, writer_of};
 use crate::store::Change;
@@ -172,6 +173,7 @@ impl Versioner {
             self.capture_while_open(inode, pid, Reason::Close);
             return;
         }
+        self.last_fsync.lock().remove(&inode.ino);
         let Some(p) = self.path_of(inode) else { return };
         // A save ended: the reserve learns its size now, not at the seal (a
         // rewrite before the settle time would seal it as an overwrite).
@@ -191,6 +193,24 @@ impl Versioner {
     }
 
     pub(crate) fn on_fsync(&self, inode: &Arc<Inode>, pid: u32) {
+        // A file fsynced all the time (a database, a logger) gets one fsync
+        // version per interval; its later states are kept by the next fsync
+        // after it, the open-and-dirty interval, or the last close.
+        {
+            let mut last = self.last_fsync.lock();
+            let now = Instant::now();
+            if last
+                .get(&inode.ino)
+                .is_some_and(|t| now.duration_since(*t) < self.opts.fsync_min_interval)
+            {
+                self.store
+                    .stats
+                    .fsync_throttled
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            last.insert(inode.ino, now);
+        }
         self.capture_while_open(inode, pid, Reason::Fsync);
     }
 

@@ -56,6 +56,9 @@ pub struct Versioner {
     /// Seals taken off `pending` whose capture has not reached the store's
     /// queue yet (a copy can take seconds): `ckptfs wait` counts them.
     capturing: AtomicUsize,
+    /// When each inode last got an fsync version (the throttle); dropped at
+    /// its last writer's release.
+    last_fsync: Mutex<HashMap<u64, Instant>>,
 }
 
 fn writer_of(pid: u32) -> Option<Writer> {
@@ -91,6 +94,7 @@ impl Versioner {
             stop: AtomicBool::new(false),
             swap_seq: AtomicU64::new(0),
             capturing: AtomicUsize::new(0),
+            last_fsync: Mutex::new(HashMap::new()),
         });
         let me = v.clone();
         std::thread::Builder::new()
