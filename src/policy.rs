@@ -22,6 +22,9 @@ pub struct Rules {
     pub keep_last: Option<u32>,
     /// Keep versions sealed within this span of the newest one.
     pub keep_within: Option<Duration>,
+    /// Keep the newest version in each of the last N minutes that have
+    /// versions (thins dense histories: a file fsynced all the time).
+    pub keep_minutely: Option<u32>,
     /// Keep the newest version in each of the last N hours that have versions.
     pub keep_hourly: Option<u32>,
     pub keep_daily: Option<u32>,
@@ -82,6 +85,7 @@ pub enum Keep {
     Pinned,
     Last,
     Within,
+    Minutely,
     Hourly,
     Daily,
     Weekly,
@@ -100,6 +104,7 @@ fn bucket(sealed_ns: i64, k: &Keep) -> i64 {
     let sealed = sealed_ns.div_euclid(1_000_000_000);
     let days = sealed.div_euclid(86400);
     match k {
+        Keep::Minutely => sealed.div_euclid(60),
         Keep::Hourly => sealed.div_euclid(3600),
         Keep::Daily => days,
         // 1970-01-01 was a Thursday; shift so weeks start on Monday.
@@ -167,6 +172,7 @@ pub fn apply(items: &[Item], r: &Rules) -> Decision {
         }
     }
     for (count, k) in [
+        (r.keep_minutely, Keep::Minutely),
         (r.keep_hourly, Keep::Hourly),
         (r.keep_daily, Keep::Daily),
         (r.keep_weekly, Keep::Weekly),
@@ -261,6 +267,7 @@ mod tests {
         Rules {
             keep_last: None,
             keep_within: None,
+            keep_minutely: None,
             keep_hourly: None,
             keep_daily: None,
             keep_weekly: None,
@@ -346,6 +353,26 @@ mod tests {
             },
         );
         assert_eq!(d.keep.keys().copied().collect::<Vec<_>>(), vec![5, 6]);
+    }
+
+    #[test]
+    fn minutely_thins_a_dense_history() {
+        // A file fsynced every 10 s for 5 minutes: 30 versions.
+        let it = items(&(0..30).map(|k| T0 + 10 * S * k).collect::<Vec<_>>());
+        let d = apply(
+            &it,
+            &Rules {
+                keep_minutely: Some(3),
+                ..none()
+            },
+        );
+        check_invariants(&it, &d);
+        // The newest of each of the last three minutes (versions 30, 24, 18
+        // when T0 is on a minute boundary).
+        let kept: Vec<u64> = d.keep.keys().copied().collect();
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert!(kept.contains(&30));
+        assert_eq!(d.remove.len(), 27);
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub struct Retention {
     pub keep_last: Option<u32>,
     /// A duration: "90m", "24h", "7d".
     pub keep_within: Option<String>,
+    pub keep_minutely: Option<u32>,
     pub keep_hourly: Option<u32>,
     pub keep_daily: Option<u32>,
     pub keep_weekly: Option<u32>,
@@ -63,6 +64,7 @@ impl Default for Retention {
         Self {
             keep_last: Some(10),
             keep_within: Some("24h".into()),
+            keep_minutely: None,
             keep_hourly: None,
             keep_daily: None,
             keep_weekly: None,
@@ -104,6 +106,7 @@ impl Retention {
         Ok(Rules {
             keep_last: self.keep_last,
             keep_within,
+            keep_minutely: self.keep_minutely,
             keep_hourly: self.keep_hourly,
             keep_daily: self.keep_daily,
             keep_weekly: self.keep_weekly,
