@@ -75,3 +75,82 @@ fn a_sqlite_commit_loop_and_an_msync_loop_are_throttled_and_keep_their_last_stat
         }
     });
 }
+
+fn stats(m: &Mount) -> serde_json::Value {
+    let o = ckptfs(&["stats", m.mnt.to_str().unwrap()]);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn an_fsync_keeps_its_state_whatever_the_writer_does_next_and_copies_only_when_it_must() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        for opts in modes() {
+            let daemon = !opts.passthrough;
+            let mut m = Mount::new(
+                "fsync-link",
+                Opts {
+                    config: Some(r#"{ "autosave": { "settle_ms": 50 } }"#.into()),
+                    ..opts
+                },
+            );
+            let copied = |m: &Mount| stats(m)["stats"]["bytes_copied"].as_u64().unwrap();
+            // fsync, then close: one version, the synced bytes.
+            let before = copied(&m);
+            sh_ok(&format!(
+                "python3 -c \"import os; fd=os.open('{}', os.O_CREAT|os.O_WRONLY|os.O_TRUNC, 0o644); os.write(fd, b'A'*100000); os.fsync(fd); os.close(fd)\"",
+                m.p("saved.bin").display()
+            ));
+            m.wait_sealed();
+            let v = versions_of(&m, "saved.bin");
+            assert_eq!(v.len(), 1, "{daemon}: {v:?}");
+            assert_eq!(
+                std::fs::read(m.p(".versions/saved.bin").join(&v[0])).unwrap(),
+                vec![b'A'; 100000]
+            );
+            if daemon {
+                // Linked at the fsync, nothing copied.
+                assert_eq!(
+                    copied(&m),
+                    before,
+                    "daemon path: an fsync then close copies nothing"
+                );
+            }
+            // fsync, then an in-place write and an append before close: the
+            // fsynced state and the closing state are both versions.
+            sh_ok(&format!(
+                "python3 -c \"import os; fd=os.open('{}', os.O_CREAT|os.O_WRONLY|os.O_TRUNC, 0o644); os.write(fd, b'B'*100000); os.fsync(fd); os.pwrite(fd, b'C'*10, 0); os.write(fd, b'D'*5); os.close(fd)\"",
+                m.p("edited.bin").display()
+            ));
+            m.wait_sealed();
+            let v = versions_of(&m, "edited.bin");
+            let read = |e: &str| std::fs::read(m.p(".versions/edited.bin").join(e)).unwrap();
+            let states: Vec<Vec<u8>> = v.iter().map(|e| read(e)).collect();
+            let synced = vec![b'B'; 100000];
+            let mut closing = synced.clone();
+            closing[..10].copy_from_slice(b"CCCCCCCCCC");
+            closing.extend(b"DDDDD");
+            assert!(
+                states.contains(&synced),
+                "{daemon}: the fsynced state is kept"
+            );
+            assert_eq!(
+                states.last(),
+                Some(&closing),
+                "{daemon}: the closing state is the newest"
+            );
+            if daemon {
+                let s = stats(&m);
+                assert!(
+                    s["stats"]["unshares"].as_u64().unwrap() >= 1,
+                    "the write below the linked size copied first: {s}"
+                );
+            }
+            let o = ckptfs(&["verify", m.mnt.to_str().unwrap()]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+            m.unmount();
+        }
+    });
+}

@@ -258,6 +258,11 @@ impl CkptFs {
         let Source::Live(f) = &h.src else {
             return Err(err(libc::EROFS));
         };
+        if let Some(inode) = &h.inode
+            && let Some(v) = self.ver()
+        {
+            v.before_daemon_write(inode, offset)?;
+        }
         let mut done = 0;
         while done < data.len() {
             match sys::pwrite(f.as_fd(), &data[done..], offset + done as u64) {
@@ -332,6 +337,11 @@ impl CkptFs {
         let Source::Live(out) = &ho.src else {
             return Err(err(libc::EROFS));
         };
+        if let Some(inode) = &ho.inode
+            && let Some(v) = self.ver()
+        {
+            v.before_daemon_write(inode, off_out)?;
+        }
         let mut oi = off_in as i64;
         let mut oo = off_out as i64;
         let fin = hi.fd()?;

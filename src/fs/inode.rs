@@ -50,6 +50,11 @@ pub struct Inode {
     pub loc: Mutex<(u64, Vec<u8>)>,
     /// Serializes version capture against opens for writing of this inode.
     pub vlock: Mutex<()>,
+    /// An fsync linked this inode into the store while it stayed open (daemon
+    /// path, zero copy): the version holds its first `linked_upto` bytes, so
+    /// a write below that must first give the version its own copy. u64::MAX
+    /// when nothing was linked so.
+    pub linked_upto: AtomicU64,
 }
 
 impl Inode {
@@ -100,6 +105,7 @@ impl InodeStore {
             passthrough: Mutex::new(Weak::new()),
             loc: Mutex::new((0, Vec::new())),
             vlock: Mutex::new(()),
+            linked_upto: AtomicU64::new(u64::MAX),
         });
         let mut map = HashMap::new();
         map.insert(ROOT_INO, root_inode);
@@ -255,6 +261,7 @@ impl InodeStore {
             passthrough: Mutex::new(Weak::new()),
             loc: Mutex::new((0, Vec::new())),
             vlock: Mutex::new(()),
+            linked_upto: AtomicU64::new(u64::MAX),
         });
         map.insert(ino, inode.clone());
         drop(map);

@@ -58,6 +58,12 @@ impl Store {
     /// (in `unshare_once`): outside it, a seal moving a capture from pending
     /// into the index would be seen in neither, and the write would change a
     /// sealed object.
+    /// Can a capture be a hard link (the store shares the live tree's
+    /// filesystem)? Else links are copies.
+    pub fn links_here(&self) -> bool {
+        self.shares.same_fs
+    }
+
     pub fn unshare(&self, fd: BorrowedFd<'_>, ino: u64) -> StoreResult<()> {
         let size = sys::fstat(fd)?.st_size as u64;
         match self.with_room(size, || self.unshare_once(fd, ino)) {

@@ -127,6 +127,22 @@ impl Versioner {
         }
     }
 
+    /// A write through the daemon at `offset`: if an fsync linked the inode
+    /// into the store while it stayed open and the write lands inside the
+    /// linked bytes, the version gets its own copy first (appends need none).
+    pub(crate) fn before_daemon_write(&self, inode: &Arc<Inode>, offset: u64) -> io::Result<()> {
+        if offset >= inode.linked_upto.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _g = inode.vlock.lock();
+        if offset >= inode.linked_upto.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.before_inplace_change(inode)?;
+        inode.linked_upto.store(u64::MAX, Ordering::SeqCst);
+        Ok(())
+    }
+
     pub(crate) fn before_inplace_change(&self, inode: &Arc<Inode>) -> io::Result<()> {
         let fd = self.inodes.path_fd(inode)?;
         let st = sys::fstat(fd.as_fd())?;
@@ -174,6 +190,8 @@ impl Versioner {
             return;
         }
         self.last_fsync.lock().remove(&inode.ino);
+        // The last writer is gone: later writers unshare at their open.
+        inode.linked_upto.store(u64::MAX, Ordering::SeqCst);
         let Some(p) = self.path_of(inode) else { return };
         // A save ended: the reserve learns its size now, not at the seal (a
         // rewrite before the settle time would seal it as an overwrite).
@@ -225,10 +243,22 @@ impl Versioner {
                 return Ok(());
             }
             // The writer still holds the file, so a hard link would change under
-            // it: reflink where the filesystem can, copy small files, and for big
-            // files without reflink seal at the last close (zero copy) instead.
+            // it. On the daemon data path every later write passes here first:
+            // link now (zero copy) and copy only if a write lands below the
+            // linked size (`before_daemon_write`). With passthrough the writes
+            // bypass us: reflink where the filesystem can, copy small files,
+            // and for big files without reflink seal at the last close.
+            let all_daemon =
+                self.handles.daemon_opens(inode.ino) == self.handles.open_count(inode.ino);
             let small = (st.st_size as u64) <= self.opts.fsync_copy_limit;
-            let how = if small { How::Copy } else { How::CloneOnly };
+            let how = if reason == Reason::Fsync && all_daemon && self.store.links_here() {
+                inode.linked_upto.store(st.st_size as u64, Ordering::SeqCst);
+                How::Link
+            } else if small {
+                How::Copy
+            } else {
+                How::CloneOnly
+            };
             match self.capture(&fd, &p, reason, writer_of(pid), how) {
                 Ok(()) => {
                     self.pending.lock().remove(&inode.ino);
