@@ -118,6 +118,8 @@ pub struct ArchiveStats {
     pub errors: AtomicU64,
     /// Versions due for the archive and not there yet (last pass).
     pub backlog: AtomicU64,
+    /// Time spent uploading (chunking, hashing, HEADs and PUTs), ns.
+    pub upload_ns: AtomicU64,
 }
 
 pub struct Archive {
@@ -517,7 +519,12 @@ impl Store {
                 (fd, Some(()))
             }
         };
-        let key = a.upload(m, fd.as_fd(), &self.sealer.stop)?;
+        let t = std::time::Instant::now();
+        let key = a.upload(m, fd.as_fd(), &self.sealer.stop);
+        a.stats
+            .upload_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let key = key?;
         let _q = self.quiesce.read();
         let _g = self.shares.lock.lock();
         // Still the same version (not evicted or unshared meanwhile)?
