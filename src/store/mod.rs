@@ -437,10 +437,9 @@ impl Store {
         self.flush_pending();
         if !self.sealer.workers.lock().is_empty() {
             self.close_generation();
-            // So a fresh machine restoring from the bucket sees the last one.
-            if let Some(a) = &self.archive {
-                self.upload_generations(a);
-            }
+            // So a fresh machine restoring from the bucket sees the last
+            // generation; and evicted versions' manifests go.
+            self.archive_shutdown();
         }
         self.sealer.stop.store(true, Ordering::SeqCst);
         self.kick_space();

@@ -128,6 +128,10 @@ pub struct Archive {
     last_sweep: AtomicU64,
     /// Client-side encryption, when a key file is configured.
     crypt: Option<crypt::Crypt>,
+    /// Manifests of evicted versions, to delete from the archive thread;
+    /// what is left at unmount is saved in `archive/to-delete.json` (else
+    /// the next mount would import them back as versions).
+    to_delete: parking_lot::Mutex<Vec<String>>,
     remote: Remote,
     /// For reads a person waits on: fewer retries.
     reader: Remote,
@@ -143,6 +147,7 @@ struct UploadState {
 }
 
 const DIR: &str = "archive";
+const TO_DELETE: &str = "to-delete.json";
 const CACHE: &str = "cache";
 
 /// Can this configuration write to its bucket? One line when not.
@@ -173,9 +178,14 @@ impl Archive {
             mk(&CString::new(DIR).expect("no NUL"), store).map_err(|e| format!("{DIR}: {e}"))?;
         mk(&CString::new(CACHE).expect("no NUL"), dir.as_fd())
             .map_err(|e| format!("{DIR}/{CACHE}: {e}"))?;
+        let to_delete: Vec<String> = meta::read_at(dir.as_fd(), TO_DELETE)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         Ok(Self {
             opts,
             crypt,
+            to_delete: parking_lot::Mutex::new(to_delete),
             last_sweep: AtomicU64::new(0),
             remote,
             reader,
@@ -460,17 +470,52 @@ impl Store {
 
     /// Delete an evicted archived version's manifest (its chunks go at the
     /// next sweep); failures are counted and logged, never fatal.
+    /// Eviction runs on seal workers and the sweeper: the DELETE is queued
+    /// for the archive thread, so a slow or unreachable server never holds
+    /// them up.
     pub(super) fn forget_archived(&self, key: &str) {
         if let Some(a) = &self.archive {
-            match a.remote.delete(key) {
+            a.to_delete.lock().push(key.to_string());
+        }
+    }
+
+    /// Delete the queued manifests (archive thread); what fails stays queued.
+    fn delete_forgotten(&self, a: &Archive) {
+        let keys = std::mem::take(&mut *a.to_delete.lock());
+        let mut left = Vec::new();
+        for key in keys {
+            match a.remote.delete(&key) {
                 Ok(()) => {
                     a.stats.manifests_deleted.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     a.stats.errors.fetch_add(1, Ordering::Relaxed);
-                    log::warn!("archive: deleting {key}: {e}");
+                    log::warn!("archive: deleting {key}: {e} (retried later)");
+                    left.push(key);
                 }
             }
+        }
+        a.to_delete.lock().extend(left);
+    }
+
+    /// At unmount: one more try, then keep what is left for the next mount.
+    pub(super) fn archive_shutdown(&self) {
+        let Some(a) = &self.archive else { return };
+        self.upload_generations(a);
+        self.delete_forgotten(a);
+        let left = a.to_delete.lock().clone();
+        let r = if left.is_empty() {
+            match sys::unlinkat(a.dir.as_fd(), &CString::new(TO_DELETE).expect("no NUL"), 0) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+                _ => Ok(()),
+            }
+        } else {
+            serde_json::to_vec(&left)
+                .map_err(io::Error::other)
+                .and_then(|b| meta::write_atomic(a.dir.as_fd(), TO_DELETE, &b))
+        };
+        if let Err(e) = r {
+            log::warn!("archive: {TO_DELETE}: {e}");
         }
     }
 
@@ -562,6 +607,7 @@ impl Store {
     pub(super) fn archive_pass(&self) {
         let Some(a) = &self.archive else { return };
         self.upload_generations(a);
+        self.delete_forgotten(a);
         let due = self.archive_due(a);
         a.stats.backlog.store(due.len() as u64, Ordering::Relaxed);
         for m in &due {
@@ -625,13 +671,15 @@ impl Store {
             return Ok((0, 0));
         };
         let prefix = format!("nodes/{}/manifests/", a.opts.node);
-        let known: HashSet<String> = self.with_index(|i| {
+        let mut known: HashSet<String> = self.with_index(|i| {
             i.paths
                 .values()
                 .flat_map(|h| h.versions.iter())
                 .filter_map(|m| m.archived.clone())
                 .collect()
         });
+        // Evicted here, not yet deleted there: not to be imported back.
+        known.extend(a.to_delete.lock().iter().cloned());
         let mut added = 0;
         for key in a.remote.list(&prefix)? {
             if known.contains(&key) || !key.ends_with(".json") {
