@@ -134,6 +134,17 @@ impl Server {
     }
 }
 
+/// Removes a test's own directory (servers' data, configs) when it passes.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
@@ -217,6 +228,7 @@ fn versions_move_to_the_archive_and_come_back_on_both_servers() {
     bounded(300, || {
         for kind in [Kind::Moto, Kind::S3sFs] {
             let root = tmpdir("archive");
+            let _clean = Cleanup(root.clone());
             let Some(srv) = Server::start(kind, &root) else {
                 continue;
             };
@@ -278,6 +290,7 @@ fn a_fresh_store_gets_its_history_and_steps_back_from_the_bucket() {
     }
     bounded(300, || {
         let root = tmpdir("archive-fresh");
+        let _clean = Cleanup(root.clone());
         let Some(srv) = Server::start(Kind::Moto, &root) else {
             return;
         };
@@ -324,6 +337,7 @@ fn faults_lose_nothing_and_bad_settings_are_one_line() {
     }
     bounded(400, || {
         let root = tmpdir("archive-faults");
+        let _clean = Cleanup(root.clone());
         let Some(mut srv) = Server::start(Kind::S3sFs, &root) else {
             return;
         };
@@ -446,6 +460,7 @@ fn two_nodes_upload_shared_chunks_once_and_restore_their_own_files() {
     }
     bounded(300, || {
         let root = tmpdir("archive-nodes");
+        let _clean = Cleanup(root.clone());
         let Some(srv) = Server::start(Kind::Moto, &root) else {
             return;
         };
@@ -489,6 +504,7 @@ fn expired_versions_leave_the_bucket_and_their_chunks_are_swept() {
     }
     bounded(240, || {
         let root = tmpdir("archive-sweep");
+        let _clean = Cleanup(root.clone());
         let Some(srv) = Server::start(Kind::Moto, &root) else {
             return;
         };
@@ -545,6 +561,7 @@ fn an_encrypted_archive_shows_no_plaintext_and_no_equal_addresses_across_keys() 
     }
     bounded(240, || {
         let root = tmpdir("archive-crypt");
+        let _clean = Cleanup(root.clone());
         let Some(srv) = Server::start(Kind::Moto, &root) else {
             return;
         };

@@ -96,6 +96,8 @@ fn mount_t_fuse_ckptfs_and_an_fstab_line_mount_it() {
             String::from_utf8_lossy(&o.stderr)
         );
         assert!(!is_mounted(&dir));
+        drop(_h);
+        let _ = std::fs::remove_dir_all(&root);
     });
 }
 
