@@ -86,11 +86,11 @@ pub struct Manifest {
     pub chunks: Vec<ChunkRef>,
 }
 
-pub fn chunk_key(id: &str) -> String {
+fn chunk_key(id: &str) -> String {
     format!("chunks/{}/{id}", &id[..2])
 }
 
-pub fn manifest_key(node: &str, m: &VersionMeta) -> String {
+fn manifest_key(node: &str, m: &VersionMeta) -> String {
     format!(
         "nodes/{node}/manifests/{}/v{:06}.json",
         layout::path_hash(&m.relpath()),
@@ -403,10 +403,6 @@ pub struct ArchivedFile {
 }
 
 impl ArchivedFile {
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Read up to `buf.len()` bytes at `off` (short only at the end).
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
         let end = (off + buf.len() as u64).min(self.size);
@@ -736,7 +732,7 @@ impl Store {
     /// confirmed), then delete the unmarked chunks older than `sweep_grace`.
     /// The grace covers uploads in flight on other nodes: their chunks are
     /// fresh until their manifest lands. Returns the chunks deleted.
-    pub fn archive_sweep(&self) -> io::Result<u64> {
+    fn archive_sweep(&self) -> io::Result<u64> {
         let Some(a) = &self.archive else {
             return Ok(0);
         };
