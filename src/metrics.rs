@@ -371,6 +371,12 @@ impl Collector for Sources {
         )?;
         counter(
             &mut e,
+            "ckptfs_fsync_superseded",
+            "Passthrough fsyncs whose state the writer changed again before it closed or the version was taken.",
+            &[(&[], s.fsync_superseded.load(Relaxed))],
+        )?;
+        counter(
+            &mut e,
             "ckptfs_conflicts",
             "Opens for writing while another writer had the file open.",
             &[(&[], s.conflicts.load(Relaxed))],

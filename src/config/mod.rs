@@ -240,7 +240,7 @@ impl Default for Config {
             interval_seconds: 300,
             settle_ms: 1500,
             generation_quiet_ms: 3000,
-            fsync_copy_limit: 64 << 20,
+            fsync_copy_limit: 0,
             fsync_min_interval: "5s".into(),
             save_path: None,
             versions_dir: VersionsDir::default(),

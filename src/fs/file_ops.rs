@@ -60,11 +60,17 @@ impl CkptFs {
     /// inode while it has opens (every open passthrough, or none), so an inode
     /// already open one way is opened the same way again. Called with the
     /// inode's vlock held, so two opens cannot decide differently.
-    fn daemon_path(&self, inode: &Arc<Inode>, writable: bool) -> bool {
+    ///
+    /// Also yes for `inplace`: an open that may rewrite existing versioned
+    /// bytes (for writing, neither O_TRUNC nor O_APPEND, file not empty:
+    /// SQLite, HDF5 `r+`, `np.memmap`). Such writers write again after an
+    /// fsync, and only on this path does the daemon see that write coming,
+    /// so the fsync's version can be a hard link that is copied only then.
+    fn daemon_path(&self, inode: &Arc<Inode>, writable: bool, inplace: bool) -> bool {
         if inode.passthrough.lock().upgrade().is_some() {
             return false;
         }
-        if self.handles.daemon_opens(inode.ino) > 0 {
+        if self.handles.daemon_opens(inode.ino) > 0 || inplace {
             return true;
         }
         writable && self.pressure_open()
@@ -108,12 +114,17 @@ impl CkptFs {
             }
         }
         let f = self.inodes.open(&inode, flags & !STRIP)?;
-        let backing = if self.passthrough() && inode.is_reg() && !self.daemon_path(&inode, writable)
-        {
-            Some(self.backing_for(&inode, &f, false, register)?)
-        } else {
-            None
-        };
+        let inplace = writable
+            && flags & (libc::O_TRUNC | libc::O_APPEND) == 0
+            && self.ver().is_some_and(|v| v.versions(&inode))
+            && sys::fstat(f.as_fd()).is_ok_and(|st| st.st_size > 0);
+        let backing =
+            if self.passthrough() && inode.is_reg() && !self.daemon_path(&inode, writable, inplace)
+            {
+                Some(self.backing_for(&inode, &f, false, register)?)
+            } else {
+                None
+            };
         // With passthrough the daemon never sees the writes: an open for writing
         // counts as dirty; sealing skips states identical to the last version.
         let dirty = writable && (backing.is_some() || flags & libc::O_TRUNC != 0);

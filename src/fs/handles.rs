@@ -78,6 +78,8 @@ pub struct DirEntry {
 struct Counts {
     open: usize,
     writers: usize,
+    /// Writers that opened with O_APPEND.
+    appenders: usize,
     execs: usize,
     /// Live opens served on the daemon data path (no passthrough backing).
     daemon: usize,
@@ -107,6 +109,7 @@ impl Handles {
         let c = f.by_ino.entry(h.ino).or_default();
         c.open += 1;
         c.writers += usize::from(h.writable);
+        c.appenders += usize::from(h.writable && h.appends);
         c.execs += usize::from(h.exec);
         c.daemon += usize::from(h.on_daemon_path());
         f.by_fh.insert(id, Arc::new(h));
@@ -128,6 +131,7 @@ impl Handles {
         if let Some(c) = f.by_ino.get_mut(&h.ino) {
             c.open -= 1;
             c.writers -= usize::from(h.writable);
+            c.appenders -= usize::from(h.writable && h.appends);
             c.execs -= usize::from(h.exec);
             c.daemon -= usize::from(h.on_daemon_path());
             if c.open == 0 {
@@ -154,6 +158,13 @@ impl Handles {
     /// Handles that still write into inode `ino`.
     pub fn writers(&self, ino: u64) -> usize {
         self.counts(ino).writers
+    }
+
+    /// Does every handle writing into `ino` append (O_APPEND)? Then no write
+    /// can change bytes that are already there.
+    pub fn only_appenders(&self, ino: u64) -> bool {
+        let c = self.counts(ino);
+        c.writers == c.appenders
     }
 
     /// Live handles of inode `ino` served on the daemon data path.

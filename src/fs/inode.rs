@@ -52,8 +52,8 @@ pub struct Inode {
     pub vlock: Mutex<()>,
     /// An fsync linked this inode into the store while it stayed open (daemon
     /// path, zero copy): the version holds its first `linked_upto` bytes, so
-    /// a write below that must first give the version its own copy. u64::MAX
-    /// when nothing was linked so.
+    /// a write below that must first give the version its own copy. 0 when
+    /// nothing was linked so (every write is at or above it).
     pub linked_upto: AtomicU64,
 }
 
@@ -105,7 +105,7 @@ impl InodeStore {
             passthrough: Mutex::new(Weak::new()),
             loc: Mutex::new((0, Vec::new())),
             vlock: Mutex::new(()),
-            linked_upto: AtomicU64::new(u64::MAX),
+            linked_upto: AtomicU64::new(0),
         });
         let mut map = HashMap::new();
         map.insert(ROOT_INO, root_inode);
@@ -261,7 +261,7 @@ impl InodeStore {
             passthrough: Mutex::new(Weak::new()),
             loc: Mutex::new((0, Vec::new())),
             vlock: Mutex::new(()),
-            linked_upto: AtomicU64::new(u64::MAX),
+            linked_upto: AtomicU64::new(0),
         });
         map.insert(ino, inode.clone());
         drop(map);

@@ -48,6 +48,12 @@ impl PendingSet {
         }
     }
 
+    pub fn set_reason(&mut self, ino: u64, reason: Reason) {
+        if let Some(p) = self.by_ino.get_mut(&ino) {
+            p.reason = reason;
+        }
+    }
+
     pub fn get(&self, ino: &u64) -> Option<&Pending> {
         self.by_ino.get(ino)
     }

@@ -94,6 +94,10 @@ pub enum How {
     Copy,
     /// Reflink only; fails with EOPNOTSUPP where the filesystem cannot share extents.
     CloneOnly,
+    /// As `Copy`, for a file someone may be writing behind the daemon's back
+    /// (passthrough): if its size, mtime or ctime moved while it was copied,
+    /// the copy is discarded and the capture fails with EAGAIN.
+    CopyStable,
 }
 
 /// What the store needs to know about a capture.
@@ -180,6 +184,9 @@ pub struct Stats {
     pub enospc_returned: AtomicU64,
     /// fsyncs that made no version: within `fsync_min_interval` of the last.
     pub fsync_throttled: AtomicU64,
+    /// Passthrough fsyncs whose state the writer changed again before its
+    /// close and before the version could be taken (README, limits).
+    pub fsync_superseded: AtomicU64,
     /// Bytes compression saved (logical size − compressed size).
     pub bytes_saved_compression: AtomicU64,
     /// When the last version became durable (ns since the epoch; 0: never).

@@ -196,7 +196,11 @@ impl Store {
                     sys::ficlone(dst.as_fd(), src.as_fd())
                         .map_err(|_| io::Error::from_raw_os_error(libc::EOPNOTSUPP))
                 } else {
-                    self.copy_into(&src, &dst, cap.size)
+                    self.copy_into(&src, &dst, cap.size)?;
+                    if how == How::CopyStable && !sys::same_state(&st, &sys::fstat(fd)?) {
+                        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+                    }
+                    Ok(())
                 }
             });
             if let Err(e) = r {
@@ -356,35 +360,19 @@ impl Store {
     ) -> io::Result<Option<Prepared>> {
         let relpath = unhex(&cap.path_hex);
         let cname = CString::new(name).map_err(io::Error::other)?;
-        let obj = sys::openat(self.sealer.incoming.as_fd(), &cname, libc::O_RDONLY, 0)?;
-        // Digest the captured length (the object may be a longer appended inode).
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut off = 0u64;
-        let mut head = Vec::new();
-        let mut head_want = classify::WINDOW;
-        while off < cap.size {
-            let want = ((cap.size - off) as usize).min(buf.len());
-            let n = sys::pread_full(obj.as_fd(), &mut buf[..want], off)?;
-            if n == 0 {
-                break;
+        // An unshare may re-point the name at a private copy while we read
+        // (a write into the live inode follows it): what we read from the old
+        // inode may then hold that write. Read again until the name still is
+        // the inode we read, checked under the lock unshare holds.
+        let (obj, digest, head, tail, size) = loop {
+            let obj = sys::openat(self.sealer.incoming.as_fd(), &cname, libc::O_RDONLY, 0)?;
+            let (digest, head, tail, size) = read_object(&obj, cap.size)?;
+            let ino = sys::fstat(obj.as_fd())?.st_ino;
+            let _g = self.shares.lock.lock();
+            if sys::fstatat(self.sealer.incoming.as_fd(), &cname)?.st_ino == ino {
+                break (obj, digest, head, tail, size);
             }
-            // Keep the head the classifier asks for: 64 KiB, or a whole
-            // header that runs past it (it asks again each time it is met).
-            let mut used = 0;
-            while head.len() < head_want && used < n {
-                let take = (head_want - head.len()).min(n - used);
-                head.extend_from_slice(&buf[used..used + take]);
-                used += take;
-                if head.len() == head_want {
-                    head_want = head_want.max(classify::head_wanted(&head, cap.size));
-                }
-            }
-            hasher.update(&buf[..n]);
-            off += n as u64;
-        }
-        let size = off;
-        let digest = hasher.finalize().to_hex().to_string();
+        };
         let (last, next) = match local.get(&relpath) {
             Some((s, d, n)) => (Some((*s, d.clone())), *n),
             None => {
@@ -422,11 +410,6 @@ impl Store {
                 why: String::new(),
             }
         } else {
-            // The head came with the digest pass; the tail costs one more read.
-            let tail_len = (size as usize).min(classify::WINDOW);
-            let mut tail = vec![0u8; tail_len];
-            let n = sys::pread_full(obj.as_fd(), &mut tail, size - tail_len as u64)?;
-            tail.truncate(n);
             let fname = relpath.rsplit(|&b| b == b'/').next().unwrap_or(&relpath);
             classify::classify(&head, &tail, size, &String::from_utf8_lossy(fname))
         };
@@ -599,4 +582,40 @@ impl Store {
         }
         Ok(cur)
     }
+}
+
+/// Digest the captured length of an object (it may be a longer, appended
+/// inode), keeping the head the classifier asks for and the tail.
+fn read_object(obj: &OwnedFd, len: u64) -> io::Result<(String, Vec<u8>, Vec<u8>, u64)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    let mut head = Vec::new();
+    let mut head_want = classify::WINDOW;
+    while off < len {
+        let want = ((len - off) as usize).min(buf.len());
+        let n = sys::pread_full(obj.as_fd(), &mut buf[..want], off)?;
+        if n == 0 {
+            break;
+        }
+        // Keep the head the classifier asks for: 64 KiB, or a whole
+        // header that runs past it (it asks again each time it is met).
+        let mut used = 0;
+        while head.len() < head_want && used < n {
+            let take = (head_want - head.len()).min(n - used);
+            head.extend_from_slice(&buf[used..used + take]);
+            used += take;
+            if head.len() == head_want {
+                head_want = head_want.max(classify::head_wanted(&head, len));
+            }
+        }
+        hasher.update(&buf[..n]);
+        off += n as u64;
+    }
+    // The head came with the digest pass; the tail costs one more read.
+    let tail_len = (off as usize).min(classify::WINDOW);
+    let mut tail = vec![0u8; tail_len];
+    let n = sys::pread_full(obj.as_fd(), &mut tail, off - tail_len as u64)?;
+    tail.truncate(n);
+    Ok((hasher.finalize().to_hex().to_string(), head, tail, off))
 }

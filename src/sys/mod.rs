@@ -488,6 +488,15 @@ pub fn mtime_ns(st: &libc::stat) -> i64 {
     st.st_mtime * 1_000_000_000 + st.st_mtime_nsec
 }
 
+/// Same inode state as far as `stat` can tell: no write or metadata change
+/// in between (any write moves mtime and ctime; ctime also catches chmod).
+pub fn same_state(a: &libc::stat, b: &libc::stat) -> bool {
+    a.st_ino == b.st_ino
+        && a.st_size == b.st_size
+        && mtime_ns(a) == mtime_ns(b)
+        && (a.st_ctime, a.st_ctime_nsec) == (b.st_ctime, b.st_ctime_nsec)
+}
+
 pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: plain syscall on an open fd.
     cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)

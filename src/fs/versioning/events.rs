@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::{How, Inode, ROOT_INO, Reason, Versioner, writer_of};
-use crate::store::Change;
+use crate::store::{Change, Writer};
 use crate::sys;
 
 impl Versioner {
@@ -139,7 +139,7 @@ impl Versioner {
             return Ok(());
         }
         self.before_inplace_change(inode)?;
-        inode.linked_upto.store(u64::MAX, Ordering::SeqCst);
+        inode.linked_upto.store(0, Ordering::SeqCst);
         Ok(())
     }
 
@@ -191,7 +191,7 @@ impl Versioner {
         }
         self.last_fsync.lock().remove(&inode.ino);
         // The last writer is gone: later writers unshare at their open.
-        inode.linked_upto.store(u64::MAX, Ordering::SeqCst);
+        inode.linked_upto.store(0, Ordering::SeqCst);
         let Some(p) = self.path_of(inode) else { return };
         // A save ended: the reserve learns its size now, not at the seal (a
         // rewrite before the settle time would seal it as an overwrite).
@@ -203,8 +203,9 @@ impl Versioner {
             self.store.note_save(&p, st.st_size as u64);
         }
         self.open_dirty.lock().remove(&inode.ino);
+        let owed = self.settle_owed(inode);
         let reason = match self.pending.lock().get(&inode.ino) {
-            Some(p) if p.reason == Reason::Fsync => Reason::Fsync,
+            Some(p) if p.reason == Reason::Fsync && owed => Reason::Fsync,
             _ => Reason::Close,
         };
         self.schedule(inode, reason, writer_of(pid));
@@ -245,16 +246,26 @@ impl Versioner {
             // The writer still holds the file, so a hard link would change under
             // it. On the daemon data path every later write passes here first:
             // link now (zero copy) and copy only if a write lands below the
-            // linked size (`before_daemon_write`). With passthrough the writes
-            // bypass us: reflink where the filesystem can, copy small files,
-            // and for big files without reflink seal at the last close.
+            // linked size (`before_daemon_write`). Appenders cannot change what
+            // is there: link too. Otherwise (passthrough, writes unseen)
+            // reflink where the filesystem can, copy if the user opted in with
+            // `fsync_copy_limit`, else owe the version: the close (or the file
+            // left unchanged for the settle time) takes it if the state is
+            // still the synced one (`settle_owed`).
             let all_daemon =
                 self.handles.daemon_opens(inode.ino) == self.handles.open_count(inode.ino);
+            let appends = self.handles.only_appenders(inode.ino);
             let small = (st.st_size as u64) <= self.opts.fsync_copy_limit;
-            let how = if reason == Reason::Fsync && all_daemon && self.store.links_here() {
-                inode.linked_upto.store(st.st_size as u64, Ordering::SeqCst);
+            let how = if (all_daemon || appends) && self.store.links_here() {
+                if all_daemon {
+                    inode
+                        .linked_upto
+                        .fetch_max(st.st_size as u64, Ordering::SeqCst);
+                }
                 How::Link
-            } else if small {
+            } else if small || reason != Reason::Fsync {
+                // A writer's close while another writes on (guarantee 4):
+                // that state cannot wait for a later trigger.
                 How::Copy
             } else {
                 How::CloneOnly
@@ -265,6 +276,9 @@ impl Versioner {
                     Ok(())
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    if reason == Reason::Fsync {
+                        self.owed.lock().insert(inode.ino, st);
+                    }
                     self.schedule(inode, reason, writer_of(pid));
                     Ok(())
                 }
@@ -277,6 +291,69 @@ impl Versioner {
                 reason.as_str(),
                 String::from_utf8_lossy(&p)
             );
+        }
+    }
+}
+
+impl Versioner {
+    /// A passthrough fsync owed a version (`capture_while_open`). Is the
+    /// file still in the state that fsync synced? If a write moved it, that
+    /// state is gone (passthrough writes bypass the daemon) and is counted.
+    /// Forgets the debt either way.
+    fn settle_owed(&self, inode: &Arc<Inode>) -> bool {
+        let Some(synced) = self.owed.lock().remove(&inode.ino) else {
+            return true;
+        };
+        let now = self
+            .inodes
+            .path_fd(inode)
+            .and_then(|fd| sys::fstat(fd.as_fd()));
+        if now.is_ok_and(|st| sys::same_state(&synced, &st)) {
+            return true;
+        }
+        self.store
+            .stats
+            .fsync_superseded
+            .fetch_add(1, Ordering::Relaxed);
+        log::info!(
+            "{}: written again after fsync before its close; the state at close is kept",
+            String::from_utf8_lossy(&self.inodes.relpath(inode.ino).unwrap_or_default())
+        );
+        false
+    }
+
+    /// The settle timer found an owed fsync version whose writer is still
+    /// open: copy it now if the file has not changed since the fsync (and
+    /// does not change during the copy). Returns whether it was taken.
+    pub(super) fn take_owed_while_open(&self, inode: &Arc<Inode>, writer: Option<Writer>) -> bool {
+        let Some(synced) = self.owed.lock().get(&inode.ino).copied() else {
+            return false;
+        };
+        let Some(relpath) = self.path_of(inode) else {
+            return false;
+        };
+        let r = self.inodes.path_fd(inode).and_then(|fd| {
+            if !sys::same_state(&synced, &sys::fstat(fd.as_fd())?) {
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            }
+            self.capture(&fd, &relpath, Reason::Fsync, writer, How::CopyStable)
+        });
+        match r {
+            Ok(()) => {
+                self.owed.lock().remove(&inode.ino);
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                self.settle_owed(inode);
+                false
+            }
+            Err(e) => {
+                log::warn!(
+                    "fsync version of {}: {e}",
+                    String::from_utf8_lossy(&relpath)
+                );
+                false
+            }
         }
     }
 }

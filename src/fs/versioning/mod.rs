@@ -59,6 +59,8 @@ pub struct Versioner {
     /// When each inode last got an fsync version (the throttle); dropped at
     /// its last writer's release.
     last_fsync: Mutex<HashMap<u64, Instant>>,
+    /// Passthrough fsyncs still owed a version: the file's state when synced.
+    owed: Mutex<HashMap<u64, libc::stat>>,
 }
 
 fn writer_of(pid: u32) -> Option<Writer> {
@@ -95,6 +97,7 @@ impl Versioner {
             swap_seq: AtomicU64::new(0),
             capturing: AtomicUsize::new(0),
             last_fsync: Mutex::new(HashMap::new()),
+            owed: Mutex::new(HashMap::new()),
         });
         let me = v.clone();
         std::thread::Builder::new()
@@ -122,6 +125,11 @@ impl Versioner {
         }
         let p = self.inodes.relpath(inode.ino)?;
         self.versioned(&p).then_some(p)
+    }
+
+    /// Does this live inode get versions under its current name?
+    pub(crate) fn versions(&self, inode: &Inode) -> bool {
+        self.path_of(inode).is_some()
     }
 
     fn versioned(&self, relpath: &[u8]) -> bool {

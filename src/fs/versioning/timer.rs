@@ -33,6 +33,18 @@ impl Versioner {
         };
         let _g = inode.vlock.lock();
         if self.handles.writers(ino) > 0 && force_reason.is_none() {
+            if self.owed.lock().contains_key(&ino) {
+                // A passthrough fsync left unchanged for the settle time while
+                // its writer stays open: copy it now, before it can change.
+                let writer = self.pending.lock().get(&ino).and_then(|p| p.writer.clone());
+                if self.take_owed_while_open(&inode, writer) {
+                    self.pending.lock().remove(&ino);
+                    return;
+                }
+                if !self.owed.lock().contains_key(&ino) {
+                    self.pending.lock().set_reason(ino, Reason::Close);
+                }
+            }
             // Reopened for writing: its last close will reschedule it. Until then
             // look again only after another settle time, not on every tick.
             let settle = self.opts.settle.max(Duration::from_millis(50));
