@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh [--backing disk|shm|DIR] [--no-passthrough] [--size-gib 2]
 #                    [--files 10000] [--ckpt-mib 1024] [--steady 5]
+#                    [--tree 200000] [--only versioning]
 #
 # Rows:
 # - sequential write/read and 4 KiB random reads of an ignored `*.tmp` name:
@@ -19,6 +20,11 @@
 #   on the mount is timed until the store is quiet (sealed, evicted), not only
 #   until the writer returns. The mount uses `settle_ms: 0` so that "quiet"
 #   measures work, not the settle wait (which delays a seal, it costs nothing).
+# - the cost of versioning itself (scripts/versioning_rows.py): native, ckptfs
+#   and a second mount with versioning off, interleaved: 10 fsync'd 64 MiB
+#   saves and 10 closed without fsync (with the bytes ckptfs copied), create /
+#   rename / unlink of --files files, `rm -rf` of a --tree file tree.
+#   `--only versioning` runs just these rows.
 #
 # With PASSTHROUGH_HP=path/to/passthrough_hp (scripts/build-passthrough-hp.sh
 # builds libfuse's example) the metadata rows also measure it in the same run.
@@ -32,6 +38,8 @@ FILES=10000
 CKPT_MIB=1024
 STEADY=5
 KIND=disk
+TREE=200000
+ONLY=""
 while [ $# -gt 0 ]; do
     case $1 in
         --no-passthrough) MODE=--no-passthrough ;;
@@ -40,6 +48,8 @@ while [ $# -gt 0 ]; do
         --ckpt-mib) CKPT_MIB=$2; shift ;;
         --steady) STEADY=$2; shift ;;
         --backing) KIND=$2; shift ;;
+        --tree) TREE=$2; shift ;;
+        --only) ONLY=$2; shift ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -52,13 +62,18 @@ BIN=${CKPTFS_BIN:-$ROOT/target/release/ckptfs}
 # Room for both sides' sequential files, or the saves: live file, temp file and
 # 3 versions per mode on the mount, plus the native side, plus the reserve.
 need=$(( GIB * 4096 > CKPT_MIB * 11 ? GIB * 4096 : CKPT_MIB * 11 ))
+# The tree: native, live and versioned on the mount, on the off mount, plus
+# each version's metadata file (4 KiB blocks).
+need=$(( need + TREE * 24 / 1024 + 2048 ))
 backing_setup "$KIND" $(( need + need / 2 + 1024 )) bench
 NATIVE=$BACKING/native
 MNT=$BACKING/mounted
-mkdir -p "$NATIVE" "$MNT"
+OFF=$BACKING/versioning-off
+mkdir -p "$NATIVE" "$MNT" "$OFF"
 PHP=${PASSTHROUGH_HP:-}
 cleanup() {
     "$BIN" umount "$MNT" >/dev/null 2>&1 || umount -l "$MNT" 2>/dev/null || true
+    "$BIN" umount "$OFF" >/dev/null 2>&1 || umount -l "$OFF" 2>/dev/null || true
     if [ -n "$PHP" ]; then umount "$BACKING/php" 2>/dev/null || umount -l "$BACKING/php" 2>/dev/null || true; fi
     backing_cleanup
 }
@@ -134,11 +149,26 @@ print(c, cq, *stats, u, uq)
 PY
 }
 
+versioning_rows() {
+    echo '{ "autosave": { "enabled": false } }' > "$BACKING/off.json"
+    "$BIN" mount "$OFF" $MODE --config "$BACKING/off.json" > /dev/null
+    python3 "$ROOT/scripts/versioning_rows.py" "$NATIVE" "$MNT" "$OFF" --ckptfs "$BIN" \
+        --files "$FILES" --tree "$TREE" --reps "$REPS"
+    "$BIN" umount "$OFF"
+}
+
 ratio() { python3 -c "import sys; print(f'{float(sys.argv[1])/float(sys.argv[2]):.2f}')" "$1" "$2"; }
 row() { printf '%-40s %9s %9s %7s %9s %7s\n' "$@"; }
 f3() { printf %.3f "$1"; }
 min() { python3 -c "import sys; print(min(map(float, sys.argv[1:])))" "$@"; }
 REPS=${REPS:-3}
+if [ "$ONLY" = versioning ]; then
+    echo "ckptfs bench: $(uname -r), $BACKING_DESC, $(grep -o 'data path: [a-z ]*' "$BACKING/mounted-log")"
+    versioning_rows
+    exit 0
+elif [ -n "$ONLY" ]; then
+    echo "--only: expected versioning, got '$ONLY'" >&2; exit 2
+fi
 echo "ckptfs bench: $(uname -r), $BACKING_DESC, $(grep -o 'data path: [a-z ]*' "$BACKING/mounted-log"), $GIB GiB, $FILES files, best of $REPS"
 row "workload" "native s" "ckptfs s" "ratio" "+quiet s" "ratio"
 for w in seq_write seq_read rand_read; do
@@ -215,5 +245,6 @@ for mode in inplace rename; do
     kept=$("$BIN" log --json "$MNT/model-$mode.ckpt" | python3 -c "import json,sys; print(len(json.load(sys.stdin)))")
     echo "   versions of model-$mode.ckpt kept: $kept; evicted inside the timed window: $(( $(stat_of "['stats']['evictions']") - e0 ))"
 done
+versioning_rows
 "$BIN" verify "$MNT" > /dev/null || { echo "verify found problems after the run"; exit 1; }
 echo "(ratio = native time / ckptfs time; +quiet counts until \`ckptfs wait\` returned; 1.00 = as fast as the plain directory)"

@@ -337,6 +337,7 @@ impl Store {
             sealer: seal::Sealer::new(incoming, 2),
             shares: share::Shares {
                 same_fs,
+                no_reflink: std::sync::atomic::AtomicBool::new(false),
                 pending: Mutex::new(HashMap::new()),
                 lock: Mutex::new(()),
             },

@@ -114,6 +114,9 @@ impl Store {
             copied: false,
         };
         let size = sys::fstat(fd).map(|s| s.st_size as u64).unwrap_or(0);
+        if how == How::CloneOnly && self.shares.no_reflink.load(Ordering::Relaxed) {
+            return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+        }
         match self.with_room(size, || self.capture_once(fd, cap.clone(), how)) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.shares.same_fs => {
                 self.stats.history_skipped.fetch_add(1, Ordering::Relaxed);
@@ -124,6 +127,13 @@ impl Store {
                 );
                 Ok(())
             }
+            // Answers, not failures: no reflink here (remembered), or the
+            // file changed under a `CopyStable` copy.
+            Err(e) if how == How::CloneOnly && e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                self.shares.no_reflink.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+            Err(e) if how == How::CopyStable && e.raw_os_error() == Some(libc::EAGAIN) => Err(e),
             Err(e) => {
                 self.stats.error(&self.stats.errors_capture);
                 Err(e)

@@ -18,6 +18,9 @@ use crate::sys;
 pub(super) struct Shares {
     /// The store is on the backing filesystem (hard links possible).
     pub(super) same_fs: bool,
+    /// A reflink into the store failed as unsupported: `How::CloneOnly`
+    /// answers EOPNOTSUPP at once from then on (no record, no temp file).
+    pub(super) no_reflink: std::sync::atomic::AtomicBool,
     /// Captured but not yet committed: incoming name → (object inode, where the
     /// object is now, relative to the store). Hard-linked captures may share a
     /// live inode; `unshare` must find them wherever the worker has moved them.

@@ -14,6 +14,10 @@ use super::{How, Inode, ROOT_INO, Reason, Versioner, writer_of};
 use crate::store::{Change, Writer};
 use crate::sys;
 
+/// The least time a passthrough fsync's version waits for the writer's close
+/// before the file is copied (when `settle_ms` is shorter).
+const FSYNC_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl Versioner {
     /// Called with the inode's vlock held through the truncate itself, so no
     /// seal can link the inode into the store in between.
@@ -276,10 +280,11 @@ impl Versioner {
                     Ok(())
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                    if reason == Reason::Fsync {
-                        self.owed.lock().insert(inode.ino, st);
-                    }
-                    self.schedule(inode, reason, writer_of(pid));
+                    // Owed: a save closes right after its fsync, so wait at
+                    // least FSYNC_HOLD for that close before copying instead.
+                    self.owed.lock().insert(inode.ino, st);
+                    let hold = self.opts.settle.max(FSYNC_HOLD);
+                    self.schedule_in(inode, reason, writer_of(pid), hold);
                     Ok(())
                 }
                 Err(e) => Err(e),

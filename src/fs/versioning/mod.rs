@@ -262,7 +262,16 @@ impl Versioner {
     }
 
     fn schedule(&self, inode: &Inode, reason: Reason, writer: Option<Writer>) {
-        let settle = self.opts.settle;
+        self.schedule_in(inode, reason, writer, self.opts.settle);
+    }
+
+    fn schedule_in(
+        &self,
+        inode: &Inode,
+        reason: Reason,
+        writer: Option<Writer>,
+        settle: std::time::Duration,
+    ) {
         let earliest = self.pending.lock().insert(
             inode.ino,
             Pending {
