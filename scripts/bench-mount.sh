@@ -2,7 +2,8 @@
 # Mount time with a large store: build a synthetic store of N versions (N/10
 # paths × 10 versions, tiny objects, real metadata), then time `ckptfs mount`
 # after a clean unmount (index snapshot) and after a crash (full scan), and the
-# listing of one file with 10,000 versions. Every path is then deleted (one
+# listing of one file with 10,000 versions, and the daemon's RSS and the
+# snapshot's size per version. Every path is then deleted (one
 # journal line each, as the daemon writes them), so the mounts also load a
 # journal of N/10 lines, and `ls -l` of one directory of the tree at an
 # instant before the deletes is resolved from history alone.
@@ -69,7 +70,13 @@ echo "ls .versions/hot/metrics.json (10,000 versions): $(t ls -l "$DIR/.versions
 echo "ckptfs log (10,000 versions): $(t "$BIN" log "$DIR/hot/metrics.json") s"
 AT=$(date -u -d @1795651215 +%Y%m%dT%H%M%SZ)   # after each path's 10th version, before the deletes
 echo "ls -l .versions/@$AT/run0 ($(ls "$DIR/.versions/@$AT/run0" | wc -l) files, from history): $(t ls -l "$DIR/.versions/@$AT/run0") s"
+VERSIONS=$(( N / 10 * 10 + 10000 ))
+per() { python3 -c "import sys; print(f'{int(sys.argv[1]) / int(sys.argv[2]):.0f}')" "$1" "$VERSIONS"; }
+rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$(pgrep -f "ckptfs mount $DIR" | head -1)/status")
+echo "daemon RSS with $VERSIONS versions: $(( rss_kib / 1024 )) MiB, $(per $(( rss_kib * 1024 ))) bytes per version"
 echo "clean unmount (writes the index snapshot): $(t "$BIN" umount "$DIR") s"
+snap=$(stat -c %s "$DIR/.ckptfs/index.snapshot")
+echo "index snapshot: $(( snap / 1048576 )) MiB, $(per "$snap") bytes per version"
 sync; echo 3 > /proc/sys/vm/drop_caches
 echo "mount after a clean unmount (snapshot, cold cache): $(t "$BIN" mount "$DIR" --config "$BASE/cfg.json") s"
 crash; sync; echo 3 > /proc/sys/vm/drop_caches

@@ -122,5 +122,13 @@ fn format_1_store_mounts() {
         );
         let journal = std::fs::read_to_string(root.join(".ckptfs/journal")).unwrap();
         assert!(journal.contains("\"op\":\"delete\""), "{journal}");
+        // The clean unmount wrote the binary snapshot (format 2); read
+        // unmounted, it gives what a scan of the metadata files gives.
+        let snap = std::fs::read(root.join(".ckptfs/index.snapshot")).unwrap();
+        assert!(snap.starts_with(b"CKPTIDX2\n"));
+        let by_snapshot = log_json(&root.join("notes.txt")).unwrap();
+        assert_eq!(by_snapshot.as_array().unwrap().len(), 3);
+        std::fs::write(root.join(".ckptfs/dirty"), b"").unwrap();
+        assert_eq!(log_json(&root.join("notes.txt")).unwrap(), by_snapshot);
     });
 }

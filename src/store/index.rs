@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use super::layout::{self, DIRTY, OBJECTS, SNAPSHOT};
+use super::layout::{self, OBJECTS};
 use super::meta::VersionMeta;
 use crate::sys;
 
@@ -268,32 +268,6 @@ fn scan_shard(
         }
     }
     Ok(())
-}
-
-/// Snapshot of the index written at a clean shutdown: one metadata record per
-/// line. Valid only while the `dirty` marker is absent.
-pub fn save_snapshot(store: BorrowedFd<'_>, idx: &Index) -> io::Result<()> {
-    let mut out = Vec::with_capacity(idx.total_versions() * 400);
-    for h in idx.paths.values() {
-        for m in &h.versions {
-            serde_json::to_writer(&mut out, m).map_err(io::Error::other)?;
-            out.push(b'\n');
-        }
-    }
-    super::meta::write_atomic(store, SNAPSHOT, &out)
-}
-
-/// The snapshot, if the last shutdown was clean.
-pub fn load_snapshot(store: BorrowedFd<'_>) -> Option<Index> {
-    if sys::fstatat(store, &CString::new(DIRTY).ok()?).is_ok() {
-        return None;
-    }
-    let bytes = super::meta::read_at(store, SNAPSHOT).ok()?;
-    let mut idx = Index::default();
-    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        idx.insert(VersionMeta::parse(line).ok()?);
-    }
-    Some(idx)
 }
 
 /// `.vN.json.tmp` + `vN.data` without `vN.json`: publish the metadata.

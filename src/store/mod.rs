@@ -14,6 +14,7 @@ mod options;
 mod retention;
 mod seal;
 mod share;
+mod snapshot;
 pub mod space;
 pub mod timeline;
 mod usage;
@@ -301,7 +302,7 @@ impl Store {
         )?;
         // A clean shutdown left a snapshot: load it instead of scanning every
         // metadata file. After a crash (the `dirty` marker is still there) scan.
-        let mut index = match index::load_snapshot(dir.as_fd()) {
+        let mut index = match snapshot::load(dir.as_fd()) {
             Some(i) => i,
             None => index::scan_with(dir.as_fd(), adopt)?,
         };
@@ -464,7 +465,7 @@ impl Store {
         }
         if had_workers {
             // Clean shutdown: the index on disk is exactly the in-memory one.
-            let r = index::save_snapshot(self.dir.as_fd(), &self.index.read()).and_then(|_| {
+            let r = snapshot::save(self.dir.as_fd(), &self.index.read()).and_then(|_| {
                 sys::unlinkat(
                     self.dir.as_fd(),
                     &CString::new(layout::DIRTY).expect("no NUL"),

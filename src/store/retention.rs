@@ -105,6 +105,7 @@ impl Store {
     pub(super) fn evict_counted(&self, relpath: &[u8], number: u64) -> StoreResult<(u64, u64)> {
         let _q = self.quiesce.read();
         let _g = self.shares.lock.lock();
+        let _d = self.sealer.dirs.lock();
         let Some(m) = self
             .index
             .read()

@@ -101,8 +101,10 @@ impl Versioner {
             .unwrap_or(0);
         let how = if writers == 0 { How::Link } else { How::Copy };
         self.capture(&fd, relpath, reason, writer_of(pid), how)?;
-        if st.st_nlink == 1 && writers == 0 {
-            sys::drop_cache(&fd); // about to leave the live tree: cold history now
+        // About to leave the live tree: cold history now. Not worth three
+        // syscalls for a small file (rm -rf of many).
+        if st.st_nlink == 1 && writers == 0 && st.st_size >= 1 << 20 {
+            sys::drop_cache(&fd);
         }
         Ok(())
     }

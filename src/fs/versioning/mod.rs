@@ -63,10 +63,27 @@ pub struct Versioner {
     owed: Mutex<HashMap<u64, libc::stat>>,
 }
 
+/// The last writer looked up: `rm -rf` or an untar makes thousands of
+/// captures from one process, and each lookup reads /proc (3 syscalls).
+static LAST_WRITER: Mutex<Option<(Instant, Writer)>> = Mutex::new(None);
+
 fn writer_of(pid: u32) -> Option<Writer> {
     if pid == 0 {
         return None;
     }
+    // A pid is not reused within a second (the kernel cycles through pid_max).
+    if let Some((at, w)) = &*LAST_WRITER.lock()
+        && w.pid == pid
+        && at.elapsed() < std::time::Duration::from_secs(1)
+    {
+        return Some(w.clone());
+    }
+    let w = read_writer(pid)?;
+    *LAST_WRITER.lock() = Some((Instant::now(), w.clone()));
+    Some(w)
+}
+
+fn read_writer(pid: u32) -> Option<Writer> {
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let mut command: String = cmd
         .split(|&b| b == 0)

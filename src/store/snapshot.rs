@@ -1,0 +1,370 @@
+//! `index.snapshot`: the index written at a clean shutdown, so the next mount
+//! need not scan every metadata file. Binary (bincode, varints) with a string
+//! table: a path, a category, a MIME type or a writer's command is stored
+//! once, and a digest as its 32 bytes, so a version costs ~60 bytes, not the
+//! ~400 of a JSON line. Format 2 of the snapshot; format 1 (JSON lines) is
+//! still read. Layout in docs/FORMAT.md.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use serde::{Deserialize, Serialize};
+
+use super::Reason;
+use super::index::Index;
+use super::layout::{DIRTY, SNAPSHOT};
+use super::meta::{VersionMeta, Writer};
+use crate::sys;
+
+/// First bytes of a format-2 snapshot (a JSON-lines one starts with `{`).
+const MAGIC: &[u8] = b"CKPTIDX2\n";
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    /// Every string the records name, each once.
+    strings: Vec<String>,
+    /// Every (record format, mode, uid, gid) the records have, each once.
+    attrs: Vec<(u32, u32, u32, u32)>,
+    /// Every (pid, command) writer, each once.
+    writers: Vec<(u32, u32)>,
+    /// Digests that are not 64 hex digits (`strings` indexes), in record order.
+    text_digests: Vec<u32>,
+    /// Path bytes (not always UTF-8), the training step its versions record
+    /// (the path names it), and the path's versions, ascending.
+    paths: Vec<(Vec<u8>, Option<u64>, Vec<Rec>)>,
+}
+
+/// One version; `u32`s index `strings`. Numbers and times are deltas (from
+/// the path's previous version; mtime from the sealed time): varints then
+/// take a few bytes, not nine.
+#[derive(Serialize, Deserialize)]
+struct Rec {
+    number_delta: u64,
+    /// Seconds and nanoseconds apart: a varint of seconds is one byte where
+    /// one of nanoseconds is nine.
+    sealed_delta_s: i64,
+    sealed_ns_part: u32,
+    mtime_from_sealed: i64,
+    size: u64,
+    /// Index of `attrs`.
+    attrs: u32,
+    /// The BLAKE3 digest's bytes (zero with `DIGEST_TEXT`: see `text_digests`).
+    digest: [u8; 32],
+    category: u32,
+    mime: u32,
+    incomplete_reason: u32,
+    reason: u32,
+    /// Index of `writers`.
+    writer: Option<u32>,
+    /// `PINNED`, `COMPRESSED`, `complete` as `COMPLETE_*`, `DIGEST_TEXT`, `OWN_STEP`.
+    flags: u8,
+    object_ino: u64,
+    /// With `OWN_STEP` only (else the path's).
+    step: Option<u64>,
+    archived: Option<u32>,
+}
+
+const PINNED: u8 = 1;
+const COMPRESSED: u8 = 2;
+const COMPLETE_FALSE: u8 = 4;
+const COMPLETE_TRUE: u8 = 8;
+const DIGEST_TEXT: u8 = 16;
+const OWN_STEP: u8 = 32;
+
+#[derive(Default)]
+struct Strings {
+    list: Vec<String>,
+    at: HashMap<String, u32>,
+}
+
+impl Strings {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.at.get(s) {
+            return i;
+        }
+        let i = self.list.len() as u32;
+        self.list.push(s.to_string());
+        self.at.insert(s.to_string(), i);
+        i
+    }
+}
+
+fn digest_bytes(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    // Only lowercase hex round-trips; anything else is kept as text.
+    (super::hex(&out) == hex).then_some(out)
+}
+
+fn encode(idx: &Index) -> io::Result<Vec<u8>> {
+    let mut strings = Strings::default();
+    let mut attrs: Vec<(u32, u32, u32, u32)> = Vec::new();
+    let mut attr_at: HashMap<(u32, u32, u32, u32), u32> = HashMap::new();
+    let mut writers: Vec<(u32, u32)> = Vec::new();
+    let mut writer_at: HashMap<(u32, u32), u32> = HashMap::new();
+    let mut text_digests = Vec::new();
+    let mut paths = Vec::with_capacity(idx.paths.len());
+    for (p, h) in &idx.paths {
+        let (mut number, mut sealed) = (0u64, 0i64);
+        let step = h.versions.first().and_then(|m| m.step);
+        let recs = h
+            .versions
+            .iter()
+            .map(|m| Rec {
+                number_delta: m.number - std::mem::replace(&mut number, m.number),
+                sealed_delta_s: m.sealed_ns.div_euclid(1_000_000_000)
+                    - std::mem::replace(&mut sealed, m.sealed_ns).div_euclid(1_000_000_000),
+                sealed_ns_part: m.sealed_ns.rem_euclid(1_000_000_000) as u32,
+                mtime_from_sealed: m.mtime_ns.wrapping_sub(m.sealed_ns),
+                size: m.size,
+                attrs: *attr_at
+                    .entry((m.format, m.mode, m.uid, m.gid))
+                    .or_insert_with_key(|k| {
+                        attrs.push(*k);
+                        attrs.len() as u32 - 1
+                    }),
+                digest: digest_bytes(&m.digest).unwrap_or_else(|| {
+                    text_digests.push(strings.id(&m.digest));
+                    [0; 32]
+                }),
+                category: strings.id(&m.category),
+                mime: strings.id(&m.mime),
+                incomplete_reason: strings.id(&m.incomplete_reason),
+                reason: strings.id(m.reason.as_str()),
+                writer: m.writer.as_ref().map(|w| {
+                    let k = (w.pid, strings.id(&w.command));
+                    *writer_at.entry(k).or_insert_with(|| {
+                        writers.push(k);
+                        writers.len() as u32 - 1
+                    })
+                }),
+                flags: if m.pinned { PINNED } else { 0 }
+                    | if m.compressed { COMPRESSED } else { 0 }
+                    | match m.complete {
+                        None => 0,
+                        Some(false) => COMPLETE_FALSE,
+                        Some(true) => COMPLETE_TRUE,
+                    }
+                    | if digest_bytes(&m.digest).is_none() {
+                        DIGEST_TEXT
+                    } else {
+                        0
+                    }
+                    | if m.step != step { OWN_STEP } else { 0 },
+                object_ino: m.object_ino,
+                step: if m.step != step { m.step } else { None },
+                archived: m.archived.as_deref().map(|a| strings.id(a)),
+            })
+            .collect();
+        paths.push((p.clone(), step, recs));
+    }
+    let snap = Snapshot {
+        strings: strings.list,
+        attrs,
+        writers,
+        text_digests,
+        paths,
+    };
+    let mut out = MAGIC.to_vec();
+    out.extend(
+        bincode::serde::encode_to_vec(&snap, bincode::config::standard())
+            .map_err(io::Error::other)?,
+    );
+    Ok(out)
+}
+
+fn decode(bytes: &[u8]) -> Option<Index> {
+    let (snap, _): (Snapshot, usize) =
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard()).ok()?;
+    let s = |i: u32| snap.strings.get(i as usize).cloned();
+    let reasons: HashMap<u32, Reason> = snap
+        .strings
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| Some((i as u32, serde_json::from_str(&format!("\"{t}\"")).ok()?)))
+        .collect();
+    let mut idx = Index::default();
+    let mut text_digests = snap.text_digests.iter();
+    for (path, step, recs) in &snap.paths {
+        let (mut number, mut secs) = (0u64, 0i64);
+        for r in recs {
+            number = number.checked_add(r.number_delta)?;
+            secs = secs.checked_add(r.sealed_delta_s)?;
+            let sealed = secs
+                .checked_mul(1_000_000_000)?
+                .checked_add(r.sealed_ns_part as i64)?;
+            let &(format, mode, uid, gid) = snap.attrs.get(r.attrs as usize)?;
+            let mut m = VersionMeta {
+                format,
+                path: String::new(),
+                path_hex: None,
+                number,
+                sealed_ns: sealed,
+                mtime_ns: sealed.wrapping_add(r.mtime_from_sealed),
+                size: r.size,
+                mode,
+                uid,
+                gid,
+                digest: if r.flags & DIGEST_TEXT != 0 {
+                    s(*text_digests.next()?)?
+                } else {
+                    super::hex(&r.digest)
+                },
+                category: s(r.category)?,
+                mime: s(r.mime)?,
+                complete: match r.flags & (COMPLETE_FALSE | COMPLETE_TRUE) {
+                    0 => None,
+                    COMPLETE_FALSE => Some(false),
+                    _ => Some(true),
+                },
+                incomplete_reason: s(r.incomplete_reason)?,
+                reason: *reasons.get(&r.reason)?,
+                writer: match r.writer {
+                    Some(i) => {
+                        let &(pid, c) = snap.writers.get(i as usize)?;
+                        Some(Writer {
+                            pid,
+                            command: s(c)?,
+                        })
+                    }
+                    None => None,
+                },
+                pinned: r.flags & PINNED != 0,
+                object_ino: r.object_ino,
+                compressed: r.flags & COMPRESSED != 0,
+                step: if r.flags & OWN_STEP != 0 {
+                    r.step
+                } else {
+                    *step
+                },
+                archived: match r.archived {
+                    Some(i) => Some(s(i)?),
+                    None => None,
+                },
+            };
+            m.set_relpath(path);
+            idx.insert(m);
+        }
+    }
+    Some(idx)
+}
+
+/// Write the snapshot (temp → fsync → rename). Call only at a clean shutdown,
+/// before removing `dirty`.
+pub fn save(store: BorrowedFd<'_>, idx: &Index) -> io::Result<()> {
+    super::meta::write_atomic(store, SNAPSHOT, &encode(idx)?)
+}
+
+/// The snapshot, if the last shutdown was clean and it reads whole; `None`
+/// means: scan.
+pub fn load(store: BorrowedFd<'_>) -> Option<Index> {
+    if sys::fstatat(store, &CString::new(DIRTY).ok()?).is_ok() {
+        return None;
+    }
+    let bytes = super::meta::read_at(store, SNAPSHOT).ok()?;
+    if let Some(bin) = bytes.strip_prefix(MAGIC) {
+        return decode(bin);
+    }
+    // Format 1, written by ckptfs before 0.6: one JSON record per line.
+    let mut idx = Index::default();
+    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        idx.insert(VersionMeta::parse(line).ok()?);
+    }
+    Some(idx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(path: &[u8], number: u64, digest: &str, writer: Option<&str>) -> VersionMeta {
+        let mut m = VersionMeta {
+            format: super::super::layout::FORMAT_VERSION,
+            path: String::new(),
+            path_hex: None,
+            number,
+            // A save a minute, its mtime a few ms before the seal.
+            sealed_ns: 1_700_000_000_000_000_000 + number as i64 * 60_000_000_000,
+            mtime_ns: 1_700_000_000_000_000_000 + number as i64 * 60_000_000_000 - 3_456_789,
+            size: 4096 * number,
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            digest: digest.into(),
+            category: "pytorch".into(),
+            mime: "application/zip".into(),
+            complete: Some(number.is_multiple_of(2)),
+            incomplete_reason: if number.is_multiple_of(2) {
+                String::new()
+            } else {
+                "no end of central directory".into()
+            },
+            reason: if number == 1 {
+                Reason::Close
+            } else {
+                Reason::Fsync
+            },
+            writer: writer.map(|c| Writer {
+                pid: 42,
+                command: c.into(),
+            }),
+            pinned: number == 2,
+            object_ino: 99 + number,
+            compressed: number == 3,
+            step: Some(500),
+            archived: (number == 3).then(|| "nodes/a/manifests/x/v000003.json".into()),
+        };
+        m.set_relpath(path);
+        m
+    }
+
+    #[test]
+    fn every_field_round_trips_and_a_version_costs_little() {
+        let hex = super::super::hex(&[0xab; 32]);
+        let mut idx = Index::default();
+        for n in 1..=3 {
+            idx.insert(meta(
+                b"run/checkpoint-500/model.pt",
+                n,
+                &hex,
+                Some("python train.py"),
+            ));
+        }
+        // A path that is not UTF-8, a digest that is not 64 hex digits.
+        idx.insert(meta(b"odd/\xff\xfe.bin", 1, "", None));
+        let bytes = encode(&idx).unwrap();
+        let back = decode(bytes.strip_prefix(MAGIC).unwrap()).unwrap();
+        for (p, h) in &idx.paths {
+            assert_eq!(back.get(p).unwrap().versions, h.versions);
+        }
+        assert_eq!(back.total_versions(), 4);
+        let mut many = Index::default();
+        for n in 1..=1000u64 {
+            let digest = super::super::hex(blake3::hash(&n.to_le_bytes()).as_bytes());
+            many.insert(meta(
+                format!("run/file{}.bin", n % 100).as_bytes(),
+                n,
+                &digest,
+                Some("python train.py --with a long command line"),
+            ));
+        }
+        let per = encode(&many).unwrap().len() / 1000;
+        assert!(per <= 64, "{per} bytes per version");
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_not_used() {
+        let mut idx = Index::default();
+        idx.insert(meta(b"a.bin", 1, "", None));
+        let bytes = encode(&idx).unwrap();
+        let body = bytes.strip_prefix(MAGIC).unwrap();
+        assert!(decode(&body[..body.len() - 3]).is_none());
+    }
+}
