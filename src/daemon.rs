@@ -451,6 +451,12 @@ fn serve(
     };
     cfg.n_threads = Some(args.threads.max(1));
     cfg.clone_fd = true;
+    // Without file handles (not root) every cached inode pins an fd: take the
+    // whole hard limit, not the 1,024 soft default.
+    match crate::sys::raise_nofile() {
+        Ok(n) => log::info!("open files limit: {n}"),
+        Err(e) => log::warn!("raising the open files limit: {e}"),
+    }
     // Seal what a previous crash left behind before any new request arrives.
     store.start_workers();
     store.flush_pending();
