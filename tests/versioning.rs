@@ -716,3 +716,34 @@ fn versions_record_the_training_step_their_path_names() {
         assert!(table.lines().nth(1).unwrap().contains(" 500 "), "{table}");
     });
 }
+
+#[test]
+fn a_closed_file_whose_inode_the_kernel_forgets_is_still_sealed() {
+    if !can_mount() {
+        return;
+    }
+    bounded(60, || {
+        for opts in modes() {
+            let mode = opts.passthrough;
+            let m = Mount::new(
+                "forgotten",
+                Opts {
+                    config: Some(r#"{ "autosave": { "settle_ms": 1500 } }"#.into()),
+                    ..opts
+                },
+            );
+            std::fs::create_dir(m.p("run")).unwrap();
+            std::fs::write(m.p("run/model.bin"), b"closed, then forgotten").unwrap();
+            // Evict unused dentries and inodes: the kernel sends FORGET for the
+            // closed file (and its directory) before its settle time is up.
+            sh_ok("sync; echo 2 > /proc/sys/vm/drop_caches");
+            m.wait_sealed();
+            let v = versions_of(&m, "run/model.bin");
+            assert_eq!(v.len(), 1, "{mode}: {v:?}");
+            assert_eq!(
+                std::fs::read(m.p(".versions/run/model.bin").join(&v[0])).unwrap(),
+                b"closed, then forgotten"
+            );
+        }
+    });
+}

@@ -243,16 +243,16 @@ impl CkptFs {
         }
     }
 
-    pub(super) fn do_read(&self, fh: u64, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+    /// Read into `buf` (the request's size); returns the bytes read.
+    pub(super) fn do_read(&self, fh: u64, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let h = self.handles.file(fh)?;
-        let mut buf = vec![0u8; size as usize];
         let n = match &h.src {
-            Source::Live(f) => sys::pread_full(f.as_fd(), &mut buf, offset)?,
+            Source::Live(f) => sys::pread_full(f.as_fd(), buf, offset)?,
             Source::Version(f, size) => {
                 let want = size.saturating_sub(offset).min(buf.len() as u64) as usize;
                 sys::pread_full(f.as_fd(), &mut buf[..want], offset)?
             }
-            Source::Archived(a) => a.read_at(&mut buf, offset)?,
+            Source::Archived(a) => a.read_at(buf, offset)?,
             Source::Memory(v) => {
                 let start = (offset as usize).min(v.len());
                 let end = (start + buf.len()).min(v.len());
@@ -260,8 +260,7 @@ impl CkptFs {
                 end - start
             }
         };
-        buf.truncate(n);
-        Ok(buf)
+        Ok(n)
     }
 
     pub(super) fn do_write(&self, fh: u64, offset: u64, data: &[u8]) -> io::Result<usize> {

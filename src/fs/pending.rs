@@ -13,6 +13,10 @@ pub(super) struct Pending {
     pub due: Instant,
     pub reason: Reason,
     pub writer: Option<Writer>,
+    /// The file's path and backing (dev, ino) when scheduled: the kernel may
+    /// forget a closed file's inode before its seal is due, and the seal then
+    /// finds the file by this path if it still is that backing file.
+    pub found_at: Option<(Vec<u8>, (u64, u64))>,
 }
 
 #[derive(Default)]
@@ -94,6 +98,7 @@ mod tests {
             due,
             reason: Reason::Close,
             writer: None,
+            found_at: None,
         }
     }
 

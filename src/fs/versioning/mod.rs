@@ -289,12 +289,17 @@ impl Versioner {
         writer: Option<Writer>,
         settle: std::time::Duration,
     ) {
+        let found_at = self
+            .inodes
+            .relpath(inode.ino)
+            .map(|p| (p, inode.backing.read().key));
         let earliest = self.pending.lock().insert(
             inode.ino,
             Pending {
                 due: Instant::now() + settle,
                 reason,
                 writer,
+                found_at,
             },
         );
         // The timer sleeps until the earliest due seal; only a new earliest one

@@ -28,7 +28,10 @@ impl Versioner {
     /// Seal one pending inode now if nobody writes it (else it stays pending).
     fn seal_pending(&self, ino: u64, force_reason: Option<Reason>) {
         let Ok(inode) = self.inodes.get(ino) else {
-            self.pending.lock().remove(&ino);
+            let p = self.pending.lock().remove(&ino);
+            if let Some(p) = p {
+                self.seal_forgotten(p, force_reason);
+            }
             return;
         };
         let _g = inode.vlock.lock();
@@ -72,6 +75,43 @@ impl Versioner {
                 how,
             )
         });
+        if let Err(e) = r {
+            log::warn!("sealing {}: {e}", String::from_utf8_lossy(&relpath));
+        }
+    }
+
+    /// The kernel forgot the inode of a closed file before its seal was due
+    /// (memory pressure evicts unused inodes): nobody has it open, so seal it
+    /// by the path it had, if that path still names the same backing file.
+    /// If it does not, the file was renamed or unlinked through the mount
+    /// since, and those operations kept its content (`before_destroy`).
+    fn seal_forgotten(&self, p: super::Pending, force_reason: Option<Reason>) {
+        let Some((relpath, key)) = p.found_at else {
+            return;
+        };
+        let _counted = Counted::new(&self.capturing);
+        let r = self
+            .inodes
+            .get(super::ROOT_INO)
+            .and_then(|root| self.inodes.path_fd(&root))
+            .and_then(|root| sys::open_beneath(&root, &relpath))
+            .and_then(|fd| {
+                let st = sys::fstat(fd.as_fd())?;
+                if (st.st_dev, st.st_ino) != key || !self.versioned(&relpath) {
+                    return Ok(());
+                }
+                // Looked up again since: a writer's release seals it then.
+                let live = self.inodes.by_backing(key);
+                let _g = live.as_ref().map(|i| i.vlock.lock());
+                if live
+                    .as_ref()
+                    .is_some_and(|i| self.handles.writers(i.ino) > 0)
+                {
+                    return Ok(());
+                }
+                let reason = force_reason.unwrap_or(p.reason);
+                self.capture(&fd, &relpath, reason, p.writer, How::Link)
+            });
         if let Err(e) = r {
             log::warn!("sealing {}: {e}", String::from_utf8_lossy(&relpath));
         }
