@@ -20,6 +20,8 @@ pub struct MountArgs {
     pub mountpoint: Option<PathBuf>,
     pub foreground: bool,
     pub passthrough: bool,
+    /// Ask for the kernel's writeback cache on the daemon data path.
+    pub writeback_cache: bool,
     pub store: Option<PathBuf>,
     pub threads: usize,
     pub config: crate::config::Config,
@@ -427,6 +429,7 @@ fn serve(
         versions_visible: args.config.versions_dir.visibility == crate::config::Visibility::Visible,
         fd_cache: 4096,
         count_requests: metrics.is_some(),
+        writeback_cache: args.writeback_cache,
     };
     let fs = CkptFs::new(
         root,
@@ -462,6 +465,7 @@ fn serve(
     store.flush_pending();
     let versioner = fs.versioner();
     let pt = fs.passthrough_flag.clone();
+    let wb = fs.writeback_flag.clone();
     let ops = fs.op_stats.clone();
     let made = if is_root {
         fuser::Session::new(fs, mountpoint, &cfg)
@@ -510,6 +514,8 @@ fn serve(
         std::process::id(),
         if pt.load(std::sync::atomic::Ordering::Relaxed) {
             "kernel passthrough"
+        } else if wb.load(std::sync::atomic::Ordering::Relaxed) {
+            "daemon, writeback cache"
         } else {
             "daemon"
         },

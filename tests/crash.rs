@@ -44,7 +44,7 @@ fn sigkill_while_writing_loses_no_closed_state() {
         return;
     }
     bounded(400, || {
-        for opts in modes() {
+        for opts in modes_and_writeback() {
             let cfg = r#"{ "autosave": { "settle_ms": 50 }, "retention": { "keep_last": 100000, "keep_within": "1y" } }"#;
             let mut m = Mount::new(
                 "crash",

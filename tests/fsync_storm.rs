@@ -14,7 +14,7 @@ fn a_sqlite_commit_loop_and_an_msync_loop_are_throttled_and_keep_their_last_stat
         return;
     }
     bounded(240, || {
-        for opts in modes() {
+        for opts in modes_and_writeback() {
             let mode = opts.passthrough;
             let mut m = Mount::new(
                 "fsync-storm",
@@ -100,7 +100,7 @@ fn an_fsync_keeps_its_state_whatever_the_writer_does_next_and_copies_only_when_i
         return;
     }
     bounded(180, || {
-        for opts in modes() {
+        for opts in modes_and_writeback() {
             let daemon = !opts.passthrough;
             let mut m = Mount::new(
                 "fsync-link",

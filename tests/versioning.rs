@@ -28,7 +28,7 @@ fn triggers_view_and_restore() {
         return;
     }
     bounded(120, || {
-        for opts in modes() {
+        for opts in modes_and_writeback() {
             let m = Mount::new(
                 "triggers",
                 Opts {
@@ -478,7 +478,7 @@ fn each_of_two_overlapping_writer_processes_leaves_its_closing_state() {
         return;
     }
     bounded(180, || {
-        for opts in modes() {
+        for opts in modes_and_writeback() {
             let m = Mount::new(
                 "twowriters",
                 Opts {
@@ -605,7 +605,7 @@ fn a_version_survives_changes_through_an_unversioned_hard_link() {
         return;
     }
     bounded(120, || {
-        for opts in modes() {
+        for opts in modes_and_writeback() {
             let m = Mount::new(
                 "hardlink",
                 Opts {
@@ -723,7 +723,7 @@ fn a_closed_file_whose_inode_the_kernel_forgets_is_still_sealed() {
         return;
     }
     bounded(60, || {
-        for opts in modes() {
+        for opts in modes_and_writeback() {
             let mode = opts.passthrough;
             let m = Mount::new(
                 "forgotten",

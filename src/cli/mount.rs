@@ -19,6 +19,11 @@ pub struct MountCmd {
     /// Serve file data through the daemon even if the kernel offers passthrough.
     #[arg(long)]
     no_passthrough: bool,
+    /// On the daemon data path (no passthrough: not root, or --no-passthrough),
+    /// let the kernel cache writes and send them in bulk (experimental; see
+    /// the README).
+    #[arg(long)]
+    writeback_cache: bool,
     /// Where the store lives (default DIR/.ckptfs; elsewhere means copies, not links).
     #[arg(long)]
     store: Option<PathBuf>,
@@ -58,10 +63,11 @@ pub fn run(mut c: MountCmd) -> CliResult {
                 Some(("passthrough", "1")) => {}
                 Some(("metrics", v)) => c.metrics = Some(v.into()),
                 _ if opt == "no_passthrough" => c.no_passthrough = true,
+                _ if opt == "writeback_cache" => c.writeback_cache = true,
                 _ if GENERIC.contains(&opt) || opt.starts_with("x-") => {}
                 _ => {
                     return Err(format!(
-                        "-o {opt}: unknown mount option (known: store=PATH, config=FILE, passthrough=0|1, no_passthrough, metrics=[ADDR:]PORT, and mount(8)'s generic options)"
+                        "-o {opt}: unknown mount option (known: store=PATH, config=FILE, passthrough=0|1, no_passthrough, writeback_cache, metrics=[ADDR:]PORT, and mount(8)'s generic options)"
                     ).into());
                 }
             }
@@ -80,6 +86,7 @@ pub fn run(mut c: MountCmd) -> CliResult {
         mountpoint: c.mountpoint,
         foreground: c.foreground,
         passthrough: !c.no_passthrough,
+        writeback_cache: c.writeback_cache,
         store: c.store,
         threads: c.threads,
         config,

@@ -40,10 +40,24 @@ impl Filesystem for CkptFs {
         {
             self.passthrough_flag.store(true, Ordering::Relaxed);
         }
+        // The writeback cache, asked for, on the daemon path only: writes
+        // gather in the page cache and reach us at close, fsync or writeback
+        // (docs/DESIGN-NOTES.md: how each versioning trigger stays exact).
+        if self.opts.writeback_cache
+            && !self.passthrough()
+            && caps.contains(InitFlags::FUSE_WRITEBACK_CACHE)
+            && cfg
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE)
+                .is_ok()
+        {
+            self.writeback_flag.store(true, Ordering::Relaxed);
+        }
         log::info!(
             "data path: {}",
             if self.passthrough() {
                 "passthrough"
+            } else if self.writeback_flag.load(Ordering::Relaxed) {
+                "daemon (1 MiB requests, writeback cache)"
             } else {
                 "daemon (1 MiB requests)"
             }
@@ -240,8 +254,16 @@ impl Filesystem for CkptFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _t = self.timed(Op::Open);
         if versions_view::is_virtual(ino.0) {
+            // With the writeback cache the kernel keeps its own size for every
+            // regular file and ignores ours, so a view file that grows (a
+            // history's `.index.json`) would read short: read it direct.
+            let how = if self.writeback_flag.load(Ordering::Relaxed) {
+                fuser::FopenFlags::FOPEN_DIRECT_IO
+            } else {
+                fuser::FopenFlags::FOPEN_KEEP_CACHE
+            };
             return match self.view.open(ino.0, flags.0, &self.handles) {
-                Ok(fh) => reply.opened(FileHandle(fh), fuser::FopenFlags::FOPEN_KEEP_CACHE),
+                Ok(fh) => reply.opened(FileHandle(fh), how),
                 Err(e) => reply.error(errno(e)),
             };
         }

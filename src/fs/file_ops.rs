@@ -20,7 +20,7 @@ use crate::sys;
 const FMODE_EXEC: i32 = 0x20;
 
 /// Flags the daemon must not pass to its own open of the backing file.
-const STRIP: i32 =
+pub(super) const STRIP: i32 =
     libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_DIRECT | FMODE_EXEC;
 
 impl CkptFs {
@@ -113,7 +113,7 @@ impl CkptFs {
                 v.note_conflict(&inode, req.pid());
             }
         }
-        let f = self.inodes.open(&inode, flags & !STRIP)?;
+        let f = self.inodes.open(&inode, self.backing_flags(flags))?;
         let inplace = writable
             && flags & (libc::O_TRUNC | libc::O_APPEND) == 0
             && self.ver().is_some_and(|v| v.versions(&inode))
@@ -173,7 +173,7 @@ impl CkptFs {
             // writing whatever its mode, and one open less per create.
             libc::O_RDWR | libc::O_CLOEXEC | libc::O_CREAT | libc::O_EXCL
         } else {
-            (flags & !STRIP & !libc::O_TRUNC) | libc::O_CREAT | libc::O_EXCL
+            (self.backing_flags(flags) & !libc::O_TRUNC) | libc::O_CREAT | libc::O_EXCL
         };
         let r = self.with_room(|| {
             let _g = AsCaller::new(req.uid(), req.gid())?;

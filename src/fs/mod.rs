@@ -47,6 +47,8 @@ pub struct CkptFs {
     view: versions_view::View,
     /// Set in `init` when the kernel accepted passthrough (also read by the daemon).
     pub passthrough_flag: Arc<AtomicBool>,
+    /// Set in `init` when the kernel accepted the writeback cache.
+    pub writeback_flag: Arc<AtomicBool>,
     /// Request counts and latency, when `FsOptions::count_requests` (the
     /// metrics endpoint reads them).
     pub op_stats: Option<Arc<op_stats::OpStats>>,
@@ -90,6 +92,7 @@ impl CkptFs {
             versioner,
             store,
             passthrough_flag: Arc::new(AtomicBool::new(false)),
+            writeback_flag: Arc::new(AtomicBool::new(false)),
             op_stats: opts
                 .count_requests
                 .then(|| Arc::new(op_stats::OpStats::default())),
@@ -112,6 +115,21 @@ impl CkptFs {
 
     fn passthrough(&self) -> bool {
         self.passthrough_flag.load(Ordering::Relaxed)
+    }
+
+    /// Flags for the daemon's own open of a backing file. With the writeback
+    /// cache the kernel writes back pages (and reads to fill them) through any
+    /// open of the inode at the offsets it chooses, so the backing fd must be
+    /// readable and must not append.
+    fn backing_flags(&self, flags: i32) -> i32 {
+        let mut f = flags & !file_ops::STRIP;
+        if self.writeback_flag.load(Ordering::Relaxed) {
+            if f & libc::O_ACCMODE == libc::O_WRONLY {
+                f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
+            }
+            f &= !libc::O_APPEND;
+        }
+        f
     }
 
     /// The store's own directory: the live view must never show it or let anyone

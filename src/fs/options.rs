@@ -18,6 +18,9 @@ pub struct FsOptions {
     pub fd_cache: usize,
     /// Count requests and their latency per operation (for `--metrics`).
     pub count_requests: bool,
+    /// Ask for the kernel's writeback cache on the daemon data path (never with
+    /// passthrough: the kernel would turn passthrough off).
+    pub writeback_cache: bool,
 }
 
 impl Default for FsOptions {
@@ -29,6 +32,7 @@ impl Default for FsOptions {
             versions_visible: false,
             fd_cache: 4096,
             count_requests: false,
+            writeback_cache: false,
         }
     }
 }

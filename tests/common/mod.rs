@@ -395,6 +395,18 @@ pub fn modes() -> [Opts; 2] {
     ]
 }
 
+/// Both data paths, and the daemon path with the kernel's writeback cache
+/// (writes reach the daemon at close, fsync or writeback, not at write()).
+pub fn modes_and_writeback() -> [Opts; 3] {
+    let [pt, daemon] = modes();
+    let wb = Opts {
+        passthrough: false,
+        args: vec!["--writeback-cache".into()],
+        ..Opts::default()
+    };
+    [pt, daemon, wb]
+}
+
 /// Wait until `cond` holds (bounded), e.g. for a settle-time seal.
 pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let t = Instant::now();
