@@ -269,14 +269,19 @@ fn mount_options_are_understood_or_refused() {
         // fstab's generic options plus ours: store= is honoured.
         let store = root.join("st");
         let opts = format!(
-            "defaults,nofail,x-systemd.automount,passthrough=0,store={}",
+            "defaults,nofail,x-systemd.automount,passthrough=0,writeback_cache,store={}",
             store.display()
         );
         let o = ckptfs(&["mount", &d, "-o", &opts]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert!(String::from_utf8_lossy(&o.stdout).contains("data path: daemon"));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("data path: daemon, writeback cache"),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
         assert!(store.join("FORMAT").exists());
         let o = ckptfs(&["umount", &d]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let _ = std::fs::remove_dir_all(&root);
     });
 }
