@@ -117,50 +117,49 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
         let recs = h
             .versions
             .iter()
-            .map(|m| Rec {
-                number_delta: m.number - std::mem::replace(&mut number, m.number),
-                sealed_delta_s: m.sealed_ns.div_euclid(1_000_000_000)
-                    - std::mem::replace(&mut sealed, m.sealed_ns).div_euclid(1_000_000_000),
-                sealed_ns_part: m.sealed_ns.rem_euclid(1_000_000_000) as u32,
-                mtime_from_sealed: m.mtime_ns.wrapping_sub(m.sealed_ns),
-                size: m.size,
-                attrs: *attr_at
-                    .entry((m.format, m.mode, m.uid, m.gid))
-                    .or_insert_with_key(|k| {
-                        attrs.push(*k);
-                        attrs.len() as u32 - 1
+            .map(|m| {
+                let digest = digest_bytes(&m.digest);
+                Rec {
+                    number_delta: m.number - std::mem::replace(&mut number, m.number),
+                    sealed_delta_s: m.sealed_ns.div_euclid(1_000_000_000)
+                        - std::mem::replace(&mut sealed, m.sealed_ns).div_euclid(1_000_000_000),
+                    sealed_ns_part: m.sealed_ns.rem_euclid(1_000_000_000) as u32,
+                    mtime_from_sealed: m.mtime_ns.wrapping_sub(m.sealed_ns),
+                    size: m.size,
+                    attrs: *attr_at
+                        .entry((m.format, m.mode, m.uid, m.gid))
+                        .or_insert_with_key(|k| {
+                            attrs.push(*k);
+                            attrs.len() as u32 - 1
+                        }),
+                    digest: digest.unwrap_or_else(|| {
+                        text_digests.push(strings.id(&m.digest));
+                        [0; 32]
                     }),
-                digest: digest_bytes(&m.digest).unwrap_or_else(|| {
-                    text_digests.push(strings.id(&m.digest));
-                    [0; 32]
-                }),
-                category: strings.id(&m.category),
-                mime: strings.id(&m.mime),
-                incomplete_reason: strings.id(&m.incomplete_reason),
-                reason: strings.id(m.reason.as_str()),
-                writer: m.writer.as_ref().map(|w| {
-                    let k = (w.pid, strings.id(&w.command));
-                    *writer_at.entry(k).or_insert_with(|| {
-                        writers.push(k);
-                        writers.len() as u32 - 1
-                    })
-                }),
-                flags: if m.pinned { PINNED } else { 0 }
-                    | if m.compressed { COMPRESSED } else { 0 }
-                    | match m.complete {
-                        None => 0,
-                        Some(false) => COMPLETE_FALSE,
-                        Some(true) => COMPLETE_TRUE,
-                    }
-                    | if digest_bytes(&m.digest).is_none() {
-                        DIGEST_TEXT
-                    } else {
-                        0
-                    }
-                    | if m.step != step { OWN_STEP } else { 0 },
-                object_ino: m.object_ino,
-                step: if m.step != step { m.step } else { None },
-                archived: m.archived.as_deref().map(|a| strings.id(a)),
+                    category: strings.id(&m.category),
+                    mime: strings.id(&m.mime),
+                    incomplete_reason: strings.id(&m.incomplete_reason),
+                    reason: strings.id(m.reason.as_str()),
+                    writer: m.writer.as_ref().map(|w| {
+                        let k = (w.pid, strings.id(&w.command));
+                        *writer_at.entry(k).or_insert_with(|| {
+                            writers.push(k);
+                            writers.len() as u32 - 1
+                        })
+                    }),
+                    flags: if m.pinned { PINNED } else { 0 }
+                        | if m.compressed { COMPRESSED } else { 0 }
+                        | match m.complete {
+                            None => 0,
+                            Some(false) => COMPLETE_FALSE,
+                            Some(true) => COMPLETE_TRUE,
+                        }
+                        | if digest.is_none() { DIGEST_TEXT } else { 0 }
+                        | if m.step != step { OWN_STEP } else { 0 },
+                    object_ino: m.object_ino,
+                    step: if m.step != step { m.step } else { None },
+                    archived: m.archived.as_deref().map(|a| strings.id(a)),
+                }
             })
             .collect();
         paths.push((p.clone(), step, recs));
