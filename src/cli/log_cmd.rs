@@ -93,7 +93,7 @@ pub fn run(c: LogCmd) -> CliResult {
                 m.sealed_ns,
                 m.number,
                 m.reason.as_str(),
-                &m.relpath()
+                m.relpath()
             )),
         );
     }

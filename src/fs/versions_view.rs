@@ -144,7 +144,7 @@ fn index_json(hist: &[VersionMeta]) -> Vec<u8> {
         .map(|m| {
             serde_json::json!({
                 "number": m.number,
-                "entry": String::from_utf8_lossy(&layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), &m.relpath())),
+                "entry": String::from_utf8_lossy(&layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), m.relpath())),
                 "sealed": layout::stamp(m.sealed_ns),
                 "mtime": layout::stamp(m.mtime_ns),
                 "size": m.size,
@@ -506,14 +506,14 @@ impl View {
             b"user.ckptfs.number" => m.number.to_string(),
             b"user.ckptfs.sealed" => layout::stamp(m.sealed_ns),
             b"user.ckptfs.reason" => m.reason.as_str().to_string(),
-            b"user.ckptfs.category" => m.category.clone(),
-            b"user.ckptfs.mime" => m.mime.clone(),
+            b"user.ckptfs.category" => m.category.to_string(),
+            b"user.ckptfs.mime" => m.mime.to_string(),
             b"user.ckptfs.complete" => match m.complete {
                 Some(true) => "true".into(),
                 Some(false) => "false".into(),
                 None => "unknown".into(),
             },
-            b"user.ckptfs.digest" => m.digest.clone(),
+            b"user.ckptfs.digest" => m.digest.to_string(),
             b"user.ckptfs.pinned" => m.pinned.to_string(),
             // Where its bytes lie in the store, for `restore` to reflink from.
             b"user.ckptfs.object" => self

@@ -131,8 +131,7 @@ impl Store {
         if !prefix.is_empty() {
             prefix.push(b'/');
         }
-        idx.paths
-            .range(prefix.clone()..)
+        idx.range_from(&prefix)
             .take_while(|(k, _)| k.starts_with(&prefix))
             .any(|(k, _)| resolve(&idx, k, t, live, MAX_HOPS).is_some())
     }

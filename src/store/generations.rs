@@ -164,7 +164,7 @@ impl Generations {
 
     /// A version was sealed at `now`.
     pub fn sealed(&mut self, m: &VersionMeta, now: i64) {
-        let p = m.relpath();
+        let p = m.relpath().to_vec();
         self.burst.last_ns = now;
         if let Some(s) = m.step {
             let set = self.incomplete.entry(s).or_default();

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::io;
+use std::sync::Arc;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::layout::{self, OBJECTS};
@@ -29,13 +30,36 @@ impl PathHist {
     pub fn next_number(&self) -> u64 {
         self.versions.last().map(|v| v.number + 1).unwrap_or(1)
     }
+
+    /// Insert keeping the order. Grows by an eighth, not by doubling (a
+    /// first version would reserve four): most paths keep few versions and
+    /// the index holds millions.
+    fn put(&mut self, m: VersionMeta) {
+        match self.versions.binary_search_by_key(&m.number, |v| v.number) {
+            Ok(i) => self.versions[i] = m,
+            Err(i) => {
+                if self.versions.len() == self.versions.capacity() {
+                    self.versions.reserve_exact(1 + self.versions.len() / 8);
+                }
+                self.versions.insert(i, m)
+            }
+        }
+    }
+}
+
+/// The versions whose object is one inode: almost always one.
+#[derive(Clone, Debug)]
+enum Sharing {
+    One(Arc<[u8]>, u64),
+    Many(Vec<(Arc<[u8]>, u64)>),
 }
 
 #[derive(Default)]
 pub struct Index {
-    pub paths: BTreeMap<Vec<u8>, PathHist>,
+    /// Path → its versions. Keys are shared with the records (`VersionMeta::path`).
+    pub paths: BTreeMap<Arc<[u8]>, PathHist>,
     /// Object inode → (path, version): finds versions sharing a live file's inode.
-    pub by_ino: HashMap<u64, Vec<(Vec<u8>, u64)>>,
+    by_ino: HashMap<u64, Sharing>,
     /// Problems met while scanning (unreadable or foreign metadata).
     pub problems: Vec<String>,
     /// The number of a path's newest version when space pressure evicted it, so
@@ -48,19 +72,35 @@ pub struct Index {
 }
 
 impl Index {
-    pub fn insert(&mut self, m: VersionMeta) {
-        let p = m.relpath();
-        self.by_ino
-            .entry(m.object_ino)
-            .or_default()
-            .push((p.clone(), m.number));
-        if self.evicted_newest.get(&p).is_some_and(|&n| n <= m.number) {
-            self.evicted_newest.remove(&p);
+    pub fn insert(&mut self, mut m: VersionMeta) {
+        if self.evicted_newest.get(&m.path[..]).is_some_and(|&n| n <= m.number) {
+            self.evicted_newest.remove(&m.path[..]);
         }
-        let h = self.paths.entry(p).or_default();
-        match h.versions.binary_search_by_key(&m.number, |v| v.number) {
-            Ok(i) => h.versions[i] = m,
-            Err(i) => h.versions.insert(i, m),
+        // One allocation per path, shared by its versions and the inode map.
+        let h = match self.paths.get_key_value(&m.path[..]) {
+            Some((k, _)) => {
+                m.path = k.clone();
+                self.paths.get_mut(&m.path[..]).expect("just found")
+            }
+            None => self.paths.entry(m.path.clone()).or_default(),
+        };
+        let (ino, path, number) = (m.object_ino, m.path.clone(), m.number);
+        h.put(m);
+        match self.by_ino.entry(ino) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Sharing::One(path, number));
+            }
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let s = e.get_mut();
+                let mut all = match std::mem::replace(s, Sharing::Many(Vec::new())) {
+                    Sharing::One(p, n) => vec![(p, n)],
+                    Sharing::Many(v) => v,
+                };
+                if !all.iter().any(|(p, n)| *p == path && *n == number) {
+                    all.push((path, number));
+                }
+                *s = Sharing::Many(all);
+            }
         }
     }
 
@@ -75,16 +115,65 @@ impl Index {
             let e = self.evicted_newest.entry(relpath.to_vec()).or_default();
             *e = (*e).max(number);
         }
-        if let Some(v) = self.by_ino.get_mut(&m.object_ino) {
-            v.retain(|(p, n)| !(p == relpath && *n == number));
-            if v.is_empty() {
-                self.by_ino.remove(&m.object_ino);
-            }
-        }
         if h.versions.is_empty() {
             self.paths.remove(relpath);
+        } else if h.versions.capacity() > h.versions.len() * 2 {
+            h.versions.shrink_to_fit();
+        }
+        let gone = match self.by_ino.get_mut(&m.object_ino) {
+            Some(Sharing::One(p, n)) => &p[..] == relpath && *n == number,
+            Some(Sharing::Many(v)) => {
+                v.retain(|(p, n)| !(&p[..] == relpath && *n == number));
+                v.is_empty()
+            }
+            None => false,
+        };
+        if gone {
+            self.by_ino.remove(&m.object_ino);
         }
         Some(m)
+    }
+
+    /// The versions (path, number) whose object is inode `ino`.
+    pub fn sharing(&self, ino: u64) -> Vec<(Arc<[u8]>, u64)> {
+        match self.by_ino.get(&ino) {
+            None => Vec::new(),
+            Some(Sharing::One(p, n)) => vec![(p.clone(), *n)],
+            Some(Sharing::Many(v)) => v.clone(),
+        }
+    }
+
+    /// How many versions' object is inode `ino`.
+    pub fn sharing_count(&self, ino: u64) -> usize {
+        match self.by_ino.get(&ino) {
+            None => 0,
+            Some(Sharing::One(..)) => 1,
+            Some(Sharing::Many(v)) => v.len(),
+        }
+    }
+
+    /// No version's object is inode `ino` any more (it was unshared).
+    pub fn forget_ino(&mut self, ino: u64) {
+        self.by_ino.remove(&ino);
+    }
+
+    /// Every path with its versions, in path order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], &PathHist)> {
+        self.paths.iter().map(|(k, h)| (&k[..], h))
+    }
+
+    /// Paths from `from` on, in order.
+    pub fn range_from<'a>(
+        &'a self,
+        from: &[u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a PathHist)> + 'a {
+        self.paths
+            .range::<[u8], _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+            .map(|(k, h)| (&k[..], h))
+    }
+
+    pub fn path_count(&self) -> usize {
+        self.paths.len()
     }
 
     /// Take `fresh`'s versions (a rescan), keeping what this index remembers of
@@ -123,7 +212,7 @@ impl Index {
             p
         };
         let mut out = std::collections::BTreeSet::new();
-        let mut it = self.paths.range(prefix.clone()..);
+        let mut it = self.range_from(&prefix);
         while let Some((k, _)) = it.next() {
             if !k.starts_with(&prefix) {
                 break;
@@ -142,7 +231,7 @@ impl Index {
                     let mut next = prefix.clone();
                     next.extend_from_slice(comp);
                     next.push(b'/' + 1);
-                    it = self.paths.range(next..);
+                    it = self.range_from(&next);
                 }
             }
         }
@@ -153,8 +242,7 @@ impl Index {
     pub fn is_dir(&self, dir: &[u8]) -> bool {
         let mut prefix = dir.to_vec();
         prefix.push(b'/');
-        self.paths
-            .range(prefix.clone()..)
+        self.range_from(&prefix)
             .next()
             .is_some_and(|(k, _)| k.starts_with(&prefix))
     }

@@ -1,32 +1,116 @@
 //! Per-version metadata: self-describing JSON beside each object, so the store can
 //! be rebuilt by scanning it. Written temp → fsync → rename → fsync dir.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::ffi::CString;
+use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{BorrowedFd, FromRawFd};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::Reason;
 use super::layout::FORMAT_VERSION;
 use crate::sys;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct Writer {
     pub pid: u32,
     pub command: String,
 }
 
-/// One sealed version. Field order is the order in the JSON file.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// Strings that repeat across versions (category, MIME type, why a format
+/// check failed) and writers, kept once for the daemon's life: the index
+/// holds millions of versions and a handful of distinct values. What is
+/// interned only grows, bounded by the distinct values met (a writer per
+/// process that saved).
+pub fn intern(s: &str) -> &'static str {
+    static STRS: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let mut g = STRS.lock();
+    let set = g.get_or_insert_with(HashSet::new);
+    if let Some(&k) = set.get(s) {
+        return k;
+    }
+    let k: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    set.insert(k);
+    k
+}
+
+pub fn intern_writer(w: Writer) -> &'static Writer {
+    static WRITERS: Mutex<Option<HashSet<&'static Writer>>> = Mutex::new(None);
+    let mut g = WRITERS.lock();
+    let set = g.get_or_insert_with(HashSet::new);
+    if let Some(&k) = set.get(&w) {
+        return k;
+    }
+    let k: &'static Writer = Box::leak(Box::new(w));
+    set.insert(k);
+    k
+}
+
+/// A version's content digest: BLAKE3, 32 bytes. Stores written by hand or by
+/// tools may hold an empty or a foreign string; it is kept as it was.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Digest {
+    #[default]
+    None,
+    Blake3([u8; 32]),
+    Text(Box<str>),
+}
+
+impl Digest {
+    pub fn of(h: blake3::Hash) -> Self {
+        Digest::Blake3(*h.as_bytes())
+    }
+
+    /// From the hex text of the metadata file.
+    pub fn parse(s: &str) -> Self {
+        if s.is_empty() {
+            return Digest::None;
+        }
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            let b = super::unhex(s);
+            if let Ok(a) = <[u8; 32]>::try_from(b.as_slice()) {
+                return Digest::Blake3(a);
+            }
+        }
+        Digest::Text(s.into())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Digest::None)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Digest::None => Ok(()),
+            Digest::Blake3(b) => b.iter().try_for_each(|x| write!(f, "{x:02x}")),
+            Digest::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// One sealed version, as the index keeps it: fixed-size fields, the path
+/// shared by all versions of a file, repeated strings interned. Its file form
+/// (`MetaFile`, JSON beside the object) is what the store is rebuilt from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(into = "MetaFile")]
 pub struct VersionMeta {
     /// Store format version this record was written with.
     pub format: u32,
-    /// File path relative to the mount root (lossy UTF-8 for display; see `path_b64`).
-    pub path: String,
-    /// Exact path bytes, hex, when the path is not valid UTF-8.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_hex: Option<String>,
+    /// File path relative to the mount root, exact bytes.
+    pub path: Arc<[u8]>,
     /// Per-file version number, from 1, only growing.
     pub number: u64,
     /// Sealed time, nanoseconds since the epoch (UTC).
@@ -38,49 +122,144 @@ pub struct VersionMeta {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    /// BLAKE3 of the first `size` bytes, hex.
-    pub digest: String,
-    pub category: String,
-    pub mime: String,
-    /// Format check: true/false for known formats, null when there is no check.
+    /// BLAKE3 of the first `size` bytes.
+    pub digest: Digest,
+    pub category: &'static str,
+    pub mime: &'static str,
+    /// Format check: true/false for known formats, None when there is no check.
     pub complete: Option<bool>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub incomplete_reason: String,
+    pub incomplete_reason: &'static str,
     pub reason: Reason,
-    pub writer: Option<Writer>,
+    pub writer: Option<&'static Writer>,
     pub pinned: bool,
     /// Inode number of the object when sealed (to find objects shared with a live file).
     pub object_ino: u64,
     /// The object is zstd-compressed (`.data.zst`).
-    #[serde(default)]
     pub compressed: bool,
     /// The training step the path names (`checkpoint-500/…` → 500), if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<u64>,
     /// In the archive tier: the manifest's key in the bucket (no local object).
+    pub archived: Option<Box<str>>,
+}
+
+/// The metadata file's JSON. Field order is the order in the file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct MetaFile {
+    format: u32,
+    /// Path for display (lossy UTF-8; see `path_hex`).
+    path: String,
+    /// Exact path bytes, hex, when the path is not valid UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub archived: Option<String>,
+    path_hex: Option<String>,
+    number: u64,
+    sealed_ns: i64,
+    mtime_ns: i64,
+    size: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    digest: String,
+    category: String,
+    mime: String,
+    complete: Option<bool>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    incomplete_reason: String,
+    reason: Reason,
+    writer: Option<Writer>,
+    pinned: bool,
+    object_ino: u64,
+    #[serde(default)]
+    compressed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    step: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    archived: Option<String>,
+}
+
+// By hand: a derived impl would borrow the `&'static str` fields from the input.
+impl<'de> Deserialize<'de> for VersionMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        MetaFile::deserialize(d).map(Into::into)
+    }
+}
+
+impl From<MetaFile> for VersionMeta {
+    fn from(f: MetaFile) -> Self {
+        let path: Arc<[u8]> = match &f.path_hex {
+            Some(h) => super::unhex(h).into(),
+            None => f.path.into_bytes().into(),
+        };
+        VersionMeta {
+            format: f.format,
+            path,
+            number: f.number,
+            sealed_ns: f.sealed_ns,
+            mtime_ns: f.mtime_ns,
+            size: f.size,
+            mode: f.mode,
+            uid: f.uid,
+            gid: f.gid,
+            digest: Digest::parse(&f.digest),
+            category: intern(&f.category),
+            mime: intern(&f.mime),
+            complete: f.complete,
+            incomplete_reason: intern(&f.incomplete_reason),
+            reason: f.reason,
+            writer: f.writer.map(intern_writer),
+            pinned: f.pinned,
+            object_ino: f.object_ino,
+            compressed: f.compressed,
+            step: f.step,
+            archived: f.archived.map(String::into_boxed_str),
+        }
+    }
+}
+
+impl From<VersionMeta> for MetaFile {
+    fn from(m: VersionMeta) -> Self {
+        let (path, path_hex) = match std::str::from_utf8(&m.path) {
+            Ok(s) => (s.to_string(), None),
+            Err(_) => (
+                String::from_utf8_lossy(&m.path).into_owned(),
+                Some(super::hex(&m.path)),
+            ),
+        };
+        MetaFile {
+            format: m.format,
+            path,
+            path_hex,
+            number: m.number,
+            sealed_ns: m.sealed_ns,
+            mtime_ns: m.mtime_ns,
+            size: m.size,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            digest: m.digest.to_string(),
+            category: m.category.to_string(),
+            mime: m.mime.to_string(),
+            complete: m.complete,
+            incomplete_reason: m.incomplete_reason.to_string(),
+            reason: m.reason,
+            writer: m.writer.cloned(),
+            pinned: m.pinned,
+            object_ino: m.object_ino,
+            compressed: m.compressed,
+            step: m.step,
+            archived: m.archived.map(String::from),
+        }
+    }
 }
 
 impl VersionMeta {
-    pub fn relpath(&self) -> Vec<u8> {
-        match &self.path_hex {
-            Some(h) => super::unhex(h),
-            None => self.path.clone().into_bytes(),
-        }
+    /// The path's exact bytes.
+    pub fn relpath(&self) -> &[u8] {
+        &self.path
     }
 
-    pub fn set_relpath(&mut self, p: &[u8]) {
-        match std::str::from_utf8(p) {
-            Ok(s) => {
-                self.path = s.to_string();
-                self.path_hex = None;
-            }
-            Err(_) => {
-                self.path = String::from_utf8_lossy(p).into_owned();
-                self.path_hex = Some(super::hex(p));
-            }
-        }
+    /// The path for display (lossy UTF-8).
+    pub fn display_path(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.path)
     }
 
     pub fn parse(bytes: &[u8]) -> io::Result<Self> {
@@ -105,8 +284,7 @@ impl VersionMeta {
     pub(crate) fn sample(p: &str, n: u64) -> Self {
         VersionMeta {
             format: 1,
-            path: p.into(),
-            path_hex: None,
+            path: p.as_bytes().into(),
             number: n,
             sealed_ns: n as i64,
             mtime_ns: 0,
@@ -114,11 +292,11 @@ impl VersionMeta {
             mode: 0o644,
             uid: 0,
             gid: 0,
-            digest: String::new(),
-            category: "text".into(),
-            mime: "text/plain".into(),
+            digest: Digest::None,
+            category: "text",
+            mime: "text/plain",
             complete: None,
-            incomplete_reason: String::new(),
+            incomplete_reason: "",
             reason: Reason::Close,
             writer: None,
             pinned: false,

@@ -38,7 +38,7 @@ pub use error::{StoreError, StoreResult};
 pub use generations::Generation;
 use index::Index;
 pub use journal::Change;
-pub use meta::{VersionMeta, Writer};
+pub use meta::{Digest, VersionMeta, Writer};
 pub use options::{CompressOptions, StoreOptions};
 pub use usage::{Du, DuRow};
 
@@ -534,7 +534,7 @@ impl Store {
     }
 
     pub(super) fn object_path(&self, m: &VersionMeta) -> String {
-        let d = layout::version_dir(&m.category, &m.relpath());
+        let d = layout::version_dir(m.category, m.relpath());
         let mut name = layout::data_name(m.number);
         if m.compressed {
             name.push_str(".zst");
@@ -553,7 +553,7 @@ impl Store {
 
     /// Replace a version's metadata file (crash-safely) with `m`.
     pub(super) fn rewrite_meta(&self, m: &VersionMeta) -> io::Result<()> {
-        let d = layout::version_dir(&m.category, &m.relpath());
+        let d = layout::version_dir(m.category, m.relpath());
         let dfd = sys::openat(
             self.dir.as_fd(),
             &CString::new(d).map_err(io::Error::other)?,

@@ -49,7 +49,7 @@ impl Store {
         let Some(h) = idx.get(relpath) else {
             return (Vec::new(), String::new());
         };
-        let cat = h.latest().map(|l| l.category.clone()).unwrap_or_default();
+        let cat = h.latest().map(|l| l.category.to_string()).unwrap_or_default();
         (h.versions.iter().map(item_of).collect(), cat)
     }
 
@@ -121,7 +121,7 @@ impl Store {
                 number,
             });
         }
-        let dir = layout::version_dir(&m.category, relpath);
+        let dir = layout::version_dir(m.category, relpath);
         let cdir = CString::new(dir).map_err(io::Error::other)?;
         let dfd = sys::openat(
             self.dir.as_fd(),
@@ -199,7 +199,7 @@ impl Store {
             self.compress_old();
         }
         if tick.is_multiple_of(120) {
-            let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
+            let paths: Vec<std::sync::Arc<[u8]>> = self.index.read().paths.keys().cloned().collect();
             for p in paths {
                 self.retain_path(&p);
             }
@@ -222,7 +222,7 @@ impl Store {
                     !m.compressed
                         && m.archived.is_none()
                         && now.saturating_sub(m.sealed_ns) >= after
-                        && z.categories.contains(&m.category)
+                        && z.categories.iter().any(|c| c == m.category)
                 })
                 .cloned()
                 .collect()
@@ -234,7 +234,7 @@ impl Store {
             }
             match self.compress_one(&m) {
                 Ok(s) => saved += s,
-                Err(e) => log::debug!("compressing {} v{}: {e}", m.path, m.number),
+                Err(e) => log::debug!("compressing {} v{}: {e}", m.display_path(), m.number),
             }
         }
         saved
@@ -243,7 +243,7 @@ impl Store {
     fn compress_one(&self, m: &super::VersionMeta) -> io::Result<u64> {
         let _q = self.quiesce.read();
         let relpath = m.relpath();
-        let dir = layout::version_dir(&m.category, &relpath);
+        let dir = layout::version_dir(m.category, relpath);
         let dfd = sys::openat(
             self.dir.as_fd(),
             &CString::new(dir).map_err(io::Error::other)?,
@@ -269,7 +269,7 @@ impl Store {
         let current = self
             .index
             .read()
-            .get(&relpath)
+            .get(relpath)
             .and_then(|h| h.get(m.number))
             .cloned();
         if current.as_ref().map(|c| c.object_ino) != Some(m.object_ino) {
@@ -287,7 +287,7 @@ impl Store {
         self.rewrite_meta(&m2)?;
         {
             let mut idx = self.index.write();
-            idx.remove(&relpath, m.number);
+            idx.remove(relpath, m.number);
             idx.insert(m2);
         }
         sys::unlinkat(dfd.as_fd(), &cdata, 0)?;
@@ -300,7 +300,7 @@ impl Store {
 
     /// `gc --dry-run` lines, or do it. Returns the lines and bytes freed.
     pub fn gc(&self, dry_run: bool, progress: &mut dyn FnMut(u64, u64)) -> (Vec<GcLine>, u64) {
-        let paths: Vec<Vec<u8>> = self.index.read().paths.keys().cloned().collect();
+        let paths: Vec<std::sync::Arc<[u8]>> = self.index.read().paths.keys().cloned().collect();
         let mut lines = Vec::new();
         let mut freed = 0;
         let total = paths.len() as u64;

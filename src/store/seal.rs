@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 
 use super::layout;
-use super::meta::{self, VersionMeta};
+use super::meta::{self, Digest, VersionMeta};
 use super::{Capture, How, Reason, Store, Writer, hex, now_ns, unhex};
 use crate::classify;
 use crate::sys;
@@ -49,6 +49,10 @@ pub enum Job {
 /// Capture records in `incoming/`, the sealing queues and their workers.
 /// How long a seal worker waits for more captures before sealing a batch.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+/// Nice of the seal workers, the retention sweeper and the archiver: their work
+/// (a digest reads the whole version) follows a save and must not slow the next
+/// one on a machine with few cores. Sealing still runs whenever a core is idle.
+pub(super) const BACKGROUND_NICE: i32 = 10;
 
 pub(super) struct Sealer {
     pub(super) incoming: OwnedFd,
@@ -161,7 +165,7 @@ impl Store {
             .stats
             .sealed_by
             .lock()
-            .entry((m.reason, m.category.clone()))
+            .entry((m.reason, m.category.to_string()))
             .or_default() += 1;
         // A close is captured `settle` after it happened.
         let mut lag = std::time::Duration::from_nanos((now - m.sealed_ns).max(0) as u64);
@@ -325,6 +329,7 @@ impl Store {
     /// Seal in batches: every prepared version's metadata is made durable with one
     /// filesystem sync per batch instead of two fsyncs per version.
     pub(super) fn worker(&self, r: crossbeam_channel::Receiver<Job>) {
+        sys::nice_this_thread(BACKGROUND_NICE);
         let mut stop = false;
         while !stop {
             let Ok(first) = r.recv() else { break };
@@ -338,7 +343,7 @@ impl Store {
                     Err(_) => break,
                 }
             }
-            let mut local: HashMap<Vec<u8>, (u64, String, u64)> = HashMap::new();
+            let mut local: HashMap<Vec<u8>, (u64, Digest, u64)> = HashMap::new();
             let mut prepared = Vec::new();
             let mut jobs = 0u64;
             for job in batch {
@@ -381,7 +386,7 @@ impl Store {
         &self,
         name: &str,
         cap: &Capture,
-        local: &mut HashMap<Vec<u8>, (u64, String, u64)>,
+        local: &mut HashMap<Vec<u8>, (u64, Digest, u64)>,
     ) -> io::Result<Option<Prepared>> {
         let relpath = unhex(&cap.path_hex);
         let cname = CString::new(name).map_err(io::Error::other)?;
@@ -446,10 +451,9 @@ impl Store {
         }
         drop(obj);
         let number = next;
-        let mut m = VersionMeta {
+        let m = VersionMeta {
             format: layout::FORMAT_VERSION,
-            path: String::new(),
-            path_hex: None,
+            path: relpath.as_slice().into(),
             number,
             sealed_ns: cap.sealed_ns,
             mtime_ns: cap.mtime_ns,
@@ -458,20 +462,19 @@ impl Store {
             uid: cap.uid,
             gid: cap.gid,
             digest: digest.clone(),
-            category: class.category.to_string(),
-            mime: class.mime,
+            category: meta::intern(class.category),
+            mime: meta::intern(&class.mime),
             complete: class.complete,
-            incomplete_reason: class.why,
+            incomplete_reason: meta::intern(&class.why),
             reason: cap.reason,
-            writer: cap.writer.clone(),
+            writer: cap.writer.clone().map(meta::intern_writer),
             pinned: false,
             object_ino: ost.st_ino,
             compressed: false,
             step: classify::step_of(&relpath),
             archived: None,
         };
-        m.set_relpath(&relpath);
-        let dir = layout::version_dir(&m.category, &relpath);
+        let dir = layout::version_dir(m.category, &relpath);
         // Metadata goes to a temp name first; the object stays in incoming/ until
         // that is durable, so a crash at any point leaves either a capture that
         // the next mount seals again or a complete version.
@@ -555,7 +558,7 @@ impl Store {
                 Ok(()) => done.push(p),
                 Err(e) => {
                     self.stats.error(&self.stats.errors_seal);
-                    log::error!("publishing {} v{}: {e}", p.meta.path, p.meta.number);
+                    log::error!("publishing {} v{}: {e}", p.meta.display_path(), p.meta.number);
                 }
             }
         }
@@ -571,7 +574,7 @@ impl Store {
         }
         let mut sealed = Vec::with_capacity(done.len());
         for p in done {
-            sealed.push(p.meta.relpath());
+            sealed.push(p.meta.path.clone());
             self.note_generation(Some(&p.meta), None);
             self.count_sealed(&p.meta);
             {
@@ -643,7 +646,7 @@ impl Store {
 
 /// Digest the captured length of an object (it may be a longer, appended
 /// inode), keeping the head the classifier asks for and the tail.
-fn read_object(obj: &OwnedFd, len: u64) -> io::Result<(String, Vec<u8>, Vec<u8>, u64)> {
+fn read_object(obj: &OwnedFd, len: u64) -> io::Result<(Digest, Vec<u8>, Vec<u8>, u64)> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0u64;
@@ -674,5 +677,5 @@ fn read_object(obj: &OwnedFd, len: u64) -> io::Result<(String, Vec<u8>, Vec<u8>,
     let mut tail = vec![0u8; tail_len];
     let n = sys::pread_full(obj.as_fd(), &mut tail, off - tail_len as u64)?;
     tail.truncate(n);
-    Ok((hasher.finalize().to_hex().to_string(), head, tail, off))
+    Ok((Digest::of(hasher.finalize()), head, tail, off))
 }

@@ -45,10 +45,7 @@ impl Store {
         let v = self
             .index
             .read()
-            .by_ino
-            .get(&ino)
-            .map(|v| v.len())
-            .unwrap_or(0);
+            .sharing_count(ino);
         (p + v) as u32
     }
 
@@ -83,11 +80,8 @@ impl Store {
         if self.shares.pending.lock().values().any(|(i, _)| *i == ino) {
             return Err(enospc()); // a capture in flight needs this content
         }
-        let sharing: Vec<(Vec<u8>, u64)> = self.with_index(|i| {
-            i.by_ino
-                .get(&ino)
-                .cloned()
-                .unwrap_or_default()
+        let sharing: Vec<(std::sync::Arc<[u8]>, u64)> = self.with_index(|i| {
+            i.sharing(ino)
                 .into_iter()
                 .filter(|(p, n)| i.get(p).and_then(|h| h.get(*n)).is_some())
                 .collect()
@@ -108,7 +102,7 @@ impl Store {
             self.evict(&p, n)?;
             self.stats.history_skipped.fetch_add(1, Ordering::Relaxed);
         }
-        self.index.write().by_ino.remove(&ino);
+        self.index.write().forget_ino(ino);
         Ok(())
     }
 
@@ -128,11 +122,9 @@ impl Store {
             .collect();
         let versions: Vec<VersionMeta> = {
             let idx = self.index.read();
-            idx.by_ino
-                .get(&ino)
+            idx.sharing(ino)
                 .into_iter()
-                .flatten()
-                .filter_map(|(p, n)| idx.get(p).and_then(|h| h.get(*n)).cloned())
+                .filter_map(|(p, n)| idx.get(&p).and_then(|h| h.get(n)).cloned())
                 .collect()
         };
         locations.extend(versions.iter().map(|m| self.object_path(m)));
@@ -149,7 +141,7 @@ impl Store {
             // Nothing shares it (the common case: no write lock), or the
             // index's entry is stale: forget it.
             if !versions.is_empty() {
-                self.index.write().by_ino.remove(&ino);
+                self.index.write().forget_ino(ino);
             }
             return Ok(());
         }
@@ -200,10 +192,10 @@ impl Store {
             let mut m2 = m.clone();
             m2.object_ino = new_ino;
             self.rewrite_meta(&m2)?;
-            idx.remove(&m.relpath(), m.number);
+            idx.remove(m.relpath(), m.number);
             idx.insert(m2);
         }
-        idx.by_ino.remove(&ino);
+        idx.forget_ino(ino);
         drop(idx);
         self.stats.unshares.fetch_add(1, Ordering::Relaxed);
         Ok(())

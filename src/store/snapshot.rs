@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::Reason;
 use super::index::Index;
 use super::layout::{DIRTY, SNAPSHOT};
-use super::meta::{VersionMeta, Writer};
+use super::meta::{self, Digest, VersionMeta, Writer};
 use crate::sys;
 
 /// First bytes of a format-2 snapshot (a JSON-lines one starts with `{`).
@@ -91,18 +91,6 @@ impl Strings {
     }
 }
 
-fn digest_bytes(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    // Only lowercase hex round-trips; anything else is kept as text.
-    (super::hex(&out) == hex).then_some(out)
-}
-
 fn encode(idx: &Index) -> io::Result<Vec<u8>> {
     let mut strings = Strings::default();
     let mut attrs: Vec<(u32, u32, u32, u32)> = Vec::new();
@@ -118,7 +106,10 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
             .versions
             .iter()
             .map(|m| {
-                let digest = digest_bytes(&m.digest);
+                let digest = match &m.digest {
+                    Digest::Blake3(b) => Some(*b),
+                    _ => None,
+                };
                 Rec {
                     number_delta: m.number - std::mem::replace(&mut number, m.number),
                     sealed_delta_s: m.sealed_ns.div_euclid(1_000_000_000)
@@ -133,12 +124,12 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
                             attrs.len() as u32 - 1
                         }),
                     digest: digest.unwrap_or_else(|| {
-                        text_digests.push(strings.id(&m.digest));
+                        text_digests.push(strings.id(&m.digest.to_string()));
                         [0; 32]
                     }),
-                    category: strings.id(&m.category),
-                    mime: strings.id(&m.mime),
-                    incomplete_reason: strings.id(&m.incomplete_reason),
+                    category: strings.id(m.category),
+                    mime: strings.id(m.mime),
+                    incomplete_reason: strings.id(m.incomplete_reason),
                     reason: strings.id(m.reason.as_str()),
                     writer: m.writer.as_ref().map(|w| {
                         let k = (w.pid, strings.id(&w.command));
@@ -162,7 +153,7 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
                 }
             })
             .collect();
-        paths.push((p.clone(), step, recs));
+        paths.push((p.to_vec(), step, recs));
     }
     let snap = Snapshot {
         strings: strings.list,
@@ -182,7 +173,7 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
 fn decode(bytes: &[u8]) -> Option<Index> {
     let (snap, _): (Snapshot, usize) =
         bincode::serde::decode_from_slice(bytes, bincode::config::standard()).ok()?;
-    let s = |i: u32| snap.strings.get(i as usize).cloned();
+    let s = |i: u32| snap.strings.get(i as usize).map(String::as_str);
     let reasons: HashMap<u32, Reason> = snap
         .strings
         .iter()
@@ -192,6 +183,7 @@ fn decode(bytes: &[u8]) -> Option<Index> {
     let mut idx = Index::default();
     let mut text_digests = snap.text_digests.iter();
     for (path, step, recs) in &snap.paths {
+        let path: std::sync::Arc<[u8]> = path.as_slice().into();
         let (mut number, mut secs) = (0u64, 0i64);
         for r in recs {
             number = number.checked_add(r.number_delta)?;
@@ -200,10 +192,9 @@ fn decode(bytes: &[u8]) -> Option<Index> {
                 .checked_mul(1_000_000_000)?
                 .checked_add(r.sealed_ns_part as i64)?;
             let &(format, mode, uid, gid) = snap.attrs.get(r.attrs as usize)?;
-            let mut m = VersionMeta {
+            let m = VersionMeta {
                 format,
-                path: String::new(),
-                path_hex: None,
+                path: path.clone(),
                 number,
                 sealed_ns: sealed,
                 mtime_ns: sealed.wrapping_add(r.mtime_from_sealed),
@@ -212,26 +203,26 @@ fn decode(bytes: &[u8]) -> Option<Index> {
                 uid,
                 gid,
                 digest: if r.flags & DIGEST_TEXT != 0 {
-                    s(*text_digests.next()?)?
+                    Digest::parse(s(*text_digests.next()?)?)
                 } else {
-                    super::hex(&r.digest)
+                    Digest::Blake3(r.digest)
                 },
-                category: s(r.category)?,
-                mime: s(r.mime)?,
+                category: meta::intern(s(r.category)?),
+                mime: meta::intern(s(r.mime)?),
                 complete: match r.flags & (COMPLETE_FALSE | COMPLETE_TRUE) {
                     0 => None,
                     COMPLETE_FALSE => Some(false),
                     _ => Some(true),
                 },
-                incomplete_reason: s(r.incomplete_reason)?,
+                incomplete_reason: meta::intern(s(r.incomplete_reason)?),
                 reason: *reasons.get(&r.reason)?,
                 writer: match r.writer {
                     Some(i) => {
                         let &(pid, c) = snap.writers.get(i as usize)?;
-                        Some(Writer {
+                        Some(meta::intern_writer(Writer {
                             pid,
-                            command: s(c)?,
-                        })
+                            command: s(c)?.to_string(),
+                        }))
                     }
                     None => None,
                 },
@@ -244,11 +235,10 @@ fn decode(bytes: &[u8]) -> Option<Index> {
                     *step
                 },
                 archived: match r.archived {
-                    Some(i) => Some(s(i)?),
+                    Some(i) => Some(s(i)?.into()),
                     None => None,
                 },
             };
-            m.set_relpath(path);
             idx.insert(m);
         }
     }
@@ -284,10 +274,9 @@ mod tests {
     use super::*;
 
     fn meta(path: &[u8], number: u64, digest: &str, writer: Option<&str>) -> VersionMeta {
-        let mut m = VersionMeta {
+        VersionMeta {
             format: super::super::layout::FORMAT_VERSION,
-            path: String::new(),
-            path_hex: None,
+            path: path.into(),
             number,
             // A save a minute, its mtime a few ms before the seal.
             sealed_ns: 1_700_000_000_000_000_000 + number as i64 * 60_000_000_000,
@@ -296,32 +285,32 @@ mod tests {
             mode: 0o644,
             uid: 1000,
             gid: 1000,
-            digest: digest.into(),
-            category: "pytorch".into(),
-            mime: "application/zip".into(),
+            digest: Digest::parse(digest),
+            category: "pytorch",
+            mime: "application/zip",
             complete: Some(number.is_multiple_of(2)),
             incomplete_reason: if number.is_multiple_of(2) {
-                String::new()
+                ""
             } else {
-                "no end of central directory".into()
+                "no end of central directory"
             },
             reason: if number == 1 {
                 Reason::Close
             } else {
                 Reason::Fsync
             },
-            writer: writer.map(|c| Writer {
-                pid: 42,
-                command: c.into(),
+            writer: writer.map(|c| {
+                meta::intern_writer(Writer {
+                    pid: 42,
+                    command: c.into(),
+                })
             }),
             pinned: number == 2,
             object_ino: 99 + number,
             compressed: number == 3,
             step: Some(500),
             archived: (number == 3).then(|| "nodes/a/manifests/x/v000003.json".into()),
-        };
-        m.set_relpath(path);
-        m
+        }
     }
 
     #[test]

@@ -203,7 +203,7 @@ impl Store {
                 h.versions
                     .iter()
                     .filter(|m| m.sealed_ns >= since && is_save(m.reason))
-                    .map(move |m| (m.sealed_ns, p.as_slice(), m.size))
+                    .map(move |m| (m.sealed_ns, &p[..], m.size))
             })
             .collect();
         v.sort_by_key(|e| e.0);
@@ -374,9 +374,7 @@ impl Store {
         let ours = self
             .index
             .read()
-            .by_ino
-            .get(&st.st_ino)
-            .map_or(0, |v| v.len())
+            .sharing_count(st.st_ino)
             + self
                 .shares
                 .pending
@@ -406,7 +404,7 @@ impl Store {
             let mut paths = Vec::new();
             let mut cands = Vec::new();
             for (p, h) in &idx.paths {
-                let cat = h.latest().map(|l| l.category.as_str()).unwrap_or("");
+                let cat = h.latest().map(|l| l.category).unwrap_or("");
                 let items: Vec<Item> = h.versions.iter().map(super::retention::item_of).collect();
                 let d = policy::apply(&items, self.retention_for(cat));
                 let drop: HashSet<u64> = d.remove.into_iter().collect();
@@ -447,7 +445,7 @@ impl Store {
                     freed_inodes += k;
                     evicted += 1;
                     // The policy wanted it kept for its age: operators hear of it.
-                    let within = self.retention_for(&m.category).keep_within;
+                    let within = self.retention_for(m.category).keep_within;
                     if matches!(cause, Cause::Pressure)
                         && within.is_some_and(|w| now_ns() - m.sealed_ns < w.as_nanos() as i64)
                     {

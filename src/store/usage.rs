@@ -35,15 +35,15 @@ impl Store {
     pub fn du(&self) -> Du {
         let mut d = Du::default();
         let mut seen = HashSet::new();
-        let mut from: Option<Vec<u8>> = None;
+        let mut from: Option<std::sync::Arc<[u8]>> = None;
         loop {
             let idx = self.index.read();
             let range = match &from {
-                Some(k) => idx.paths.range::<Vec<u8>, _>((
-                    std::ops::Bound::Excluded(k),
+                Some(k) => idx.paths.range::<[u8], _>((
+                    std::ops::Bound::Excluded(&k[..]),
                     std::ops::Bound::Unbounded,
                 )),
-                None => idx.paths.range::<Vec<u8>, _>(..),
+                None => idx.paths.range::<[u8], _>(..),
             };
             let mut last = None;
             for (p, h) in range.take(CHUNK) {
@@ -64,7 +64,7 @@ impl Store {
                         0
                     };
                     for row in [
-                        d.categories.entry(m.category.clone()).or_default(),
+                        d.categories.entry(m.category.to_string()).or_default(),
                         d.directories.entry(top.clone()).or_default(),
                     ] {
                         row.versions += 1;

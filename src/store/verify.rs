@@ -64,7 +64,7 @@ impl Store {
             if let Err(e) = self.check_one(m) {
                 // Retention or compression may have changed it meanwhile.
                 let current = self.with_index(|i| {
-                    i.get(&m.relpath())
+                    i.get(m.relpath())
                         .and_then(|h| h.get(m.number))
                         .map(|c| c.object_ino)
                 });
@@ -77,11 +77,11 @@ impl Store {
                     };
                     let meta = format!(
                         "{}/{}",
-                        layout::version_dir(&m.category, &m.relpath()),
+                        layout::version_dir(m.category, m.relpath()),
                         layout::meta_name(m.number)
                     );
                     problems.push(Problem::new(
-                        format!("{} v{}: {what}", m.path, m.number),
+                        format!("{} v{}: {what}", m.display_path(), m.number),
                         vec![meta, obj],
                     ));
                 }
@@ -109,7 +109,7 @@ impl Store {
     /// Versions the index holds that the store's metadata does not, and back.
     fn index_against(&self, fresh: &index::Index) -> Vec<Problem> {
         let mut out = Vec::new();
-        let key = |m: &super::VersionMeta| (m.relpath(), m.number, m.digest.clone());
+        let key = |m: &super::VersionMeta| (m.path.clone(), m.number, m.digest.clone());
         self.with_index(|i| {
             let mine: std::collections::HashSet<_> = i
                 .paths
@@ -200,7 +200,7 @@ impl Store {
                 m.size
             )));
         }
-        let d = blake3::hash(&content).to_hex().to_string();
+        let d = super::Digest::of(blake3::hash(&content));
         if d != m.digest {
             return Err(io::Error::other(format!(
                 "digest {d} != recorded {}",

@@ -629,3 +629,13 @@ pub fn raise_nofile() -> io::Result<u64> {
     }
     Ok(r.rlim_cur)
 }
+
+/// Lower the calling thread's CPU priority (nice `n`): background work (digests,
+/// retention) then yields the cores to the programs whose saves it follows.
+pub fn nice_this_thread(n: i32) {
+    // SAFETY: gettid has no arguments; setpriority on our own thread id.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, n);
+    }
+}

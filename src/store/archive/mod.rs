@@ -93,7 +93,7 @@ fn chunk_key(id: &str) -> String {
 fn manifest_key(node: &str, m: &VersionMeta) -> String {
     format!(
         "nodes/{node}/manifests/{}/v{:06}.json",
-        layout::path_hash(&m.relpath()),
+        layout::path_hash(m.relpath()),
         m.number
     )
 }
@@ -197,7 +197,7 @@ impl Archive {
     fn state_name(m: &VersionMeta) -> String {
         format!(
             "up-{}-v{:06}.json",
-            layout::path_hash(&m.relpath()),
+            layout::path_hash(m.relpath()),
             m.number
         )
     }
@@ -228,14 +228,14 @@ impl Archive {
         fd: std::os::fd::BorrowedFd<'_>,
         stop: &std::sync::atomic::AtomicBool,
     ) -> io::Result<String> {
-        let cuts = chunk::boundaries(fd, m.size, &m.category)?;
+        let cuts = chunk::boundaries(fd, m.size, m.category)?;
         let mut state = self.load_state(m);
         // Chunks an earlier run confirmed are asked for once more before the
         // manifest names them: a server restored from an older state may have
         // lost them.
         let mut earlier: HashSet<String> = state.confirmed.iter().cloned().collect();
         let mut confirmed: HashSet<String> = HashSet::new();
-        let zstd = self.opts.compress.contains(&m.category);
+        let zstd = self.opts.compress.iter().any(|c| c == m.category);
         let mut refs = Vec::with_capacity(cuts.len());
         for (off, len) in cuts {
             if stop.load(Ordering::SeqCst) {
@@ -572,7 +572,7 @@ impl Store {
         let current = self
             .index
             .read()
-            .get(&m.relpath())
+            .get(m.relpath())
             .and_then(|h| h.get(m.number))
             .cloned();
         let Some(cur) = current else {
@@ -582,11 +582,11 @@ impl Store {
             return Ok(());
         };
         let mut m2 = cur.clone();
-        m2.archived = Some(key);
+        m2.archived = Some(key.into());
         self.rewrite_meta(&m2)?;
         {
             let mut idx = self.index.write();
-            idx.remove(&m2.relpath(), m2.number);
+            idx.remove(m2.relpath(), m2.number);
             idx.insert(m2);
         }
         let obj = CString::new(self.object_path(&cur)).map_err(io::Error::other)?;
@@ -618,7 +618,7 @@ impl Store {
                     a.stats.errors.fetch_add(1, Ordering::Relaxed);
                     log::warn!(
                         "archive: {} v{}: {e} (kept locally, retried later)",
-                        m.path,
+                        m.display_path(),
                         m.number
                     );
                     // The server is probably down: wait for the next pass.
@@ -645,7 +645,7 @@ impl Store {
                 .values()
                 .flat_map(|h| h.versions.iter())
                 .filter(|m| m.archived.is_some() && !m.pinned && m.sealed_ns < cutoff)
-                .map(|m| (m.relpath(), m.number))
+                .map(|m| (m.relpath().to_vec(), m.number))
                 .collect()
         });
         for (p, n) in expired {
@@ -671,7 +671,7 @@ impl Store {
             i.paths
                 .values()
                 .flat_map(|h| h.versions.iter())
-                .filter_map(|m| m.archived.clone())
+                .filter_map(|m| m.archived.as_deref().map(String::from))
                 .collect()
         });
         // Evicted here, not yet deleted there: not to be imported back.
@@ -684,12 +684,12 @@ impl Store {
             let man = a.manifest(&key)?;
             let mut m = man.meta;
             let exists =
-                self.with_index(|i| i.get(&m.relpath()).and_then(|h| h.get(m.number)).is_some());
+                self.with_index(|i| i.get(m.relpath()).and_then(|h| h.get(m.number)).is_some());
             if exists {
                 continue; // still local (archived again by a crash before removal)
             }
-            m.archived = Some(key);
-            let dir = layout::version_dir(&m.category, &m.relpath());
+            m.archived = Some(key.into());
+            let dir = layout::version_dir(m.category, m.relpath());
             let _g = self.shares.lock.lock();
             let dfd = self.mkdirs(&dir)?;
             let bytes = serde_json::to_vec_pretty(&m).map_err(io::Error::other)?;
@@ -772,6 +772,7 @@ impl Store {
 
     /// The archive thread: a pass every second until the store stops.
     pub(super) fn archiver(&self) {
+        crate::sys::nice_this_thread(crate::store::seal::BACKGROUND_NICE);
         while !self.sealer.stop.load(Ordering::SeqCst) {
             self.archive_pass();
             for _ in 0..10 {
