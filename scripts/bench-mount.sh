@@ -66,19 +66,21 @@ if [ -n "${BASE_BIN:-}" ]; then
     sync; echo 3 > /proc/sys/vm/drop_caches
 fi
 echo "first mount by this build (a full scan, or the baseline's snapshot): $(t "$BIN" mount "$DIR" --config "$BASE/cfg.json") s"
+VERSIONS=$(( N / 10 * 10 + 10000 ))
+per() { python3 -c "import sys; print(f'{int(sys.argv[1]) / int(sys.argv[2]):.0f}')" "$1" "$VERSIONS"; }
+rss() { local k; k=$(awk '/VmRSS/ {print $2}' "/proc/$(pgrep -f "ckptfs mount $DIR" | head -1)/status"); echo "$(( k / 1024 )) MiB, $(per $(( k * 1024 ))) bytes per version"; }
+echo "daemon RSS after that mount: $(rss)"
 echo "ls .versions/hot/metrics.json (10,000 versions): $(t ls -l "$DIR/.versions/hot/metrics.json") s"
 echo "ckptfs log (10,000 versions): $(t "$BIN" log "$DIR/hot/metrics.json") s"
 AT=$(date -u -d @1795651215 +%Y%m%dT%H%M%SZ)   # after each path's 10th version, before the deletes
 echo "ls -l .versions/@$AT/run0 ($(ls "$DIR/.versions/@$AT/run0" | wc -l) files, from history): $(t ls -l "$DIR/.versions/@$AT/run0") s"
-VERSIONS=$(( N / 10 * 10 + 10000 ))
-per() { python3 -c "import sys; print(f'{int(sys.argv[1]) / int(sys.argv[2]):.0f}')" "$1" "$VERSIONS"; }
-rss_kib=$(awk '/VmRSS/ {print $2}' "/proc/$(pgrep -f "ckptfs mount $DIR" | head -1)/status")
-echo "daemon RSS with $VERSIONS versions: $(( rss_kib / 1024 )) MiB, $(per $(( rss_kib * 1024 ))) bytes per version"
+echo "daemon RSS with $VERSIONS versions, after the listings above: $(rss)"
 echo "clean unmount (writes the index snapshot): $(t "$BIN" umount "$DIR") s"
 snap=$(stat -c %s "$DIR/.ckptfs/index.snapshot")
 echo "index snapshot: $(( snap / 1048576 )) MiB, $(per "$snap") bytes per version"
 sync; echo 3 > /proc/sys/vm/drop_caches
 echo "mount after a clean unmount (snapshot, cold cache): $(t "$BIN" mount "$DIR" --config "$BASE/cfg.json") s"
+echo "daemon RSS after the snapshot mount: $(rss)"
 crash; sync; echo 3 > /proc/sys/vm/drop_caches
 echo "mount after a crash (full scan, cold cache): $(t "$BIN" mount "$DIR" --config "$BASE/cfg.json") s"
 "$BIN" stats "$DIR" | grep '"versions"'

@@ -5,9 +5,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use ckptfs::store::index::Index;
-use ckptfs::store::meta::{Digest, VersionMeta, Writer, intern, intern_writer};
 use ckptfs::store::Reason;
+use ckptfs::store::index::Index;
+use ckptfs::store::meta::{Digest, VersionMeta, Writer, intern_kind, intern_writer};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -44,10 +44,8 @@ fn version(path: &str, ino: u64, n: u64) -> VersionMeta {
         uid: 1000,
         gid: 1000,
         digest: Digest::of(blake3::hash(format!("{path} {n}").as_bytes())),
-        category: intern("text"),
-        mime: intern("text/plain"),
+        kind: intern_kind("text", "text/plain", ""),
         complete: None,
-        incomplete_reason: intern(""),
         reason: Reason::Close,
         writer: Some(intern_writer(Writer {
             pid: 4242,

@@ -76,7 +76,7 @@ pub fn run(c: LogCmd) -> CliResult {
             layout::stamp(m.sealed_ns),
             human(m.size),
             m.reason.as_str(),
-            m.category,
+            m.category(),
             match m.complete {
                 Some(true) => "yes",
                 Some(false) => "NO",

@@ -13,6 +13,10 @@ use super::inode::ROOT_INO;
 use super::{CkptFs, TTL, errno, versions_view};
 use crate::sys;
 
+/// Entries handed to one READDIR reply at most: a reply is a page of at most
+/// `max_pages` × 4 KiB, and the smallest entry takes 24 bytes.
+const PAGE_ENTRIES: usize = 1024;
+
 impl CkptFs {
     fn list_live(&self, ino: u64) -> io::Result<Vec<DirEntry>> {
         let inode = self.inodes.get(ino)?;
@@ -75,16 +79,20 @@ impl CkptFs {
         }))
     }
 
-    /// Entries from `offset` on; a rewind (offset 0) takes a fresh snapshot.
+    /// Entries from `offset` on (at most `PAGE_ENTRIES`); a rewind (offset 0) takes a fresh snapshot.
     fn page(&self, ino: u64, fh: u64, offset: u64) -> io::Result<Vec<(u64, DirEntry)>> {
         let d = self.handles.dir(fh)?;
         if offset == 0 {
             *d.entries.lock() = self.list(ino)?;
         }
         let e = d.entries.lock();
+        // At most what one reply can hold (the kernel asks for a page at a
+        // time): cloning the whole rest per request made listing a file's
+        // 10,000 versions quadratic.
         Ok(e.iter()
             .enumerate()
             .skip(offset as usize)
+            .take(PAGE_ENTRIES)
             .map(|(i, x)| (i as u64 + 1, x.clone()))
             .collect())
     }

@@ -138,32 +138,87 @@ fn virt_attr(
     }
 }
 
+/// One line of `.index.json`. Fields in the order serde_json's maps print
+/// them (sorted), as the file has always had them.
+#[derive(serde::Serialize)]
+struct IndexLine<'a> {
+    category: &'a str,
+    complete: Option<bool>,
+    digest: &'a crate::store::Digest,
+    entry: String,
+    incomplete_reason: Option<&'a str>,
+    mime: &'a str,
+    mtime: String,
+    number: u64,
+    pinned: bool,
+    reason: &'a str,
+    sealed: String,
+    size: u64,
+    step: Option<u64>,
+    writer: Option<&'a crate::store::Writer>,
+}
+
+#[derive(serde::Serialize)]
+struct IndexFile<'a> {
+    #[serde(serialize_with = "index_lines")]
+    versions: &'a [VersionMeta],
+}
+
+fn index_lines<S: serde::Serializer>(hist: &&[VersionMeta], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(hist.iter().map(|m| {
+        IndexLine {
+            category: m.category(),
+            complete: m.complete,
+            digest: &m.digest,
+            entry: String::from_utf8_lossy(&layout::entry_name(
+                m.sealed_ns,
+                m.number,
+                m.reason.as_str(),
+                m.relpath(),
+            ))
+            .into_owned(),
+            incomplete_reason: Some(m.incomplete_reason()).filter(|r| !r.is_empty()),
+            mime: m.mime(),
+            mtime: layout::stamp(m.mtime_ns),
+            number: m.number,
+            pinned: m.pinned,
+            reason: m.reason.as_str(),
+            sealed: layout::stamp(m.sealed_ns),
+            size: m.size,
+            step: m.step,
+            writer: m.writer,
+        }
+    }))
+}
+
+/// `.index.json` of a history, written to `out` line by line (a file's
+/// 10,000 versions never become a tree of values in memory).
+fn write_index_json(hist: &[VersionMeta], out: &mut impl io::Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, &IndexFile { versions: hist })?;
+    out.write_all(b"\n")
+}
+
 fn index_json(hist: &[VersionMeta]) -> Vec<u8> {
-    let v: Vec<serde_json::Value> = hist
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "number": m.number,
-                "entry": String::from_utf8_lossy(&layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), m.relpath())),
-                "sealed": layout::stamp(m.sealed_ns),
-                "mtime": layout::stamp(m.mtime_ns),
-                "size": m.size,
-                "digest": m.digest,
-                "category": m.category,
-                "mime": m.mime,
-                "reason": m.reason.as_str(),
-                "writer": m.writer,
-                "pinned": m.pinned,
-                "step": m.step,
-                "complete": m.complete,
-                "incomplete_reason": if m.incomplete_reason.is_empty() { None } else { Some(&m.incomplete_reason) },
-            })
-        })
-        .collect();
-    let mut out =
-        serde_json::to_vec_pretty(&serde_json::json!({ "versions": v })).unwrap_or_default();
-    out.push(b'\n');
+    let mut out = Vec::new();
+    let _ = write_index_json(hist, &mut out);
     out
+}
+
+/// The size of `.index.json`, counted without keeping it.
+fn index_json_len(hist: &[VersionMeta]) -> u64 {
+    struct Count(u64);
+    impl io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = write_index_json(hist, &mut c);
+    c.0
 }
 
 impl View {
@@ -286,18 +341,12 @@ impl View {
                 ))
             }
             Node::Index(p) => {
-                let h = self.history(p);
-                if h.is_empty() {
-                    return Err(err(libc::ENOENT));
-                }
-                let t = h.last().map(|m| m.sealed_ns).unwrap_or(0);
-                Ok(base(
-                    FileType::RegularFile,
-                    0o444,
-                    index_json(&h).len() as u64,
-                    t,
-                    t,
-                ))
+                let (len, t) = self
+                    .with_history(p, |h| (index_json_len(h), h.last().map(|m| m.sealed_ns)))
+                    .filter(|(_, t)| t.is_some())
+                    .ok_or_else(|| err(libc::ENOENT))?;
+                let t = t.unwrap_or(0);
+                Ok(base(FileType::RegularFile, 0o444, len, t, t))
             }
         }
     }
@@ -506,8 +555,8 @@ impl View {
             b"user.ckptfs.number" => m.number.to_string(),
             b"user.ckptfs.sealed" => layout::stamp(m.sealed_ns),
             b"user.ckptfs.reason" => m.reason.as_str().to_string(),
-            b"user.ckptfs.category" => m.category.to_string(),
-            b"user.ckptfs.mime" => m.mime.to_string(),
+            b"user.ckptfs.category" => m.category().to_string(),
+            b"user.ckptfs.mime" => m.mime().to_string(),
             b"user.ckptfs.complete" => match m.complete {
                 Some(true) => "true".into(),
                 Some(false) => "false".into(),

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::io;
-use std::sync::Arc;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 
 use super::layout::{self, OBJECTS};
 use super::meta::VersionMeta;
@@ -73,7 +73,11 @@ pub struct Index {
 
 impl Index {
     pub fn insert(&mut self, mut m: VersionMeta) {
-        if self.evicted_newest.get(&m.path[..]).is_some_and(|&n| n <= m.number) {
+        if self
+            .evicted_newest
+            .get(&m.path[..])
+            .is_some_and(|&n| n <= m.number)
+        {
             self.evicted_newest.remove(&m.path[..]);
         }
         // One allocation per path, shared by its versions and the inode map.
@@ -82,7 +86,12 @@ impl Index {
                 m.path = k.clone();
                 self.paths.get_mut(&m.path[..]).expect("just found")
             }
-            None => self.paths.entry(m.path.clone()).or_default(),
+            None => {
+                // A fresh allocation, made by this thread: records parsed on the
+                // scan threads are then all freed, and their arenas with them.
+                m.path = Arc::from(&m.path[..]);
+                self.paths.entry(m.path.clone()).or_default()
+            }
         };
         let (ino, path, number) = (m.object_ino, m.path.clone(), m.number);
         h.put(m);

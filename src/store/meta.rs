@@ -39,6 +39,32 @@ pub fn intern(s: &str) -> &'static str {
     k
 }
 
+/// What the classifier said of a version: few distinct values, interned.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Kind {
+    pub category: &'static str,
+    pub mime: &'static str,
+    /// Why the format check failed ("" when it did not).
+    pub incomplete_reason: &'static str,
+}
+
+pub fn intern_kind(category: &str, mime: &str, incomplete_reason: &str) -> &'static Kind {
+    static KINDS: Mutex<Option<HashSet<&'static Kind>>> = Mutex::new(None);
+    let k = Kind {
+        category: intern(category),
+        mime: intern(mime),
+        incomplete_reason: intern(incomplete_reason),
+    };
+    let mut g = KINDS.lock();
+    let set = g.get_or_insert_with(HashSet::new);
+    if let Some(&have) = set.get(&k) {
+        return have;
+    }
+    let have: &'static Kind = Box::leak(Box::new(k));
+    set.insert(have);
+    have
+}
+
 pub fn intern_writer(w: Writer) -> &'static Writer {
     static WRITERS: Mutex<Option<HashSet<&'static Writer>>> = Mutex::new(None);
     let mut g = WRITERS.lock();
@@ -71,7 +97,10 @@ impl Digest {
         if s.is_empty() {
             return Digest::None;
         }
-        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             let b = super::unhex(s);
             if let Ok(a) = <[u8; 32]>::try_from(b.as_slice()) {
                 return Digest::Blake3(a);
@@ -124,11 +153,10 @@ pub struct VersionMeta {
     pub gid: u32,
     /// BLAKE3 of the first `size` bytes.
     pub digest: Digest,
-    pub category: &'static str,
-    pub mime: &'static str,
+    /// Category, MIME type, why the format check failed.
+    pub kind: &'static Kind,
     /// Format check: true/false for known formats, None when there is no check.
     pub complete: Option<bool>,
-    pub incomplete_reason: &'static str,
     pub reason: Reason,
     pub writer: Option<&'static Writer>,
     pub pinned: bool,
@@ -200,10 +228,8 @@ impl From<MetaFile> for VersionMeta {
             uid: f.uid,
             gid: f.gid,
             digest: Digest::parse(&f.digest),
-            category: intern(&f.category),
-            mime: intern(&f.mime),
+            kind: intern_kind(&f.category, &f.mime, &f.incomplete_reason),
             complete: f.complete,
-            incomplete_reason: intern(&f.incomplete_reason),
             reason: f.reason,
             writer: f.writer.map(intern_writer),
             pinned: f.pinned,
@@ -236,10 +262,10 @@ impl From<VersionMeta> for MetaFile {
             uid: m.uid,
             gid: m.gid,
             digest: m.digest.to_string(),
-            category: m.category.to_string(),
-            mime: m.mime.to_string(),
+            category: m.kind.category.to_string(),
+            mime: m.kind.mime.to_string(),
             complete: m.complete,
-            incomplete_reason: m.incomplete_reason.to_string(),
+            incomplete_reason: m.kind.incomplete_reason.to_string(),
             reason: m.reason,
             writer: m.writer.cloned(),
             pinned: m.pinned,
@@ -252,6 +278,18 @@ impl From<VersionMeta> for MetaFile {
 }
 
 impl VersionMeta {
+    pub fn category(&self) -> &'static str {
+        self.kind.category
+    }
+
+    pub fn mime(&self) -> &'static str {
+        self.kind.mime
+    }
+
+    pub fn incomplete_reason(&self) -> &'static str {
+        self.kind.incomplete_reason
+    }
+
     /// The path's exact bytes.
     pub fn relpath(&self) -> &[u8] {
         &self.path
@@ -293,10 +331,8 @@ impl VersionMeta {
             uid: 0,
             gid: 0,
             digest: Digest::None,
-            category: "text",
-            mime: "text/plain",
+            kind: intern_kind("text", "text/plain", ""),
             complete: None,
-            incomplete_reason: "",
             reason: Reason::Close,
             writer: None,
             pinned: false,

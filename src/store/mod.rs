@@ -316,6 +316,7 @@ impl Store {
             &mut problems,
         )?;
         let gens = generations::Generations::open(dir.as_fd(), adopt, &mut problems)?;
+        sys::trim_heap();
         let archive = match &opts.archive {
             Some(a) => Some(Arc::new(
                 archive::Archive::open(dir.as_fd(), a.clone())
@@ -534,7 +535,7 @@ impl Store {
     }
 
     pub(super) fn object_path(&self, m: &VersionMeta) -> String {
-        let d = layout::version_dir(m.category, m.relpath());
+        let d = layout::version_dir(m.category(), m.relpath());
         let mut name = layout::data_name(m.number);
         if m.compressed {
             name.push_str(".zst");
@@ -553,7 +554,7 @@ impl Store {
 
     /// Replace a version's metadata file (crash-safely) with `m`.
     pub(super) fn rewrite_meta(&self, m: &VersionMeta) -> io::Result<()> {
-        let d = layout::version_dir(m.category, m.relpath());
+        let d = layout::version_dir(m.category(), m.relpath());
         let dfd = sys::openat(
             self.dir.as_fd(),
             &CString::new(d).map_err(io::Error::other)?,

@@ -49,7 +49,10 @@ impl Store {
         let Some(h) = idx.get(relpath) else {
             return (Vec::new(), String::new());
         };
-        let cat = h.latest().map(|l| l.category.to_string()).unwrap_or_default();
+        let cat = h
+            .latest()
+            .map(|l| l.category().to_string())
+            .unwrap_or_default();
         (h.versions.iter().map(item_of).collect(), cat)
     }
 
@@ -121,7 +124,7 @@ impl Store {
                 number,
             });
         }
-        let dir = layout::version_dir(m.category, relpath);
+        let dir = layout::version_dir(m.category(), relpath);
         let cdir = CString::new(dir).map_err(io::Error::other)?;
         let dfd = sys::openat(
             self.dir.as_fd(),
@@ -199,7 +202,8 @@ impl Store {
             self.compress_old();
         }
         if tick.is_multiple_of(120) {
-            let paths: Vec<std::sync::Arc<[u8]>> = self.index.read().paths.keys().cloned().collect();
+            let paths: Vec<std::sync::Arc<[u8]>> =
+                self.index.read().paths.keys().cloned().collect();
             for p in paths {
                 self.retain_path(&p);
             }
@@ -222,7 +226,7 @@ impl Store {
                     !m.compressed
                         && m.archived.is_none()
                         && now.saturating_sub(m.sealed_ns) >= after
-                        && z.categories.iter().any(|c| c == m.category)
+                        && z.categories.iter().any(|c| c == m.category())
                 })
                 .cloned()
                 .collect()
@@ -243,7 +247,7 @@ impl Store {
     fn compress_one(&self, m: &super::VersionMeta) -> io::Result<u64> {
         let _q = self.quiesce.read();
         let relpath = m.relpath();
-        let dir = layout::version_dir(m.category, relpath);
+        let dir = layout::version_dir(m.category(), relpath);
         let dfd = sys::openat(
             self.dir.as_fd(),
             &CString::new(dir).map_err(io::Error::other)?,

@@ -165,7 +165,7 @@ impl Store {
             .stats
             .sealed_by
             .lock()
-            .entry((m.reason, m.category.to_string()))
+            .entry((m.reason, m.category().to_string()))
             .or_default() += 1;
         // A close is captured `settle` after it happened.
         let mut lag = std::time::Duration::from_nanos((now - m.sealed_ns).max(0) as u64);
@@ -462,10 +462,8 @@ impl Store {
             uid: cap.uid,
             gid: cap.gid,
             digest: digest.clone(),
-            category: meta::intern(class.category),
-            mime: meta::intern(&class.mime),
+            kind: meta::intern_kind(class.category, &class.mime, &class.why),
             complete: class.complete,
-            incomplete_reason: meta::intern(&class.why),
             reason: cap.reason,
             writer: cap.writer.clone().map(meta::intern_writer),
             pinned: false,
@@ -474,7 +472,7 @@ impl Store {
             step: classify::step_of(&relpath),
             archived: None,
         };
-        let dir = layout::version_dir(m.category, &relpath);
+        let dir = layout::version_dir(m.category(), &relpath);
         // Metadata goes to a temp name first; the object stays in incoming/ until
         // that is durable, so a crash at any point leaves either a capture that
         // the next mount seals again or a complete version.
@@ -558,7 +556,11 @@ impl Store {
                 Ok(()) => done.push(p),
                 Err(e) => {
                     self.stats.error(&self.stats.errors_seal);
-                    log::error!("publishing {} v{}: {e}", p.meta.display_path(), p.meta.number);
+                    log::error!(
+                        "publishing {} v{}: {e}",
+                        p.meta.display_path(),
+                        p.meta.number
+                    );
                 }
             }
         }

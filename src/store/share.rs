@@ -42,10 +42,7 @@ impl Store {
             .values()
             .filter(|(i, _)| *i == ino)
             .count();
-        let v = self
-            .index
-            .read()
-            .sharing_count(ino);
+        let v = self.index.read().sharing_count(ino);
         (p + v) as u32
     }
 

@@ -127,9 +127,9 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
                         text_digests.push(strings.id(&m.digest.to_string()));
                         [0; 32]
                     }),
-                    category: strings.id(m.category),
-                    mime: strings.id(m.mime),
-                    incomplete_reason: strings.id(m.incomplete_reason),
+                    category: strings.id(m.category()),
+                    mime: strings.id(m.mime()),
+                    incomplete_reason: strings.id(m.incomplete_reason()),
                     reason: strings.id(m.reason.as_str()),
                     writer: m.writer.as_ref().map(|w| {
                         let k = (w.pid, strings.id(&w.command));
@@ -207,14 +207,12 @@ fn decode(bytes: &[u8]) -> Option<Index> {
                 } else {
                     Digest::Blake3(r.digest)
                 },
-                category: meta::intern(s(r.category)?),
-                mime: meta::intern(s(r.mime)?),
+                kind: meta::intern_kind(s(r.category)?, s(r.mime)?, s(r.incomplete_reason)?),
                 complete: match r.flags & (COMPLETE_FALSE | COMPLETE_TRUE) {
                     0 => None,
                     COMPLETE_FALSE => Some(false),
                     _ => Some(true),
                 },
-                incomplete_reason: meta::intern(s(r.incomplete_reason)?),
                 reason: *reasons.get(&r.reason)?,
                 writer: match r.writer {
                     Some(i) => {
@@ -286,14 +284,16 @@ mod tests {
             uid: 1000,
             gid: 1000,
             digest: Digest::parse(digest),
-            category: "pytorch",
-            mime: "application/zip",
+            kind: meta::intern_kind(
+                "pytorch",
+                "application/zip",
+                if number.is_multiple_of(2) {
+                    ""
+                } else {
+                    "no end of central directory"
+                },
+            ),
             complete: Some(number.is_multiple_of(2)),
-            incomplete_reason: if number.is_multiple_of(2) {
-                ""
-            } else {
-                "no end of central directory"
-            },
             reason: if number == 1 {
                 Reason::Close
             } else {

@@ -342,7 +342,7 @@ impl Store {
         let mut total = 0u64;
         for h in idx.paths.values() {
             for v in &h.versions {
-                if category.is_none_or(|c| c == v.category) && seen.insert(v.object_ino) {
+                if category.is_none_or(|c| c == v.category()) && seen.insert(v.object_ino) {
                     total += v.size;
                 }
             }
@@ -371,10 +371,7 @@ impl Store {
         let Ok(st) = sys::fstatat(self.dir.as_fd(), &c) else {
             return false;
         };
-        let ours = self
-            .index
-            .read()
-            .sharing_count(st.st_ino)
+        let ours = self.index.read().sharing_count(st.st_ino)
             + self
                 .shares
                 .pending
@@ -404,13 +401,13 @@ impl Store {
             let mut paths = Vec::new();
             let mut cands = Vec::new();
             for (p, h) in &idx.paths {
-                let cat = h.latest().map(|l| l.category).unwrap_or("");
+                let cat = h.latest().map(|l| l.category()).unwrap_or("");
                 let items: Vec<Item> = h.versions.iter().map(super::retention::item_of).collect();
                 let d = policy::apply(&items, self.retention_for(cat));
                 let drop: HashSet<u64> = d.remove.into_iter().collect();
                 let i = paths.len();
                 for (m, item) in h.versions.iter().zip(items) {
-                    if category.is_some_and(|c| c != m.category) {
+                    if category.is_some_and(|c| c != m.category()) {
                         continue;
                     }
                     cands.push(Candidate {
@@ -445,7 +442,7 @@ impl Store {
                     freed_inodes += k;
                     evicted += 1;
                     // The policy wanted it kept for its age: operators hear of it.
-                    let within = self.retention_for(m.category).keep_within;
+                    let within = self.retention_for(m.category()).keep_within;
                     if matches!(cause, Cause::Pressure)
                         && within.is_some_and(|w| now_ns() - m.sealed_ns < w.as_nanos() as i64)
                     {

@@ -64,7 +64,7 @@ impl Store {
                         0
                     };
                     for row in [
-                        d.categories.entry(m.category.to_string()).or_default(),
+                        d.categories.entry(m.category().to_string()).or_default(),
                         d.directories.entry(top.clone()).or_default(),
                     ] {
                         row.versions += 1;

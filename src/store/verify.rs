@@ -77,7 +77,7 @@ impl Store {
                     };
                     let meta = format!(
                         "{}/{}",
-                        layout::version_dir(m.category, m.relpath()),
+                        layout::version_dir(m.category(), m.relpath()),
                         layout::meta_name(m.number)
                     );
                     problems.push(Problem::new(

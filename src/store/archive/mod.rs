@@ -228,14 +228,14 @@ impl Archive {
         fd: std::os::fd::BorrowedFd<'_>,
         stop: &std::sync::atomic::AtomicBool,
     ) -> io::Result<String> {
-        let cuts = chunk::boundaries(fd, m.size, m.category)?;
+        let cuts = chunk::boundaries(fd, m.size, m.category())?;
         let mut state = self.load_state(m);
         // Chunks an earlier run confirmed are asked for once more before the
         // manifest names them: a server restored from an older state may have
         // lost them.
         let mut earlier: HashSet<String> = state.confirmed.iter().cloned().collect();
         let mut confirmed: HashSet<String> = HashSet::new();
-        let zstd = self.opts.compress.iter().any(|c| c == m.category);
+        let zstd = self.opts.compress.iter().any(|c| c == m.category());
         let mut refs = Vec::with_capacity(cuts.len());
         for (off, len) in cuts {
             if stop.load(Ordering::SeqCst) {
@@ -689,7 +689,7 @@ impl Store {
                 continue; // still local (archived again by a crash before removal)
             }
             m.archived = Some(key.into());
-            let dir = layout::version_dir(m.category, m.relpath());
+            let dir = layout::version_dir(m.category(), m.relpath());
             let _g = self.shares.lock.lock();
             let dfd = self.mkdirs(&dir)?;
             let bytes = serde_json::to_vec_pretty(&m).map_err(io::Error::other)?;
