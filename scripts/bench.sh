@@ -5,7 +5,7 @@
 #
 #   scripts/bench.sh [--backing disk|shm|DIR] [--no-passthrough] [--size-gib 2]
 #                    [--files 10000] [--ckpt-mib 1024] [--steady 5]
-#                    [--tree 200000] [--only versioning]
+#                    [--tree 200000] [--only versioning|datapath]
 #
 # Rows:
 # - sequential write/read and 4 KiB random reads of an ignored `*.tmp` name:
@@ -25,6 +25,9 @@
 #   saves and 10 closed without fsync (with the bytes ckptfs copied), create /
 #   rename / unlink of --files files, `rm -rf` of a --tree file tree.
 #   `--only versioning` runs just these rows.
+# - `--only datapath`: the data path with a column per way of mounting
+#   (passthrough, daemon path as root, daemon path as `nobody`):
+#   scripts/bench-datapath.sh on the same --backing.
 #
 # With PASSTHROUGH_HP=path/to/passthrough_hp (scripts/build-passthrough-hp.sh
 # builds libfuse's example) the metadata rows also measure it in the same run.
@@ -56,6 +59,9 @@ while [ $# -gt 0 ]; do
 done
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CKPTFS_BIN:-$ROOT/target/release/ckptfs}
+if [ "$ONLY" = datapath ]; then
+    exec "$ROOT/scripts/bench-datapath.sh" --backing "$KIND" --reps "${REPS:-3}"
+fi
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release -q)
 "$ROOT/scripts/prefault.sh"
 . "$ROOT/scripts/backing.sh"
@@ -167,7 +173,7 @@ if [ "$ONLY" = versioning ]; then
     versioning_rows
     exit 0
 elif [ -n "$ONLY" ]; then
-    echo "--only: expected versioning, got '$ONLY'" >&2; exit 2
+    echo "--only: expected versioning or datapath, got '$ONLY'" >&2; exit 2
 fi
 echo "ckptfs bench: $(uname -r), $BACKING_DESC, $(grep -o 'data path: [a-z ]*' "$BACKING/mounted-log"), $GIB GiB, $FILES files, best of $REPS"
 row "workload" "native s" "ckptfs s" "ratio" "+quiet s" "ratio"
