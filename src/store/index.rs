@@ -47,19 +47,16 @@ impl PathHist {
     }
 }
 
-/// The versions whose object is one inode: almost always one.
-#[derive(Clone, Debug)]
-enum Sharing {
-    One(Arc<[u8]>, u64),
-    Many(Vec<(Arc<[u8]>, u64)>),
-}
-
 #[derive(Default)]
 pub struct Index {
     /// Path → its versions. Keys are shared with the records (`VersionMeta::path`).
     pub paths: BTreeMap<Arc<[u8]>, PathHist>,
-    /// Object inode → (path, version): finds versions sharing a live file's inode.
-    by_ino: HashMap<u64, Sharing>,
+    /// Object inode → the path whose versions have it as their object: finds
+    /// the versions sharing a live file's inode (which of the path's versions,
+    /// by their `object_ino`). One path per inode almost always; the others,
+    /// after a rename, in `by_ino_more`. 24 bytes an entry, not a list each.
+    by_ino: HashMap<u64, Arc<[u8]>>,
+    by_ino_more: HashMap<u64, Vec<Arc<[u8]>>>,
     /// Problems met while scanning (unreadable or foreign metadata).
     pub problems: Vec<String>,
     /// The number of a path's newest version when space pressure evicted it, so
@@ -93,24 +90,42 @@ impl Index {
                 self.paths.entry(m.path.clone()).or_default()
             }
         };
-        let (ino, path, number) = (m.object_ino, m.path.clone(), m.number);
+        let (ino, path) = (m.object_ino, m.path.clone());
         h.put(m);
         match self.by_ino.entry(ino) {
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(Sharing::One(path, number));
+                e.insert(path);
             }
-            std::collections::hash_map::Entry::Occupied(mut e) => {
-                let s = e.get_mut();
-                let mut all = match std::mem::replace(s, Sharing::Many(Vec::new())) {
-                    Sharing::One(p, n) => vec![(p, n)],
-                    Sharing::Many(v) => v,
-                };
-                if !all.iter().any(|(p, n)| *p == path && *n == number) {
-                    all.push((path, number));
+            std::collections::hash_map::Entry::Occupied(e) => {
+                if *e.get() != path {
+                    let more = self.by_ino_more.entry(ino).or_default();
+                    if !more.contains(&path) {
+                        more.push(path);
+                    }
                 }
-                *s = Sharing::Many(all);
             }
         }
+    }
+
+    /// Insert many versions at once (a mount's load): each new path's vector
+    /// is allocated once at its size, so the index is not left with the holes
+    /// of growing it version by version.
+    pub fn insert_many(&mut self, mut ms: Vec<VersionMeta>) {
+        ms.sort_unstable_by(|a, b| (&a.path, a.number).cmp(&(&b.path, b.number)));
+        let mut i = 0;
+        while i < ms.len() {
+            let n = ms[i..].iter().take_while(|m| m.path == ms[i].path).count();
+            if !self.paths.contains_key(&ms[i].path[..]) {
+                self.paths.insert(
+                    Arc::from(&ms[i].path[..]),
+                    PathHist {
+                        versions: Vec::with_capacity(n),
+                    },
+                );
+            }
+            i += n;
+        }
+        ms.into_iter().for_each(|m| self.insert(m));
     }
 
     pub fn remove(&mut self, relpath: &[u8], number: u64) -> Option<VersionMeta> {
@@ -124,46 +139,78 @@ impl Index {
             let e = self.evicted_newest.entry(relpath.to_vec()).or_default();
             *e = (*e).max(number);
         }
+        // The path leaves the inode's list when no version of it is left on
+        // that inode (appended logs keep several on one).
+        let still = h.versions.iter().any(|v| v.object_ino == m.object_ino);
         if h.versions.is_empty() {
             self.paths.remove(relpath);
         } else if h.versions.capacity() > h.versions.len() * 2 {
             h.versions.shrink_to_fit();
         }
-        let gone = match self.by_ino.get_mut(&m.object_ino) {
-            Some(Sharing::One(p, n)) => &p[..] == relpath && *n == number,
-            Some(Sharing::Many(v)) => {
-                v.retain(|(p, n)| !(&p[..] == relpath && *n == number));
-                v.is_empty()
-            }
-            None => false,
-        };
-        if gone {
-            self.by_ino.remove(&m.object_ino);
+        if !still {
+            self.unlist(m.object_ino, relpath);
         }
         Some(m)
     }
 
+    /// `relpath` no longer has a version on inode `ino`.
+    fn unlist(&mut self, ino: u64, relpath: &[u8]) {
+        if let Some(more) = self.by_ino_more.get_mut(&ino) {
+            more.retain(|p| &p[..] != relpath);
+            if self.by_ino.get(&ino).is_some_and(|p| &p[..] == relpath) {
+                match more.pop() {
+                    Some(p) => {
+                        self.by_ino.insert(ino, p);
+                    }
+                    None => {
+                        self.by_ino.remove(&ino);
+                    }
+                }
+            }
+            if more.is_empty() {
+                self.by_ino_more.remove(&ino);
+            }
+        } else if self.by_ino.get(&ino).is_some_and(|p| &p[..] == relpath) {
+            self.by_ino.remove(&ino);
+        }
+    }
+
+    /// The paths with a version on inode `ino`.
+    fn paths_on(&self, ino: u64) -> impl Iterator<Item = &Arc<[u8]>> {
+        self.by_ino
+            .get(&ino)
+            .into_iter()
+            .chain(self.by_ino_more.get(&ino).into_iter().flatten())
+    }
+
     /// The versions (path, number) whose object is inode `ino`.
     pub fn sharing(&self, ino: u64) -> Vec<(Arc<[u8]>, u64)> {
-        match self.by_ino.get(&ino) {
-            None => Vec::new(),
-            Some(Sharing::One(p, n)) => vec![(p.clone(), *n)],
-            Some(Sharing::Many(v)) => v.clone(),
+        let mut out = Vec::new();
+        for p in self.paths_on(ino) {
+            if let Some(h) = self.paths.get(&p[..]) {
+                out.extend(
+                    h.versions
+                        .iter()
+                        .filter(|v| v.object_ino == ino)
+                        .map(|v| (p.clone(), v.number)),
+                );
+            }
         }
+        out
     }
 
     /// How many versions' object is inode `ino`.
     pub fn sharing_count(&self, ino: u64) -> usize {
-        match self.by_ino.get(&ino) {
-            None => 0,
-            Some(Sharing::One(..)) => 1,
-            Some(Sharing::Many(v)) => v.len(),
-        }
+        self.paths_on(ino)
+            .filter_map(|p| self.paths.get(&p[..]))
+            .map(|h| h.versions.iter().filter(|v| v.object_ino == ino).count())
+            .sum()
     }
 
     /// No version's object is inode `ino` any more (it was unshared).
     pub fn forget_ino(&mut self, ino: u64) {
         self.by_ino.remove(&ino);
+        self.by_ino_more.remove(&ino);
     }
 
     /// Every path with its versions, in path order.
@@ -321,15 +368,15 @@ pub fn scan_with(store: BorrowedFd<'_>, adopt: bool) -> io::Result<Index> {
             .collect()
     });
     let mut idx = Index::default();
+    let mut all = Vec::new();
     for (metas, problems, fatal) in results {
         if let Some(e) = fatal {
             return Err(e);
         }
-        for m in metas {
-            idx.insert(m);
-        }
+        all.extend(metas);
         idx.problems.extend(problems);
     }
+    idx.insert_many(all);
     Ok(idx)
 }
 
@@ -442,6 +489,38 @@ mod tests {
         assert!(!i.by_ino.contains_key(&1));
         i.remove(b"f", 2);
         assert!(i.get(b"f").is_none());
+    }
+
+    #[test]
+    fn versions_on_one_inode_are_found_across_paths_until_the_last_goes() {
+        let mut i = Index::default();
+        let on = |p: &str, n: u64, ino: u64| {
+            let mut v = m(p, n);
+            v.object_ino = ino;
+            v
+        };
+        // An appended log: two versions on one inode; then renamed to g.
+        i.insert(on("f", 1, 7));
+        i.insert(on("f", 2, 7));
+        i.insert(on("g", 1, 7));
+        i.insert(on("h", 1, 8));
+        let mut s = i.sharing(7);
+        s.sort();
+        let s: Vec<(&[u8], u64)> = s.iter().map(|(p, n)| (&p[..], *n)).collect();
+        assert_eq!(s, vec![(&b"f"[..], 1), (b"f", 2), (b"g", 1)]);
+        assert_eq!(i.sharing_count(7), 3);
+        i.remove(b"f", 1);
+        assert_eq!(i.sharing_count(7), 2);
+        i.remove(b"f", 2);
+        assert_eq!(i.sharing(7).len(), 1, "g still on it");
+        i.remove(b"g", 1);
+        assert_eq!(i.sharing_count(7), 0);
+        assert!(
+            i.by_ino.len() == 1 && i.by_ino_more.is_empty(),
+            "only h's left"
+        );
+        i.forget_ino(8);
+        assert_eq!(i.sharing_count(8), 0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! be rebuilt by scanning it. Written temp → fsync → rename → fsync dir.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fmt;
 use std::io::{self, Write};
@@ -78,14 +78,20 @@ pub fn intern_writer(w: Writer) -> &'static Writer {
 }
 
 /// A version's content digest: BLAKE3, 32 bytes. Stores written by hand or by
-/// tools may hold an empty or a foreign string; it is kept as it was.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+/// tools may hold an empty or a foreign string; it is kept as it was (interned:
+/// a number here keeps the record 4-byte aligned and small).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Digest {
     #[default]
     None,
     Blake3([u8; 32]),
-    Text(Box<str>),
+    Text(u32),
 }
+
+/// Foreign digest strings, numbered in the order met (and their numbers).
+#[allow(clippy::type_complexity)]
+static TEXT_DIGESTS: Mutex<Option<(Vec<&'static str>, HashMap<&'static str, u32>)>> =
+    Mutex::new(None);
 
 impl Digest {
     pub fn of(h: blake3::Hash) -> Self {
@@ -106,7 +112,15 @@ impl Digest {
                 return Digest::Blake3(a);
             }
         }
-        Digest::Text(s.into())
+        let mut g = TEXT_DIGESTS.lock();
+        let (list, at) = g.get_or_insert_with(Default::default);
+        if let Some(&i) = at.get(s) {
+            return Digest::Text(i);
+        }
+        let s: &'static str = Box::leak(s.to_owned().into_boxed_str());
+        list.push(s);
+        at.insert(s, list.len() as u32 - 1);
+        Digest::Text(list.len() as u32 - 1)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -125,7 +139,10 @@ impl fmt::Display for Digest {
         match self {
             Digest::None => Ok(()),
             Digest::Blake3(b) => b.iter().try_for_each(|x| write!(f, "{x:02x}")),
-            Digest::Text(t) => f.write_str(t),
+            Digest::Text(i) => {
+                let g = TEXT_DIGESTS.lock();
+                f.write_str(g.as_ref().map_or("", |(list, _)| list[*i as usize]))
+            }
         }
     }
 }

@@ -404,13 +404,12 @@ impl Store {
             }
         };
         let (last, next) = match local.get(&relpath) {
-            Some((s, d, n)) => (Some((*s, d.clone())), *n),
+            Some((s, d, n)) => (Some((*s, *d)), *n),
             None => {
                 let idx = self.index.read();
                 let h = idx.get(&relpath);
                 (
-                    h.and_then(|h| h.latest())
-                        .map(|l| (l.size, l.digest.clone())),
+                    h.and_then(|h| h.latest()).map(|l| (l.size, l.digest)),
                     idx.next_number(&relpath),
                 )
             }
@@ -461,7 +460,7 @@ impl Store {
             mode: cap.mode,
             uid: cap.uid,
             gid: cap.gid,
-            digest: digest.clone(),
+            digest,
             kind: meta::intern_kind(class.category, &class.mime, &class.why),
             complete: class.complete,
             reason: cap.reason,

@@ -181,6 +181,7 @@ fn decode(bytes: &[u8]) -> Option<Index> {
         .filter_map(|(i, t)| Some((i as u32, serde_json::from_str(&format!("\"{t}\"")).ok()?)))
         .collect();
     let mut idx = Index::default();
+    let mut all = Vec::with_capacity(snap.paths.iter().map(|(_, _, r)| r.len()).sum());
     let mut text_digests = snap.text_digests.iter();
     for (path, step, recs) in &snap.paths {
         let path: std::sync::Arc<[u8]> = path.as_slice().into();
@@ -237,9 +238,10 @@ fn decode(bytes: &[u8]) -> Option<Index> {
                     None => None,
                 },
             };
-            idx.insert(m);
+            all.push(m);
         }
     }
+    idx.insert_many(all);
     Some(idx)
 }
 

@@ -109,7 +109,7 @@ impl Store {
     /// Versions the index holds that the store's metadata does not, and back.
     fn index_against(&self, fresh: &index::Index) -> Vec<Problem> {
         let mut out = Vec::new();
-        let key = |m: &super::VersionMeta| (m.path.clone(), m.number, m.digest.clone());
+        let key = |m: &super::VersionMeta| (m.path.clone(), m.number, m.digest);
         self.with_index(|i| {
             let mine: std::collections::HashSet<_> = i
                 .paths
