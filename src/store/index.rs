@@ -47,6 +47,34 @@ impl PathHist {
     }
 }
 
+/// Hashing inode numbers: a multiply and a rotation (as rustc's FxHash), not
+/// SipHash. Nobody outside chooses them, and the map holds one per version.
+#[derive(Clone, Copy, Default)]
+pub struct InoHash;
+
+impl std::hash::BuildHasher for InoHash {
+    type Hasher = InoHasher;
+    fn build_hasher(&self) -> InoHasher {
+        InoHasher(0)
+    }
+}
+
+pub struct InoHasher(u64);
+
+impl std::hash::Hasher for InoHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 #[derive(Default)]
 pub struct Index {
     /// Path → its versions. Keys are shared with the records (`VersionMeta::path`).
@@ -55,7 +83,7 @@ pub struct Index {
     /// the versions sharing a live file's inode (which of the path's versions,
     /// by their `object_ino`). One path per inode almost always; the others,
     /// after a rename, in `by_ino_more`. 24 bytes an entry, not a list each.
-    by_ino: HashMap<u64, Arc<[u8]>>,
+    by_ino: HashMap<u64, Arc<[u8]>, InoHash>,
     by_ino_more: HashMap<u64, Vec<Arc<[u8]>>>,
     /// Problems met while scanning (unreadable or foreign metadata).
     pub problems: Vec<String>,
@@ -92,12 +120,17 @@ impl Index {
         };
         let (ino, path) = (m.object_ino, m.path.clone());
         h.put(m);
+        self.list_ino(ino, path);
+    }
+
+    /// `path` has a version on inode `ino`.
+    fn list_ino(&mut self, ino: u64, path: Arc<[u8]>) {
         match self.by_ino.entry(ino) {
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(path);
             }
             std::collections::hash_map::Entry::Occupied(e) => {
-                if *e.get() != path {
+                if !Arc::ptr_eq(e.get(), &path) && *e.get() != path {
                     let more = self.by_ino_more.entry(ino).or_default();
                     if !more.contains(&path) {
                         more.push(path);
@@ -109,23 +142,48 @@ impl Index {
 
     /// Insert many versions at once (a mount's load): each new path's vector
     /// is allocated once at its size, so the index is not left with the holes
-    /// of growing it version by version.
+    /// of growing it version by version, and a path is looked up once, not
+    /// once per version.
     pub fn insert_many(&mut self, mut ms: Vec<VersionMeta>) {
         ms.sort_unstable_by(|a, b| (&a.path, a.number).cmp(&(&b.path, b.number)));
+        let mut runs = Vec::new();
         let mut i = 0;
         while i < ms.len() {
             let n = ms[i..].iter().take_while(|m| m.path == ms[i].path).count();
-            if !self.paths.contains_key(&ms[i].path[..]) {
-                self.paths.insert(
-                    Arc::from(&ms[i].path[..]),
-                    PathHist {
-                        versions: Vec::with_capacity(n),
-                    },
-                );
-            }
+            runs.push(n);
             i += n;
         }
-        ms.into_iter().for_each(|m| self.insert(m));
+        let mut it = ms.into_iter();
+        for n in runs {
+            self.insert_path(it.by_ref().take(n).collect());
+        }
+    }
+
+    /// Insert the versions of one path, in ascending numbers (a load); the
+    /// path is looked up once and its vector allocated at its size.
+    pub fn insert_path(&mut self, run: Vec<VersionMeta>) {
+        let Some(first) = run.first() else { return };
+        let sorted = run.windows(2).all(|w| w[0].number < w[1].number);
+        if !sorted || self.paths.contains_key(&first.path[..]) {
+            run.into_iter().for_each(|m| self.insert(m));
+            return;
+        }
+        let key: Arc<[u8]> = Arc::from(&first.path[..]);
+        let mut versions: Vec<VersionMeta> = Vec::with_capacity(run.len());
+        for mut m in run {
+            m.path = key.clone();
+            self.list_ino(m.object_ino, key.clone());
+            versions.push(m);
+        }
+        let newest = versions.last().map_or(0, |v| v.number);
+        if self
+            .evicted_newest
+            .get(&key[..])
+            .is_some_and(|&e| e <= newest)
+        {
+            self.evicted_newest.remove(&key[..]);
+        }
+        self.paths.insert(key, PathHist { versions });
     }
 
     pub fn remove(&mut self, relpath: &[u8], number: u64) -> Option<VersionMeta> {
@@ -521,6 +579,37 @@ mod tests {
         );
         i.forget_ino(8);
         assert_eq!(i.sharing_count(8), 0);
+    }
+
+    #[test]
+    fn a_load_at_once_is_the_same_index_as_one_by_one() {
+        let mut vs = Vec::new();
+        for (p, n) in [("b", 2), ("a", 1), ("b", 1), ("c", 3), ("a", 2), ("c", 1)] {
+            let mut v = m(p, n);
+            v.object_ino = if p == "c" {
+                9
+            } else {
+                n * 100 + p.len() as u64
+            };
+            vs.push(v);
+        }
+        let mut one = Index::default();
+        vs.iter().cloned().for_each(|v| one.insert(v));
+        let mut many = Index::default();
+        many.insert(m("a", 1)); // an existing path takes the slow way
+        many.insert_many(vs);
+        let dump = |i: &Index| -> Vec<(Vec<u8>, Vec<u64>)> {
+            i.iter()
+                .map(|(p, h)| (p.to_vec(), h.versions.iter().map(|v| v.number).collect()))
+                .collect()
+        };
+        assert_eq!(dump(&one), dump(&many));
+        assert_eq!(many.sharing_count(9), 2, "c's two versions on one inode");
+        assert!(
+            many.iter()
+                .all(|(p, h)| h.versions.iter().all(|v| std::ptr::eq(&v.path[..], p))),
+            "every record shares its path's key"
+        );
     }
 
     #[test]

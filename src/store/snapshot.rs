@@ -180,11 +180,14 @@ fn decode(bytes: &[u8]) -> Option<Index> {
         .enumerate()
         .filter_map(|(i, t)| Some((i as u32, serde_json::from_str(&format!("\"{t}\"")).ok()?)))
         .collect();
+    // Interned once per distinct value, not once per record.
+    let mut kinds: HashMap<(u32, u32, u32), &'static meta::Kind> = HashMap::new();
+    let mut writers: HashMap<u32, &'static Writer> = HashMap::new();
     let mut idx = Index::default();
-    let mut all = Vec::with_capacity(snap.paths.iter().map(|(_, _, r)| r.len()).sum());
     let mut text_digests = snap.text_digests.iter();
     for (path, step, recs) in &snap.paths {
         let path: std::sync::Arc<[u8]> = path.as_slice().into();
+        let mut versions = Vec::with_capacity(recs.len());
         let (mut number, mut secs) = (0u64, 0i64);
         for r in recs {
             number = number.checked_add(r.number_delta)?;
@@ -193,6 +196,30 @@ fn decode(bytes: &[u8]) -> Option<Index> {
                 .checked_mul(1_000_000_000)?
                 .checked_add(r.sealed_ns_part as i64)?;
             let &(format, mode, uid, gid) = snap.attrs.get(r.attrs as usize)?;
+            let kk = (r.category, r.mime, r.incomplete_reason);
+            let kind = match kinds.get(&kk) {
+                Some(&k) => k,
+                None => {
+                    let k = meta::intern_kind(s(kk.0)?, s(kk.1)?, s(kk.2)?);
+                    kinds.insert(kk, k);
+                    k
+                }
+            };
+            let writer = match r.writer {
+                Some(i) => Some(match writers.get(&i) {
+                    Some(&w) => w,
+                    None => {
+                        let &(pid, c) = snap.writers.get(i as usize)?;
+                        let w = meta::intern_writer(Writer {
+                            pid,
+                            command: s(c)?.to_string(),
+                        });
+                        writers.insert(i, w);
+                        w
+                    }
+                }),
+                None => None,
+            };
             let m = VersionMeta {
                 format,
                 path: path.clone(),
@@ -208,23 +235,14 @@ fn decode(bytes: &[u8]) -> Option<Index> {
                 } else {
                     Digest::Blake3(r.digest)
                 },
-                kind: meta::intern_kind(s(r.category)?, s(r.mime)?, s(r.incomplete_reason)?),
+                kind,
                 complete: match r.flags & (COMPLETE_FALSE | COMPLETE_TRUE) {
                     0 => None,
                     COMPLETE_FALSE => Some(false),
                     _ => Some(true),
                 },
                 reason: *reasons.get(&r.reason)?,
-                writer: match r.writer {
-                    Some(i) => {
-                        let &(pid, c) = snap.writers.get(i as usize)?;
-                        Some(meta::intern_writer(Writer {
-                            pid,
-                            command: s(c)?.to_string(),
-                        }))
-                    }
-                    None => None,
-                },
+                writer,
                 pinned: r.flags & PINNED != 0,
                 object_ino: r.object_ino,
                 compressed: r.flags & COMPRESSED != 0,
@@ -238,10 +256,10 @@ fn decode(bytes: &[u8]) -> Option<Index> {
                     None => None,
                 },
             };
-            all.push(m);
+            versions.push(m);
         }
+        idx.insert_path(versions);
     }
-    idx.insert_many(all);
     Some(idx)
 }
 
