@@ -14,20 +14,10 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export DEBIAN_FRONTEND=noninteractive
 apt-get install -y -qq libfuse3-dev g++ pkg-config xz-utils dpkg-dev >/dev/null
-# deb-src lines for the suites the system already uses.
+# The source of the distribution's own fuse3 (the suite the system uses).
+. "$ROOT/scripts/deb-source.sh"
 . /etc/os-release
-mkdir -p "$WORK/lists/partial"
-case "$ID" in
-    debian) mirror=http://deb.debian.org/debian ;;
-    ubuntu) mirror=http://archive.ubuntu.com/ubuntu ;;
-    *) echo "build-passthrough-hp: unsupported distribution $ID; set PASSTHROUGH_HP" >&2; exit 2 ;;
-esac
-echo "deb-src $mirror $VERSION_CODENAME main" > "$WORK/src.list"
-opts=(-o "Dir::Etc::SourceList=$WORK/src.list" -o Dir::Etc::SourceParts=/dev/null
-      -o "Dir::State::Lists=$WORK/lists" -o APT::Sandbox::User=root)
-apt-get "${opts[@]}" update -qq
-(cd "$WORK" && apt-get "${opts[@]}" source -qq --download-only fuse3 >/dev/null)
-tar -C "$WORK" -xf "$(ls "$WORK"/fuse3_*.orig.tar.* | grep -v "\.asc$")"
+deb_source "$WORK" "$VERSION_CODENAME" fuse3 || { echo "build-passthrough-hp: set PASSTHROUGH_HP" >&2; exit 2; }
 src=$(echo "$WORK"/fuse-*/example)
 mkdir -p "$(dirname "$OUT")"
 # shellcheck disable=SC2046 # pkg-config prints several words on purpose

@@ -34,20 +34,15 @@ if [ ! -x "$PHP" ]; then
     work=$(mktemp -d)
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -qq meson ninja-build liburing-dev libnuma-dev pkg-config g++ dpkg-dev >/dev/null
-    mkdir -p "$work/lists/partial"
-    echo "deb-src http://deb.debian.org/debian sid main" > "$work/src.list"
-    opts=(-o "Dir::Etc::SourceList=$work/src.list" -o Dir::Etc::SourceParts=/dev/null
-          -o "Dir::State::Lists=$work/lists" -o APT::Sandbox::User=root)
-    apt-get "${opts[@]}" update -qq
-    (cd "$work" && apt-get "${opts[@]}" source -qq --download-only fuse3 >/dev/null)
-    tar -C "$work" -xf "$(ls "$work"/fuse3_*.orig.tar.* | grep -v "\.asc$")"
+    . "$ROOT/scripts/deb-source.sh"
+    deb_source "$work" sid fuse3
     src=$(echo "$work"/fuse-*)
     (cd "$src" && meson setup build -Denable-io-uring=true -Dexamples=true -Dutils=false -Dtests=false >/dev/null \
         && ninja -C build >/dev/null)
     grep -q "define HAVE_URING" "$src/build/fuse_config.h" || { echo "probe-io-uring: libfuse built without io_uring (liburing too old?)" >&2; exit 2; }
     mkdir -p "$(dirname "$PHP")"
     cp "$src/build/example/passthrough_hp" "$PHP"
-    cp -P "$src"/build/lib/libfuse3.so* "$(dirname "$PHP")/"
+    find "$src/build/lib" -maxdepth 1 -name 'libfuse3.so*' ! -type d -exec cp -P {} "$(dirname "$PHP")/" \;
     rm -rf "$work"
 fi
 export LD_LIBRARY_PATH=$(dirname "$PHP")
