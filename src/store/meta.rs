@@ -22,21 +22,30 @@ pub struct Writer {
     pub command: String,
 }
 
+/// The one `'static` copy of `v` in `set`, made by `leak` the first time.
 /// Strings that repeat across versions (category, MIME type, why a format
-/// check failed) and writers, kept once for the daemon's life: the index
+/// check failed) and writers are kept so, once for the daemon's life: the index
 /// holds millions of versions and a handful of distinct values. What is
 /// interned only grows, bounded by the distinct values met (a writer per
 /// process that saved).
-pub fn intern(s: &str) -> &'static str {
-    static STRS: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
-    let mut g = STRS.lock();
+fn interned<T: ?Sized + Eq + std::hash::Hash>(
+    set: &Mutex<Option<HashSet<&'static T>>>,
+    v: &T,
+    leak: impl FnOnce() -> &'static T,
+) -> &'static T {
+    let mut g = set.lock();
     let set = g.get_or_insert_with(HashSet::new);
-    if let Some(&k) = set.get(s) {
+    if let Some(&k) = set.get(v) {
         return k;
     }
-    let k: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    let k = leak();
     set.insert(k);
     k
+}
+
+pub fn intern(s: &str) -> &'static str {
+    static STRS: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    interned(&STRS, s, || Box::leak(s.to_owned().into_boxed_str()))
 }
 
 /// What the classifier said of a version: few distinct values, interned.
@@ -55,26 +64,12 @@ pub fn intern_kind(category: &str, mime: &str, incomplete_reason: &str) -> &'sta
         mime: intern(mime),
         incomplete_reason: intern(incomplete_reason),
     };
-    let mut g = KINDS.lock();
-    let set = g.get_or_insert_with(HashSet::new);
-    if let Some(&have) = set.get(&k) {
-        return have;
-    }
-    let have: &'static Kind = Box::leak(Box::new(k));
-    set.insert(have);
-    have
+    interned(&KINDS, &k, || Box::leak(Box::new(k.clone())))
 }
 
 pub fn intern_writer(w: Writer) -> &'static Writer {
     static WRITERS: Mutex<Option<HashSet<&'static Writer>>> = Mutex::new(None);
-    let mut g = WRITERS.lock();
-    let set = g.get_or_insert_with(HashSet::new);
-    if let Some(&k) = set.get(&w) {
-        return k;
-    }
-    let k: &'static Writer = Box::leak(Box::new(w));
-    set.insert(k);
-    k
+    interned(&WRITERS, &w, || Box::leak(Box::new(w.clone())))
 }
 
 /// A version's content digest: BLAKE3, 32 bytes. Stores written by hand or by
