@@ -49,9 +49,10 @@ pub enum Job {
 /// Capture records in `incoming/`, the sealing queues and their workers.
 /// How long a seal worker waits for more captures before sealing a batch.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
-/// Nice of the seal workers, the retention sweeper and the archiver: their work
-/// (a digest reads the whole version) follows a save and must not slow the next
-/// one on a machine with few cores. Sealing still runs whenever a core is idle.
+/// Nice of the seal workers and the archiver: their work (a digest reads the
+/// whole version) follows a save and must not slow the next one on a machine
+/// with few cores; it still runs whenever a core is idle. The space sweeper
+/// keeps normal priority: a writer may be waiting for the room it makes.
 pub(super) const BACKGROUND_NICE: i32 = 10;
 
 pub(super) struct Sealer {
