@@ -3,8 +3,8 @@
 # moment → remount → every state whose close()/fsync() returned is present and
 # byte-identical (as a version or as the live file) → ckptfs verify is clean".
 #
-# Each round alternates the data path (kernel passthrough, then the daemon path)
-# and kills only after at least MIN_STATES (default 20) saves were acknowledged
+# Rounds take the data paths in turn (kernel passthrough, the daemon path, the
+# daemon path with the kernel's writeback cache) and kill only after at least MIN_STATES (default 20) saves were acknowledged
 # in that round, so a round that checks nothing fails.
 #
 #   scripts/crash-torture.sh [N]     (default 5; CRASH_ROUNDS=N for long runs)
@@ -24,8 +24,11 @@ fail=0
 acked() { [ -f "$LOG" ] && wc -l < "$LOG" || echo 0; }
 for round in $(seq "$N"); do
     args=(--config "$BASE/cfg.json")
-    want="kernel passthrough"
-    [ $((round % 2)) = 0 ] && { args+=(--no-passthrough); want=daemon; }
+    case $((round % 3)) in
+        1) want="kernel passthrough" ;;
+        2) args+=(--no-passthrough); want="daemon," ;;
+        0) args+=(--no-passthrough --writeback-cache); want="daemon, writeback cache" ;;
+    esac
     line=$("$BIN" mount "$DIR" "$MNT" "${args[@]}")
     case "$line" in *"data path: $want"*) ;; *) echo "round $round: expected data path $want: $line"; exit 1 ;; esac
     pid=$(pgrep -f "ckptfs mount $DIR $MNT" | head -1)
@@ -92,6 +95,6 @@ PY
     then fail=1; fi
     "$BIN" verify "$MNT" >/dev/null || { echo "  verify found problems"; "$BIN" verify "$MNT" | tail -5; fail=1; }
     "$BIN" umount "$MNT"
-    echo "round $round ($want): $this states acknowledged this round; $([ $fail = 0 ] && echo ok || echo FAILED)"
+    echo "round $round (${want%,}): $this states acknowledged this round; $([ $fail = 0 ] && echo ok || echo FAILED)"
 done
 exit $fail

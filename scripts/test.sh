@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: format, lints, docs, unit and real-mount integration
-# tests, and bounded conformance runs (pjdfstest whole, fsx bounded) in both
-# data-path modes. Run as root on a machine with /dev/fuse.
+# tests, and bounded conformance runs (pjdfstest whole, fsx bounded) in each
+# data-path mode (passthrough, daemon, daemon with the writeback cache). Run as
+# root on a machine with /dev/fuse.
 #
 #   scripts/test.sh            (FSX_OPS=50000 per fsx mix by default)
 set -euo pipefail
@@ -23,15 +24,16 @@ echo "skipped: $skips"
 [ "$skips" -eq 0 ] || sed 's/^/  /' "$CKPTFS_SKIP_LOG"
 rm -f "$CKPTFS_SKIP_LOG"
 
-echo "== conformance (pjdfstest + fsx) in both data-path modes"
+echo "== conformance (pjdfstest + fsx) in each data-path mode"
 BIN=target/release/ckptfs
-for mode in passthrough no-passthrough; do
+for mode in passthrough no-passthrough writeback-cache; do
     # Short and world-traversable: pjdfstest runs cases as other users and binds
     # AF_UNIX sockets deep below it.
     d=$(mktemp -d /tmp/ckc.XXXX); chmod 755 "$d"
     args=()
     want="kernel passthrough"
-    [ "$mode" = no-passthrough ] && { args+=(--no-passthrough); want=daemon; }
+    [ "$mode" = no-passthrough ] && { args+=(--no-passthrough); want="daemon,"; }
+    [ "$mode" = writeback-cache ] && { args+=(--no-passthrough --writeback-cache); want="daemon, writeback cache"; }
     line=$("$BIN" mount "$d" "${args[@]}")
     echo "$line"
     # "Both modes" must really be both data paths.
