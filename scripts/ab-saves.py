@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Two (or more) ckptfs builds side by side on checkpoint saves, interleaved
+in one run on one fresh RAM-backed ext4, beside the plain directory. On this
+VM the save rows of bench.sh swing 2-3x between runs: only an interleaved
+comparison says whether a change to the save path helped.
+
+  scripts/ab-saves.py BIN [BIN ...] [--rounds 5] [--saves 10] [--mib 64]
+
+Each round runs, for fsync'd saves and for saves closed without fsync, the
+plain directory and then each build's mount (`settle_ms: 0`, `max_versions:
+3`, as bench.sh); a mount's time stops when `ckptfs wait` returns. Prints the
+best of --rounds and the ratio native / build. Needs root (loop mount).
+"""
+import argparse, os, subprocess, tempfile, time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("bins", nargs="+")
+ap.add_argument("--rounds", type=int, default=5)
+ap.add_argument("--saves", type=int, default=10)
+ap.add_argument("--mib", type=int, default=64)
+a = ap.parse_args()
+
+img = tempfile.mktemp(prefix="ckptfs-ab.", suffix=".img", dir="/dev/shm")
+root = tempfile.mkdtemp(prefix="ckptfs-ab.")
+size_mib = a.mib * (len(a.bins) * 5 + 2) + 1024
+buf = os.urandom(8 << 20)
+
+
+def saves(d, fsync):
+    path = os.path.join(d, "model.ckpt")
+    t = time.perf_counter()
+    for i in range(a.saves):
+        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+        os.write(fd, i.to_bytes(8, "little"))
+        for _ in range(a.mib // 8):
+            os.write(fd, buf)
+        if fsync:
+            os.fsync(fd)
+        os.close(fd)
+    return time.perf_counter() - t
+
+
+mounted = []
+subprocess.run(["truncate", "-s", f"{size_mib}M", img], check=True)
+try:
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", img], check=True)
+    subprocess.run(["mount", "-o", "loop", img, root], check=True)
+    cfg = os.path.join(root, "cfg.json")
+    with open(cfg, "w") as f:
+        f.write('{ "autosave": { "settle_ms": 0 }, "retention": { "max_versions": 3 } }')
+    sides = [("native", None, os.path.join(root, "native"))]
+    for k, b in enumerate(a.bins):
+        sides.append((f"{k}:{os.path.basename(b)}", b, os.path.join(root, f"m{k}")))
+    for _, b, d in sides:
+        os.mkdir(d)
+        if b:
+            subprocess.run([b, "mount", d, "--config", cfg], check=True, stdout=subprocess.DEVNULL)
+            mounted.append((b, d))
+    best = {}
+    for _ in range(a.rounds):
+        for fsync in (True, False):
+            for name, b, d in sides:
+                t0 = time.perf_counter()
+                saves(d, fsync)
+                if b:
+                    subprocess.run([b, "wait", d], check=True, stdout=subprocess.DEVNULL)
+                t = time.perf_counter() - t0
+                best[(name, fsync)] = min(t, best.get((name, fsync), t))
+    print(f"ckptfs ab-saves: {a.saves} saves of {a.mib} MiB, best of {a.rounds}, "
+          f"RAM-backed ext4; seconds (native / build)")
+    for fsync in (True, False):
+        n = best[("native", fsync)]
+        cols = [f"{name} {best[(name, fsync)]:.3f} ({n / best[(name, fsync)]:.2f})"
+                for name, b, _ in sides if b]
+        print(f"{'fsync' if fsync else 'close':6} native {n:.3f}  " + "  ".join(cols))
+finally:
+    for b, d in mounted:
+        subprocess.run([b, "umount", d], stdout=subprocess.DEVNULL)
+    subprocess.run(["umount", root], stderr=subprocess.DEVNULL)
+    os.rmdir(root)
+    os.unlink(img)
