@@ -8,6 +8,7 @@ use common::*;
 use std::process::Command;
 
 struct Btrfs {
+    root: std::path::PathBuf,
     img: std::path::PathBuf,
     mnt: std::path::PathBuf,
 }
@@ -16,6 +17,8 @@ impl Drop for Btrfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         let _ = std::fs::remove_file(&self.img);
+        // The test's directory too (the config file, the mount point).
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -31,6 +34,7 @@ fn in_place_writes_and_fsync_use_reflinks_on_btrfs() {
     bounded(180, || {
         let root = tmpdir("reflink");
         let fs = Btrfs {
+            root: root.clone(),
             img: root.join("btrfs.img"),
             mnt: root.join("btrfs"),
         };
