@@ -11,7 +11,10 @@ plain directory and then each build's mount (`settle_ms: 0`, `max_versions:
 3`, as bench.sh); a mount's time stops when `ckptfs wait` returns. Prints the
 best of --rounds and the ratio native / build. Needs root (loop mount).
 """
-import argparse, os, subprocess, tempfile, time
+import argparse, os, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import save_loop  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("bins", nargs="+")
@@ -27,17 +30,7 @@ buf = os.urandom(8 << 20)
 
 
 def saves(d, fsync):
-    path = os.path.join(d, "model.ckpt")
-    t = time.perf_counter()
-    for i in range(a.saves):
-        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
-        os.write(fd, i.to_bytes(8, "little"))
-        for _ in range(a.mib // 8):
-            os.write(fd, buf)
-        if fsync:
-            os.fsync(fd)
-        os.close(fd)
-    return time.perf_counter() - t
+    return save_loop.saves(d, a.saves, a.mib, fsync, buf)
 
 
 mounted = []

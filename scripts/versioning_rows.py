@@ -15,7 +15,10 @@ Rows (best of --reps, seconds; ratio = native / that side):
 Mount sides are timed until the writer returns; the store's catch-up after
 each row (`ckptfs wait`) is printed separately, not hidden.
 """
-import argparse, os, shutil, subprocess, time, json
+import argparse, os, shutil, subprocess, sys, time, json
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import save_loop  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("native")
@@ -48,17 +51,7 @@ def stat(d, key):
 
 
 def saves(d, fsync):
-    path = os.path.join(d, "model.ckpt")
-    t = time.perf_counter()
-    for i in range(a.saves):
-        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
-        os.write(fd, i.to_bytes(8, "little"))
-        for _ in range(a.save_mib // 8):
-            os.write(fd, buf)
-        if fsync:
-            os.fsync(fd)
-        os.close(fd)
-    return time.perf_counter() - t
+    return save_loop.saves(d, a.saves, a.save_mib, fsync, buf)
 
 
 def meta(d):

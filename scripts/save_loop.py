@@ -1,0 +1,21 @@
+"""The checkpoint-save loop the save benchmarks share (versioning_rows.py,
+ab-saves.py): COUNT saves of MIB MiB to one name, each opened with O_TRUNC,
+written in 8 MiB writes (the first 8 bytes differ per save, so no two are
+identical), optionally fsynced, then closed."""
+import os
+import time
+
+
+def saves(d, count, mib, fsync, buf):
+    """Seconds for the loop, as the writer sees it."""
+    path = os.path.join(d, "model.ckpt")
+    t = time.perf_counter()
+    for i in range(count):
+        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+        os.write(fd, i.to_bytes(8, "little"))
+        for _ in range(mib // 8):
+            os.write(fd, buf)
+        if fsync:
+            os.fsync(fd)
+        os.close(fd)
+    return time.perf_counter() - t
