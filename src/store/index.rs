@@ -34,14 +34,16 @@ impl PathHist {
     /// Insert keeping the order. Grows by an eighth, not by doubling (a
     /// first version would reserve four): most paths keep few versions and
     /// the index holds millions.
-    fn put(&mut self, m: VersionMeta) {
+    /// Returns the version it replaced (same number), if any.
+    fn put(&mut self, m: VersionMeta) -> Option<VersionMeta> {
         match self.versions.binary_search_by_key(&m.number, |v| v.number) {
-            Ok(i) => self.versions[i] = m,
+            Ok(i) => Some(std::mem::replace(&mut self.versions[i], m)),
             Err(i) => {
                 if self.versions.len() == self.versions.capacity() {
                     self.versions.reserve_exact(1 + self.versions.len() / 8);
                 }
-                self.versions.insert(i, m)
+                self.versions.insert(i, m);
+                None
             }
         }
     }
@@ -85,6 +87,10 @@ pub struct Index {
     /// after a rename, in `by_ino_more`. 24 bytes an entry, not a list each.
     by_ino: HashMap<u64, Arc<[u8]>, InoHash>,
     by_ino_more: HashMap<u64, Vec<Arc<[u8]>>>,
+    /// How many versions are on an inode, for the inodes with more than one
+    /// (an appended log's): `sharing_count` answers every getattr of a live
+    /// file that shares its inode, so it must not scan a history.
+    ino_versions: HashMap<u64, u32>,
     /// Problems met while scanning (unreadable or foreign metadata).
     pub problems: Vec<String>,
     /// The number of a path's newest version when space pressure evicted it, so
@@ -119,12 +125,36 @@ impl Index {
             }
         };
         let (ino, path) = (m.object_ino, m.path.clone());
-        h.put(m);
-        self.list_ino(ino, path);
+        match h.put(m) {
+            Some(old) if old.object_ino == ino => {}
+            Some(old) => {
+                let still = h.versions.iter().any(|v| v.object_ino == old.object_ino);
+                self.version_left(old.object_ino, &path, still);
+                self.list_ino(ino, path);
+            }
+            None => self.list_ino(ino, path),
+        }
     }
 
-    /// `path` has a version on inode `ino`.
+    /// A version of `relpath` on inode `ino` is gone; `still` says whether
+    /// another version of that path is on it.
+    fn version_left(&mut self, ino: u64, relpath: &[u8], still: bool) {
+        if let Some(n) = self.ino_versions.get_mut(&ino) {
+            *n -= 1;
+            if *n <= 1 {
+                self.ino_versions.remove(&ino);
+            }
+        }
+        if !still {
+            self.unlist(ino, relpath);
+        }
+    }
+
+    /// `path` has one more version on inode `ino`.
     fn list_ino(&mut self, ino: u64, path: Arc<[u8]>) {
+        if self.by_ino.contains_key(&ino) {
+            *self.ino_versions.entry(ino).or_insert(1) += 1;
+        }
         match self.by_ino.entry(ino) {
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(path);
@@ -205,9 +235,7 @@ impl Index {
         } else if h.versions.capacity() > h.versions.len() * 2 {
             h.versions.shrink_to_fit();
         }
-        if !still {
-            self.unlist(m.object_ino, relpath);
-        }
+        self.version_left(m.object_ino, relpath, still);
         Some(m)
     }
 
@@ -259,16 +287,17 @@ impl Index {
 
     /// How many versions' object is inode `ino`.
     pub fn sharing_count(&self, ino: u64) -> usize {
-        self.paths_on(ino)
-            .filter_map(|p| self.paths.get(&p[..]))
-            .map(|h| h.versions.iter().filter(|v| v.object_ino == ino).count())
-            .sum()
+        match self.by_ino.get(&ino) {
+            None => 0,
+            Some(_) => self.ino_versions.get(&ino).map_or(1, |&n| n as usize),
+        }
     }
 
     /// No version's object is inode `ino` any more (it was unshared).
     pub fn forget_ino(&mut self, ino: u64) {
         self.by_ino.remove(&ino);
         self.by_ino_more.remove(&ino);
+        self.ino_versions.remove(&ino);
     }
 
     /// Every path with its versions, in path order.
@@ -577,8 +606,11 @@ mod tests {
             i.by_ino.len() == 1 && i.by_ino_more.is_empty(),
             "only h's left"
         );
-        i.forget_ino(8);
-        assert_eq!(i.sharing_count(8), 0);
+        // A version rewritten onto another inode (unshare) moves its count.
+        i.insert(on("h", 1, 9));
+        assert_eq!((i.sharing_count(8), i.sharing_count(9)), (0, 1));
+        i.forget_ino(9);
+        assert_eq!(i.sharing_count(9), 0);
     }
 
     #[test]
