@@ -383,6 +383,18 @@ impl Collector for Sources {
         )?;
         counter(
             &mut e,
+            "ckptfs_retention_decisions",
+            "Retention decisions for one path, by how: incremental (a settled history: only the versions the new ones push out are read) or full (every version read).",
+            &[
+                (
+                    &[("how", "incremental")],
+                    s.retention_incremental.load(Relaxed),
+                ),
+                (&[("how", "full")], s.retention_full.load(Relaxed)),
+            ],
+        )?;
+        counter(
+            &mut e,
             "ckptfs_compression_saved_bytes",
             "Bytes saved by compressing old versions since the mount.",
             &[(&[], s.bytes_saved_compression.load(Relaxed))],

@@ -206,3 +206,84 @@ print(json.dumps(done))
         }
     });
 }
+
+fn stat(m: &Mount, key: &str) -> u64 {
+    let o = ckptfs(&["stats", m.mnt.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    s["stats"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} in {s}"))
+}
+
+/// A long history is decided incrementally once retention has settled it, and
+/// the result is what the rules say: a pinned v1 and the newest 80. An unpin
+/// unsettles it, so the next decision is a full one and lets v1 go.
+#[test]
+fn a_long_history_is_retained_incrementally() {
+    if !can_mount() {
+        return;
+    }
+    bounded(240, || {
+        let cfg = r#"{ "autosave": { "settle_ms": 0, "fsync_min_interval": "0s" }, "retention": { "keep_last": 80, "keep_within": "0s", "min_free_bytes": 0 } }"#;
+        let m = Mount::new(
+            "incremental",
+            Opts {
+                config: Some(cfg.into()),
+                ..Opts::default()
+            },
+        );
+        let f = m.p("log.bin");
+        std::fs::write(&f, b"state 0").unwrap();
+        wait_for("v1", 60, || versions_of(&m, "log.bin").len() == 1);
+        let o = ckptfs(&["pin", &f.display().to_string(), "1"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // Each state fsynced and sealed before the next (states do not coalesce).
+        let save = |from: u32, to: u32| {
+            for i in from..to {
+                let mut w = std::fs::File::create(&f).unwrap();
+                std::io::Write::write_all(&mut w, format!("state {i}").as_bytes()).unwrap();
+                w.sync_all().unwrap();
+                drop(w);
+                m.wait_sealed();
+            }
+        };
+        save(1, 150);
+        let full_before = stat(&m, "retention_full");
+        let inc_before = stat(&m, "retention_incremental");
+        save(150, 400);
+        let full = stat(&m, "retention_full") - full_before;
+        let inc = stat(&m, "retention_incremental") - inc_before;
+        // Every seal of the long history after the first was incremental (the
+        // sweep may decide it in full once, when nothing changed).
+        assert!(full <= 1, "{full} full decisions, {inc} incremental");
+        assert!(inc >= 200, "{full} full decisions, {inc} incremental");
+        let v = versions_of(&m, "log.bin");
+        assert_eq!(v.len(), 81, "{v:?}");
+        assert_eq!(&v[0][24..30], "000001");
+        let dir = m.p(".versions/log.bin");
+        let states: Vec<String> = v
+            .iter()
+            .map(|e| String::from_utf8(std::fs::read(dir.join(e)).unwrap()).unwrap())
+            .collect();
+        let want: Vec<String> = std::iter::once(0)
+            .chain(320..400)
+            .map(|i| format!("state {i}"))
+            .collect();
+        assert_eq!(states, want);
+        // Unpin: the next seal decides in full and takes v1.
+        assert!(
+            ckptfs(&["unpin", &f.display().to_string(), "1"])
+                .status
+                .success()
+        );
+        let full_before = stat(&m, "retention_full");
+        save(400, 401);
+        wait_for("unpinned v1 evicted", 30, || {
+            versions_of(&m, "log.bin").len() == 80
+        });
+        assert!(stat(&m, "retention_full") > full_before);
+        let v = versions_of(&m, "log.bin");
+        assert_eq!(std::fs::read(dir.join(&v[0])).unwrap(), b"state 321");
+    });
+}

@@ -100,6 +100,21 @@ pub struct Index {
     /// Deletes and renames with their times (the journal), for the
     /// point-in-time view. Not in the snapshot: the journal is its own file.
     pub journal: super::journal::Journal,
+    /// Long histories that retention has settled (every version kept by the
+    /// rules), so the next decision can be incremental (`policy::after_append`).
+    /// Only in memory: a mount decides each history in full once.
+    marks: HashMap<Arc<[u8]>, Settled>,
+    /// Moves on every change that can unsettle a history (an unpin, a version
+    /// inserted below the newest). A mark is set only if it did not move while
+    /// its decision ran: the decision reads under one lock and marks under another.
+    unsettled: u64,
+}
+
+/// What retention settled for one path: its newest version then, under which rules.
+#[derive(Clone, Debug)]
+pub struct Settled {
+    pub newest: u64,
+    pub rules: crate::policy::Rules,
 }
 
 impl Index {
@@ -125,6 +140,19 @@ impl Index {
             }
         };
         let (ino, path) = (m.object_ino, m.path.clone());
+        // Retention's marks: an unpin, or a version slipped in below the newest
+        // (archive adoption), unsettles the history; a record rewritten in
+        // place (pin, compression, archiving) does not.
+        let unsettles = match h.get(m.number) {
+            Some(old) => old.pinned && !m.pinned,
+            None => h.latest().is_some_and(|l| m.number < l.number),
+        };
+        let h = if unsettles {
+            self.unsettle(&path);
+            self.paths.get_mut(&path[..]).expect("just found")
+        } else {
+            h
+        };
         match h.put(m) {
             Some(old) if old.object_ino == ino => {}
             Some(old) => {
@@ -223,6 +251,7 @@ impl Index {
             .binary_search_by_key(&number, |v| v.number)
             .ok()?;
         let m = h.versions.remove(i);
+        // A removal keeps a settled history settled (`policy::incremental`).
         if i == h.versions.len() {
             let e = self.evicted_newest.entry(relpath.to_vec()).or_default();
             *e = (*e).max(number);
@@ -232,6 +261,7 @@ impl Index {
         let still = h.versions.iter().any(|v| v.object_ino == m.object_ino);
         if h.versions.is_empty() {
             self.paths.remove(relpath);
+            self.marks.remove(relpath);
         } else if h.versions.capacity() > h.versions.len() * 2 {
             h.versions.shrink_to_fit();
         }
@@ -324,9 +354,41 @@ impl Index {
     pub fn replace_with(&mut self, fresh: Index) {
         let evicted = std::mem::take(&mut self.evicted_newest);
         let journal = std::mem::take(&mut self.journal);
+        let unsettled = self.unsettled + 1;
         *self = fresh;
         self.evicted_newest = evicted;
         self.journal = journal;
+        self.unsettled = unsettled;
+    }
+
+    /// `relpath`'s history may no longer be settled.
+    fn unsettle(&mut self, relpath: &[u8]) {
+        self.marks.remove(relpath);
+        self.unsettled += 1;
+    }
+
+    /// What retention last settled for `relpath`.
+    pub fn settled(&self, relpath: &[u8]) -> Option<&Settled> {
+        self.marks.get(relpath)
+    }
+
+    /// The count of unsettling changes, read with a decision.
+    pub fn unsettled_count(&self) -> u64 {
+        self.unsettled
+    }
+
+    /// Retention settled `relpath` as `s`, by a decision that read the index
+    /// when [`Index::unsettled_count`] was `seen`. Refused (returns false)
+    /// when something unsettled a history since, or the path is gone.
+    pub fn settle(&mut self, relpath: &[u8], s: Settled, seen: u64) -> bool {
+        if self.unsettled != seen {
+            return false;
+        }
+        let Some((key, _)) = self.paths.get_key_value(relpath) else {
+            return false;
+        };
+        self.marks.insert(key.clone(), s);
+        true
     }
 
     /// The number the next version of `relpath` gets: numbers only grow.
@@ -533,6 +595,48 @@ mod tests {
 
     fn m(p: &str, n: u64) -> VersionMeta {
         VersionMeta::sample(p, n)
+    }
+
+    /// What unsettles a history, and what does not (`policy::incremental`).
+    #[test]
+    fn marks_follow_what_unsettles_a_history() {
+        let rules = crate::config::Retention::default().rules().unwrap();
+        let mark = |newest| Settled {
+            newest,
+            rules: rules.clone(),
+        };
+        let mut i = Index::default();
+        for n in [1, 2, 4] {
+            i.insert(m("f", n));
+        }
+        assert!(i.settle(b"f", mark(4), i.unsettled_count()));
+        // A record rewritten in place (a pin, compression) and a removal keep it.
+        let mut p = m("f", 2);
+        p.pinned = true;
+        i.insert(p.clone());
+        i.remove(b"f", 4);
+        i.insert(m("f", 5));
+        assert_eq!(i.settled(b"f").map(|s| s.newest), Some(4));
+        // A version below the newest does not.
+        i.insert(m("f", 3));
+        assert!(i.settled(b"f").is_none());
+        assert!(i.settle(b"f", mark(5), i.unsettled_count()));
+        // Nor does an unpin.
+        p.pinned = false;
+        i.insert(p);
+        assert!(i.settled(b"f").is_none());
+        // A decision that read the index before an unsettling change may not mark.
+        let seen = i.unsettled_count();
+        i.insert(m("g", 2));
+        i.insert(m("g", 1));
+        assert!(!i.settle(b"f", mark(5), seen));
+        assert!(i.settled(b"f").is_none());
+        // The path gone, its mark goes.
+        assert!(i.settle(b"f", mark(5), i.unsettled_count()));
+        for n in [1, 2, 3, 5] {
+            i.remove(b"f", n);
+        }
+        assert!(i.settled(b"f").is_none() && i.marks.is_empty());
     }
 
     #[test]

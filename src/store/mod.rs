@@ -188,6 +188,10 @@ pub struct Stats {
     /// Passthrough fsyncs whose state the writer changed again before its
     /// close and before the version could be taken (README, limits).
     pub fsync_superseded: AtomicU64,
+    /// Retention decisions after a seal or in the sweep: incremental (a
+    /// settled history, `policy::after_append`) or in full (`policy::apply`).
+    pub retention_incremental: AtomicU64,
+    pub retention_full: AtomicU64,
     /// Bytes compression saved (logical size − compressed size).
     pub bytes_saved_compression: AtomicU64,
     /// When the last version became durable (ns since the epoch; 0: never).

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::index::Settled;
 use super::{Store, StoreError, StoreResult, layout, now_ns};
 use crate::policy::{self, Item, Keep, Rules};
 use crate::sys;
@@ -24,8 +25,17 @@ pub struct GcLine {
     pub kept_by: Vec<Keep>,
 }
 
-/// Histories longer than this have their retention decided at most once a second.
+/// Histories longer than this that are not settled have their retention
+/// decided at most once a second.
 const LONG_HISTORY: usize = 1000;
+
+/// Histories up to this long are decided in full every time (as cheap as the
+/// bookkeeping of a mark); longer ones are marked settled for the next decision.
+const SHORT_HISTORY: usize = 64;
+
+/// A mark to set once a decision's evictions are done, with the index's
+/// count of unsettling changes when the decision read it.
+type Mark = (Settled, u64);
 
 /// What the policy sees of a version.
 pub(super) fn item_of(v: &super::VersionMeta) -> Item {
@@ -33,6 +43,19 @@ pub(super) fn item_of(v: &super::VersionMeta) -> Item {
         number: v.number,
         sealed_ns: v.sealed_ns,
         pinned: v.pinned,
+    }
+}
+
+/// The incremental decision reads the records in place.
+impl policy::Version for super::VersionMeta {
+    fn number(&self) -> u64 {
+        self.number
+    }
+    fn sealed_ns(&self) -> i64 {
+        self.sealed_ns
+    }
+    fn pinned(&self) -> bool {
+        self.pinned
     }
 }
 
@@ -63,16 +86,16 @@ impl Store {
     }
 
     /// Whether the seal just made for `relpath` should apply its retention now.
-    /// A decision costs O(versions of the path); a file fsynced hundreds of times
-    /// a second under `keep_within` holds 100,000s of them, so a long history is
-    /// decided at most once a second (what it would evict waits that long).
+    /// A settled history is decided incrementally, so always. Otherwise a
+    /// decision costs O(versions of the path), so a long history is decided at
+    /// most once a second (what it would evict waits that long).
     pub(super) fn retention_due(&self, relpath: &[u8]) -> bool {
-        let n = self
-            .index
-            .read()
-            .get(relpath)
-            .map_or(0, |h| h.versions.len());
-        if n <= LONG_HISTORY {
+        let (n, settled) = {
+            let idx = self.index.read();
+            let n = idx.get(relpath).map_or(0, |h| h.versions.len());
+            (n, idx.settled(relpath).is_some())
+        };
+        if n <= LONG_HISTORY || settled {
             return true;
         }
         let mut last = self.sealer.retained_at.lock();
@@ -86,13 +109,62 @@ impl Store {
         }
     }
 
+    /// Apply the rules to `relpath`: incrementally when retention settled its
+    /// history before under the same rules, else in full. A long history that
+    /// ends settled is marked so for the next time.
     pub(super) fn retain_path(&self, relpath: &[u8]) {
-        let d = self.decide(relpath);
-        for n in d.remove {
+        // One decision at a time: a mark must describe what its own evictions left.
+        let _one = self.sealer.retention.lock();
+        let Some((remove, settle)) = self.retention_decision(relpath) else {
+            return;
+        };
+        let mut all_gone = true;
+        for n in remove {
             if let Err(e) = self.evict(relpath, n) {
+                all_gone = false;
                 log::warn!("evicting {} v{n}: {e}", String::from_utf8_lossy(relpath));
             }
         }
+        if let (true, Some((s, seen))) = (all_gone, settle) {
+            self.index.write().settle(relpath, s, seen);
+        }
+    }
+
+    /// The versions to remove, and the mark to set once they are gone.
+    fn retention_decision(&self, relpath: &[u8]) -> Option<(Vec<u64>, Option<Mark>)> {
+        let (items, rules, seen) = {
+            let idx = self.index.read();
+            let h = idx.get(relpath)?;
+            let rules = self.retention_for(h.latest()?.category());
+            let seen = idx.unsettled_count();
+            let newest = h.latest()?.number;
+            let mark = |rules: &Rules| Settled {
+                newest,
+                rules: rules.clone(),
+            };
+            // Incremental: microseconds, so under the lock, with no copy.
+            if let Some(s) = idx.settled(relpath).filter(|s| s.rules == *rules)
+                && let Some(remove) = policy::after_append(&h.versions, s.newest, rules)
+            {
+                self.stats
+                    .retention_incremental
+                    .fetch_add(1, Ordering::Relaxed);
+                return Some((remove, Some((mark(rules), seen))));
+            }
+            // In full: copied under the lock (renames and unlinks wait on it),
+            // decided outside it.
+            let settles = h.versions.len() > SHORT_HISTORY
+                && rules.max_versions.is_none()
+                && h.versions
+                    .windows(2)
+                    .all(|w| w[0].sealed_ns <= w[1].sealed_ns);
+            let items: Vec<Item> = h.versions.iter().map(item_of).collect();
+            (items, rules, settles.then(|| (mark(rules), seen)))
+        };
+        self.stats.retention_full.fetch_add(1, Ordering::Relaxed);
+        let mut remove = policy::apply(&items, rules).remove;
+        remove.sort_unstable();
+        Some((remove, seen))
     }
 
     /// Delete one version: metadata first, then its object. Returns the bytes
@@ -289,11 +361,8 @@ impl Store {
         m2.object_ino =
             sys::fstatat(dfd.as_fd(), &CString::new(zname).map_err(io::Error::other)?)?.st_ino;
         self.rewrite_meta(&m2)?;
-        {
-            let mut idx = self.index.write();
-            idx.remove(relpath, m.number);
-            idx.insert(m2);
-        }
+        // In place (same number): a remove and insert would unsettle the history.
+        self.index.write().insert(m2);
         sys::unlinkat(dfd.as_fd(), &cdata, 0)?;
         let saved = (st.st_blocks as u64 * 512).saturating_sub(packed.len() as u64);
         self.stats

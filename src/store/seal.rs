@@ -69,6 +69,8 @@ pub(super) struct Sealer {
     pub(super) stop: AtomicBool,
     /// When retention last ran for paths with long histories (see `retention_due`).
     pub(super) retained_at: Mutex<HashMap<Vec<u8>, std::time::Instant>>,
+    /// Held by each retention decision and its evictions (`retain_path`).
+    pub(super) retention: Mutex<()>,
     /// Open shard directories (`objects/<category>/<xx>`): a version's
     /// directory is then one mkdirat and one openat, not a walk from the top.
     pub(super) shards: Mutex<HashMap<String, std::sync::Arc<OwnedFd>>>,
@@ -96,6 +98,7 @@ impl Sealer {
             workers: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             retained_at: Mutex::new(HashMap::new()),
+            retention: Mutex::new(()),
             shards: Mutex::new(HashMap::new()),
             dirs: Mutex::new(()),
         }

@@ -189,8 +189,7 @@ impl Store {
             let mut m2 = m.clone();
             m2.object_ino = new_ino;
             self.rewrite_meta(&m2)?;
-            idx.remove(m.relpath(), m.number);
-            idx.insert(m2);
+            idx.insert(m2); // in place: the number is the same
         }
         idx.forget_ino(ino);
         drop(idx);

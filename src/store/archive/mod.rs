@@ -584,11 +584,8 @@ impl Store {
         let mut m2 = cur.clone();
         m2.archived = Some(key.into());
         self.rewrite_meta(&m2)?;
-        {
-            let mut idx = self.index.write();
-            idx.remove(m2.relpath(), m2.number);
-            idx.insert(m2);
-        }
+        // In place (same number): a remove and insert would unsettle the history.
+        self.index.write().insert(m2);
         let obj = CString::new(self.object_path(&cur)).map_err(io::Error::other)?;
         let _ = sys::unlinkat(self.dir(), &obj, 0);
         a.drop_state(m);

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+mod incremental;
+pub use incremental::{Version, after_append};
+
 /// Retention rules, parsed (the config file's text form lives in `config.rs`).
 /// Absent rules keep nothing by themselves.
 #[derive(Clone, Debug, PartialEq)]
@@ -166,7 +169,7 @@ pub fn apply(items: &[Item], r: &Rules) -> Decision {
     if let (Some(w), Some(newest)) = (r.keep_within, sorted.first()) {
         let span = i64::try_from(w.as_nanos()).unwrap_or(i64::MAX);
         for i in &sorted {
-            if newest.sealed_ns - i.sealed_ns <= span {
+            if newest.sealed_ns.saturating_sub(i.sealed_ns) <= span {
                 add(i.number, Keep::Within);
             }
         }
