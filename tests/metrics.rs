@@ -232,6 +232,20 @@ fn a_real_prometheus_scrapes_the_mount() {
         });
         let missing: Vec<&String> = asked.iter().filter(|n| !have.contains(n)).collect();
         assert!(missing.is_empty(), "queried but not exported: {missing:?}");
+        // Every family exported is in the README's tables.
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .unwrap();
+        let undocumented: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|name| !readme.contains(&format!("| `{name}")))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "not in the README: {undocumented:?}"
+        );
         assert_eq!(get(mport, "/healthz").as_deref(), Some("ok\n"));
         // The summary a person reads names the endpoint and what is kept.
         let o = ckptfs(&["status", m.mnt.to_str().unwrap()]);

@@ -185,8 +185,8 @@ fn index_lines<S: serde::Serializer>(hist: &&[VersionMeta], s: S) -> Result<S::O
             reason: m.reason.as_str(),
             sealed: layout::stamp(m.sealed_ns),
             size: m.size,
-            step: m.step,
-            writer: m.writer,
+            step: m.step.get(),
+            writer: m.writer(),
         }
     }))
 }
@@ -323,11 +323,11 @@ impl View {
                 let m = self.version(p, *num).ok_or_else(|| err(libc::ENOENT))?;
                 let m = &m;
                 // The stricter of old and current permissions, never writable.
-                let cur = self.live_mode(p).unwrap_or(m.mode);
-                let perm = (m.mode & cur & 0o555) as u16;
+                let cur = self.live_mode(p).unwrap_or(m.mode());
+                let perm = (m.mode() & cur & 0o555) as u16;
                 let mut a = base(FileType::RegularFile, perm, m.size, m.mtime_ns, m.sealed_ns);
-                a.uid = m.uid;
-                a.gid = m.gid;
+                a.uid = m.uid();
+                a.gid = m.gid();
                 Ok(a)
             }
             Node::Latest(_) | Node::Previous(_) | Node::LatestComplete(_) => {

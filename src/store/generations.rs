@@ -166,7 +166,7 @@ impl Generations {
     pub fn sealed(&mut self, m: &VersionMeta, now: i64) {
         let p = m.relpath().to_vec();
         self.burst.last_ns = now;
-        if let Some(s) = m.step {
+        if let Some(s) = m.step.get() {
             let set = self.incomplete.entry(s).or_default();
             if m.complete == Some(false) && !m.reason.kept_before_change() {
                 set.insert(p.clone());
@@ -326,7 +326,7 @@ mod tests {
 
     fn v(p: &str, step: Option<u64>, complete: Option<bool>, reason: Reason) -> VersionMeta {
         let mut m = VersionMeta::sample(p, 1);
-        m.step = step;
+        m.step = crate::store::meta::Step::new(step);
         m.complete = complete;
         m.reason = reason;
         m

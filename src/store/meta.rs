@@ -142,14 +142,51 @@ impl fmt::Display for Digest {
     }
 }
 
+/// What the versions one writer seals have in common: the record format,
+/// mode, owner, what the classifier said and the writer. Interned, so a record
+/// holds one pointer, not 40 bytes: a save loop makes millions of versions and
+/// a handful of distinct origins.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// Store format version the record was written with.
+    pub format: u32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Category, MIME type, why the format check failed.
+    pub kind: &'static Kind,
+    pub writer: Option<&'static Writer>,
+}
+
+pub fn intern_origin(o: Origin) -> &'static Origin {
+    static ORIGINS: Mutex<Option<HashSet<&'static Origin>>> = Mutex::new(None);
+    interned(&ORIGINS, &o, || Box::leak(Box::new(o.clone())))
+}
+
+/// A training step, or none, in 8 bytes (`u64::MAX` is none: no path names
+/// that step, see `classify::steps`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step(u64);
+
+impl Step {
+    pub const NONE: Step = Step(u64::MAX);
+
+    pub fn new(s: Option<u64>) -> Step {
+        Step(s.filter(|&n| n != u64::MAX).unwrap_or(u64::MAX))
+    }
+
+    pub fn get(self) -> Option<u64> {
+        (self.0 != u64::MAX).then_some(self.0)
+    }
+}
+
 /// One sealed version, as the index keeps it: fixed-size fields, the path
-/// shared by all versions of a file, repeated strings interned. Its file form
-/// (`MetaFile`, JSON beside the object) is what the store is rebuilt from.
+/// shared by all versions of a file, what repeats interned ([`Origin`]).
+/// Its file form (`MetaFile`, JSON beside the object) is what the store is
+/// rebuilt from.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(into = "MetaFile")]
 pub struct VersionMeta {
-    /// Store format version this record was written with.
-    pub format: u32,
     /// File path relative to the mount root, exact bytes.
     pub path: Arc<[u8]>,
     /// Per-file version number, from 1, only growing.
@@ -160,26 +197,23 @@ pub struct VersionMeta {
     pub mtime_ns: i64,
     /// Content length in bytes (the object may be longer when it shares an appended inode).
     pub size: u64,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
+    /// Format, mode, owner, kind, writer.
+    pub origin: &'static Origin,
     /// BLAKE3 of the first `size` bytes.
     pub digest: Digest,
-    /// Category, MIME type, why the format check failed.
-    pub kind: &'static Kind,
     /// Format check: true/false for known formats, None when there is no check.
     pub complete: Option<bool>,
     pub reason: Reason,
-    pub writer: Option<&'static Writer>,
     pub pinned: bool,
     /// Inode number of the object when sealed (to find objects shared with a live file).
     pub object_ino: u64,
     /// The object is zstd-compressed (`.data.zst`).
     pub compressed: bool,
     /// The training step the path names (`checkpoint-500/…` → 500), if any.
-    pub step: Option<u64>,
+    pub step: Step,
     /// In the archive tier: the manifest's key in the bucket (no local object).
-    pub archived: Option<Box<str>>,
+    /// A thin pointer: few versions have one.
+    pub archived: Option<Box<String>>,
 }
 
 /// The metadata file's JSON. Field order is the order in the file.
@@ -230,25 +264,27 @@ impl From<MetaFile> for VersionMeta {
             None => f.path.into_bytes().into(),
         };
         VersionMeta {
-            format: f.format,
             path,
             number: f.number,
             sealed_ns: f.sealed_ns,
             mtime_ns: f.mtime_ns,
             size: f.size,
-            mode: f.mode,
-            uid: f.uid,
-            gid: f.gid,
+            origin: intern_origin(Origin {
+                format: f.format,
+                mode: f.mode,
+                uid: f.uid,
+                gid: f.gid,
+                kind: intern_kind(&f.category, &f.mime, &f.incomplete_reason),
+                writer: f.writer.map(intern_writer),
+            }),
             digest: Digest::parse(&f.digest),
-            kind: intern_kind(&f.category, &f.mime, &f.incomplete_reason),
             complete: f.complete,
             reason: f.reason,
-            writer: f.writer.map(intern_writer),
             pinned: f.pinned,
             object_ino: f.object_ino,
             compressed: f.compressed,
-            step: f.step,
-            archived: f.archived.map(String::into_boxed_str),
+            step: Step::new(f.step),
+            archived: f.archived.map(Box::new),
         }
     }
 }
@@ -262,44 +298,69 @@ impl From<VersionMeta> for MetaFile {
                 Some(super::hex(&m.path)),
             ),
         };
+        let o = m.origin;
         MetaFile {
-            format: m.format,
+            format: o.format,
             path,
             path_hex,
             number: m.number,
             sealed_ns: m.sealed_ns,
             mtime_ns: m.mtime_ns,
             size: m.size,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
+            mode: o.mode,
+            uid: o.uid,
+            gid: o.gid,
             digest: m.digest.to_string(),
-            category: m.kind.category.to_string(),
-            mime: m.kind.mime.to_string(),
+            category: o.kind.category.to_string(),
+            mime: o.kind.mime.to_string(),
             complete: m.complete,
-            incomplete_reason: m.kind.incomplete_reason.to_string(),
+            incomplete_reason: o.kind.incomplete_reason.to_string(),
             reason: m.reason,
-            writer: m.writer.cloned(),
+            writer: o.writer.cloned(),
             pinned: m.pinned,
             object_ino: m.object_ino,
             compressed: m.compressed,
-            step: m.step,
-            archived: m.archived.map(String::from),
+            step: m.step.get(),
+            archived: m.archived.map(|a| *a),
         }
     }
 }
 
 impl VersionMeta {
     pub fn category(&self) -> &'static str {
-        self.kind.category
+        self.origin.kind.category
     }
 
     pub fn mime(&self) -> &'static str {
-        self.kind.mime
+        self.origin.kind.mime
     }
 
     pub fn incomplete_reason(&self) -> &'static str {
-        self.kind.incomplete_reason
+        self.origin.kind.incomplete_reason
+    }
+
+    pub fn format(&self) -> u32 {
+        self.origin.format
+    }
+
+    pub fn mode(&self) -> u32 {
+        self.origin.mode
+    }
+
+    pub fn uid(&self) -> u32 {
+        self.origin.uid
+    }
+
+    pub fn gid(&self) -> u32 {
+        self.origin.gid
+    }
+
+    pub fn writer(&self) -> Option<&'static Writer> {
+        self.origin.writer
+    }
+
+    pub fn archived(&self) -> Option<&str> {
+        self.archived.as_deref().map(String::as_str)
     }
 
     /// The path's exact bytes.
@@ -315,12 +376,12 @@ impl VersionMeta {
     pub fn parse(bytes: &[u8]) -> io::Result<Self> {
         let m: VersionMeta = serde_json::from_slice(bytes)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        if m.format > FORMAT_VERSION {
+        if m.format() > FORMAT_VERSION {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
                     "written by a newer ckptfs (format {} > {FORMAT_VERSION})",
-                    m.format
+                    m.format()
                 ),
             ));
         }
@@ -333,24 +394,26 @@ impl VersionMeta {
     /// A record for unit tests: version `n` of `p`, sealed at `n` ns.
     pub(crate) fn sample(p: &str, n: u64) -> Self {
         VersionMeta {
-            format: 1,
             path: p.as_bytes().into(),
             number: n,
             sealed_ns: n as i64,
             mtime_ns: 0,
             size: 0,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
+            origin: intern_origin(Origin {
+                format: 1,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                kind: intern_kind("text", "text/plain", ""),
+                writer: None,
+            }),
             digest: Digest::None,
-            kind: intern_kind("text", "text/plain", ""),
             complete: None,
             reason: Reason::Close,
-            writer: None,
             pinned: false,
             object_ino: n,
             compressed: false,
-            step: None,
+            step: Step::NONE,
             archived: None,
         }
     }

@@ -455,24 +455,26 @@ impl Store {
         drop(obj);
         let number = next;
         let m = VersionMeta {
-            format: layout::FORMAT_VERSION,
             path: relpath.as_slice().into(),
             number,
             sealed_ns: cap.sealed_ns,
             mtime_ns: cap.mtime_ns,
             size,
-            mode: cap.mode,
-            uid: cap.uid,
-            gid: cap.gid,
+            origin: meta::intern_origin(meta::Origin {
+                format: layout::FORMAT_VERSION,
+                mode: cap.mode,
+                uid: cap.uid,
+                gid: cap.gid,
+                kind: meta::intern_kind(class.category, &class.mime, &class.why),
+                writer: cap.writer.clone().map(meta::intern_writer),
+            }),
             digest,
-            kind: meta::intern_kind(class.category, &class.mime, &class.why),
             complete: class.complete,
             reason: cap.reason,
-            writer: cap.writer.clone().map(meta::intern_writer),
             pinned: false,
             object_ino: ost.st_ino,
             compressed: false,
-            step: classify::step_of(&relpath),
+            step: meta::Step::new(classify::step_of(&relpath)),
             archived: None,
         };
         let dir = layout::version_dir(m.category(), &relpath);

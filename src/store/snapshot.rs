@@ -101,7 +101,7 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
     let mut paths = Vec::with_capacity(idx.paths.len());
     for (p, h) in &idx.paths {
         let (mut number, mut sealed) = (0u64, 0i64);
-        let step = h.versions.first().and_then(|m| m.step);
+        let step = h.versions.first().and_then(|m| m.step.get());
         let recs = h
             .versions
             .iter()
@@ -118,7 +118,7 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
                     mtime_from_sealed: m.mtime_ns.wrapping_sub(m.sealed_ns),
                     size: m.size,
                     attrs: *attr_at
-                        .entry((m.format, m.mode, m.uid, m.gid))
+                        .entry((m.format(), m.mode(), m.uid(), m.gid()))
                         .or_insert_with_key(|k| {
                             attrs.push(*k);
                             attrs.len() as u32 - 1
@@ -131,7 +131,7 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
                     mime: strings.id(m.mime()),
                     incomplete_reason: strings.id(m.incomplete_reason()),
                     reason: strings.id(m.reason.as_str()),
-                    writer: m.writer.as_ref().map(|w| {
+                    writer: m.writer().map(|w| {
                         let k = (w.pid, strings.id(&w.command));
                         *writer_at.entry(k).or_insert_with(|| {
                             writers.push(k);
@@ -146,10 +146,14 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
                             Some(true) => COMPLETE_TRUE,
                         }
                         | if digest.is_none() { DIGEST_TEXT } else { 0 }
-                        | if m.step != step { OWN_STEP } else { 0 },
+                        | if m.step.get() != step { OWN_STEP } else { 0 },
                     object_ino: m.object_ino,
-                    step: if m.step != step { m.step } else { None },
-                    archived: m.archived.as_deref().map(|a| strings.id(a)),
+                    step: if m.step.get() != step {
+                        m.step.get()
+                    } else {
+                        None
+                    },
+                    archived: m.archived().map(|a| strings.id(a)),
                 }
             })
             .collect();
@@ -183,6 +187,9 @@ fn decode(bytes: &[u8]) -> Option<Index> {
     // Interned once per distinct value, not once per record.
     let mut kinds: HashMap<(u32, u32, u32), &'static meta::Kind> = HashMap::new();
     let mut writers: HashMap<u32, &'static Writer> = HashMap::new();
+    // By (attrs, (category, mime, reason), writer) indexes.
+    type OriginKey = (u32, (u32, u32, u32), Option<u32>);
+    let mut origins: HashMap<OriginKey, &'static meta::Origin> = HashMap::new();
     let mut idx = Index::default();
     let mut text_digests = snap.text_digests.iter();
     for (path, step, recs) in &snap.paths {
@@ -195,64 +202,75 @@ fn decode(bytes: &[u8]) -> Option<Index> {
             let sealed = secs
                 .checked_mul(1_000_000_000)?
                 .checked_add(r.sealed_ns_part as i64)?;
-            let &(format, mode, uid, gid) = snap.attrs.get(r.attrs as usize)?;
             let kk = (r.category, r.mime, r.incomplete_reason);
-            let kind = match kinds.get(&kk) {
-                Some(&k) => k,
+            let ok = (r.attrs, kk, r.writer);
+            let origin = match origins.get(&ok) {
+                Some(&o) => o,
                 None => {
-                    let k = meta::intern_kind(s(kk.0)?, s(kk.1)?, s(kk.2)?);
-                    kinds.insert(kk, k);
-                    k
+                    let &(format, mode, uid, gid) = snap.attrs.get(r.attrs as usize)?;
+                    let kind = match kinds.get(&kk) {
+                        Some(&k) => k,
+                        None => {
+                            let k = meta::intern_kind(s(kk.0)?, s(kk.1)?, s(kk.2)?);
+                            kinds.insert(kk, k);
+                            k
+                        }
+                    };
+                    let writer = match r.writer {
+                        Some(i) => Some(match writers.get(&i) {
+                            Some(&w) => w,
+                            None => {
+                                let &(pid, c) = snap.writers.get(i as usize)?;
+                                let w = meta::intern_writer(Writer {
+                                    pid,
+                                    command: s(c)?.to_string(),
+                                });
+                                writers.insert(i, w);
+                                w
+                            }
+                        }),
+                        None => None,
+                    };
+                    let o = meta::intern_origin(meta::Origin {
+                        format,
+                        mode,
+                        uid,
+                        gid,
+                        kind,
+                        writer,
+                    });
+                    origins.insert(ok, o);
+                    o
                 }
             };
-            let writer = match r.writer {
-                Some(i) => Some(match writers.get(&i) {
-                    Some(&w) => w,
-                    None => {
-                        let &(pid, c) = snap.writers.get(i as usize)?;
-                        let w = meta::intern_writer(Writer {
-                            pid,
-                            command: s(c)?.to_string(),
-                        });
-                        writers.insert(i, w);
-                        w
-                    }
-                }),
-                None => None,
-            };
             let m = VersionMeta {
-                format,
                 path: path.clone(),
                 number,
                 sealed_ns: sealed,
                 mtime_ns: sealed.wrapping_add(r.mtime_from_sealed),
                 size: r.size,
-                mode,
-                uid,
-                gid,
+                origin,
                 digest: if r.flags & DIGEST_TEXT != 0 {
                     Digest::parse(s(*text_digests.next()?)?)
                 } else {
                     Digest::Blake3(r.digest)
                 },
-                kind,
                 complete: match r.flags & (COMPLETE_FALSE | COMPLETE_TRUE) {
                     0 => None,
                     COMPLETE_FALSE => Some(false),
                     _ => Some(true),
                 },
                 reason: *reasons.get(&r.reason)?,
-                writer,
                 pinned: r.flags & PINNED != 0,
                 object_ino: r.object_ino,
                 compressed: r.flags & COMPRESSED != 0,
-                step: if r.flags & OWN_STEP != 0 {
+                step: meta::Step::new(if r.flags & OWN_STEP != 0 {
                     r.step
                 } else {
                     *step
-                },
+                }),
                 archived: match r.archived {
-                    Some(i) => Some(s(i)?.into()),
+                    Some(i) => Some(Box::new(s(i)?.to_string())),
                     None => None,
                 },
             };
@@ -293,43 +311,45 @@ mod tests {
 
     fn meta(path: &[u8], number: u64, digest: &str, writer: Option<&str>) -> VersionMeta {
         VersionMeta {
-            format: super::super::layout::FORMAT_VERSION,
             path: path.into(),
             number,
             // A save a minute, its mtime a few ms before the seal.
             sealed_ns: 1_700_000_000_000_000_000 + number as i64 * 60_000_000_000,
             mtime_ns: 1_700_000_000_000_000_000 + number as i64 * 60_000_000_000 - 3_456_789,
             size: 4096 * number,
-            mode: 0o644,
-            uid: 1000,
-            gid: 1000,
+            origin: meta::intern_origin(meta::Origin {
+                format: super::super::layout::FORMAT_VERSION,
+                mode: 0o644,
+                uid: 1000,
+                gid: 1000,
+                kind: meta::intern_kind(
+                    "pytorch",
+                    "application/zip",
+                    if number.is_multiple_of(2) {
+                        ""
+                    } else {
+                        "no end of central directory"
+                    },
+                ),
+                writer: writer.map(|c| {
+                    meta::intern_writer(Writer {
+                        pid: 42,
+                        command: c.into(),
+                    })
+                }),
+            }),
             digest: Digest::parse(digest),
-            kind: meta::intern_kind(
-                "pytorch",
-                "application/zip",
-                if number.is_multiple_of(2) {
-                    ""
-                } else {
-                    "no end of central directory"
-                },
-            ),
             complete: Some(number.is_multiple_of(2)),
             reason: if number == 1 {
                 Reason::Close
             } else {
                 Reason::Fsync
             },
-            writer: writer.map(|c| {
-                meta::intern_writer(Writer {
-                    pid: 42,
-                    command: c.into(),
-                })
-            }),
             pinned: number == 2,
             object_ino: 99 + number,
             compressed: number == 3,
-            step: Some(500),
-            archived: (number == 3).then(|| "nodes/a/manifests/x/v000003.json".into()),
+            step: meta::Step::new(Some(500)),
+            archived: (number == 3).then(|| Box::new("nodes/a/manifests/x/v000003.json".into())),
         }
     }
 

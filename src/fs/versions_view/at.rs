@@ -89,7 +89,7 @@ impl View {
         let live = |q: &[u8]| self.live_lstat(q).map(|st| to_attr(ino, &st));
         match self.at_kind(t, p).ok_or_else(|| err(libc::ENOENT))? {
             AtKind::File(Found::Version(m)) => {
-                let perm = (m.mode & 0o7777) as u16;
+                let perm = (m.mode() & 0o7777) as u16;
                 let mut a = virt_attr(
                     ino,
                     FileType::RegularFile,
@@ -98,7 +98,7 @@ impl View {
                     m.mtime_ns,
                     m.sealed_ns,
                 );
-                (a.uid, a.gid) = (m.uid, m.gid);
+                (a.uid, a.gid) = (m.uid(), m.gid());
                 Ok(a)
             }
             AtKind::File(Found::Live(q)) => {
