@@ -86,15 +86,15 @@ impl Versioner {
         if !self.versioned(relpath) {
             return Ok(());
         }
-        let fd = sys::openat(pfd.as_fd(), cname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let live = self.inodes.by_backing((st.st_dev, st.st_ino));
         let _g = live.as_ref().map(|i| i.vlock.lock());
         let pending = live
             .as_ref()
             .is_some_and(|i| self.pending.lock().remove(&i.ino).is_some());
         if !pending && self.already_kept(relpath, &st) {
-            return Ok(());
+            return Ok(()); // the common unlink (`rm -rf` of saved files): no open
         }
+        let fd = sys::openat(pfd.as_fd(), cname, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
         let writers = live
             .as_ref()
             .map(|i| self.handles.writers(i.ino))
