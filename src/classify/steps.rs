@@ -6,13 +6,13 @@
 /// The step of `relpath`: the component nearest the file that names one. A
 /// bare number counts only as a directory (a file `500` is not a step).
 pub fn step_of(relpath: &[u8]) -> Option<u64> {
-    let comps: Vec<&[u8]> = relpath.split(|&b| b == b'/').collect();
-    let last = comps.len().saturating_sub(1);
-    comps
-        .iter()
+    // From the file back to the root; the first component seen is the file's
+    // name, which is not a step by being a bare number. No allocation: this
+    // runs for every seal and every record of a snapshot.
+    relpath
+        .rsplit(|&b| b == b'/')
         .enumerate()
-        .rev()
-        .find_map(|(i, c)| named_step(c).or_else(|| (i < last).then(|| bare_number(c)).flatten()))
+        .find_map(|(i, c)| named_step(c).or_else(|| (i > 0).then(|| bare_number(c)).flatten()))
 }
 
 /// Keywords followed by the number (after an optional `_`, `-` or `=`).

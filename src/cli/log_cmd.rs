@@ -83,7 +83,7 @@ pub fn run(c: LogCmd) -> CliResult {
                 None => "-",
             },
             if m.pinned { "pin" } else { "" },
-            m.step.get().map_or("-".to_string(), |s| s.to_string()),
+            m.step().map_or("-".to_string(), |s| s.to_string()),
             if m.archived.is_some() {
                 "archive"
             } else {

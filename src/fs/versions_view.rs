@@ -185,7 +185,7 @@ fn index_lines<S: serde::Serializer>(hist: &&[VersionMeta], s: S) -> Result<S::O
             reason: m.reason.as_str(),
             sealed: layout::stamp(m.sealed_ns),
             size: m.size,
-            step: m.step.get(),
+            step: m.step(),
             writer: m.writer(),
         }
     }))

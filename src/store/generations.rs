@@ -166,7 +166,7 @@ impl Generations {
     pub fn sealed(&mut self, m: &VersionMeta, now: i64) {
         let p = m.relpath().to_vec();
         self.burst.last_ns = now;
-        if let Some(s) = m.step.get() {
+        if let Some(s) = m.step() {
             let set = self.incomplete.entry(s).or_default();
             if m.complete == Some(false) && !m.reason.kept_before_change() {
                 set.insert(p.clone());
@@ -326,7 +326,7 @@ mod tests {
 
     fn v(p: &str, step: Option<u64>, complete: Option<bool>, reason: Reason) -> VersionMeta {
         let mut m = VersionMeta::sample(p, 1);
-        m.step = crate::store::meta::Step::new(step);
+        assert_eq!(m.step(), step, "{p} names the step");
         m.complete = complete;
         m.reason = reason;
         m
@@ -336,20 +336,26 @@ mod tests {
     fn a_step_is_complete_when_its_last_incomplete_file_is_sealed_whole() {
         let mut g = Generations::default();
         assert!(!g.quiet(10, 1), "nothing sealed: no generation");
-        g.sealed(&v("c-5/a", Some(5), Some(true), Reason::Close), 100);
-        g.sealed(&v("c-5/b", Some(5), Some(false), Reason::Close), 200);
+        g.sealed(&v("ckpt-5/a", Some(5), Some(true), Reason::Close), 100);
+        g.sealed(&v("ckpt-5/b", Some(5), Some(false), Reason::Close), 200);
         g.sealed(&v("latest", None, None, Reason::Close), 300);
         assert!(!g.quiet(350, 100) && g.quiet(400, 100));
         let first = g.close(1_234_567).unwrap().unwrap();
         assert_eq!(first.t, 1_234_000, "rounded to the microsecond");
         assert_eq!((first.paths, first.steps.clone()), (3, vec![5]));
-        assert!(first.complete.is_empty(), "c-5/b was torn");
-        assert_eq!(first.tops_hex, vec![hex(b""), hex(b"c-5")]);
+        assert!(first.complete.is_empty(), "ckpt-5/b was torn");
+        assert_eq!(first.tops_hex, vec![hex(b""), hex(b"ckpt-5")]);
         assert_eq!(g.step_at(5), None);
         // The writer finishes b; an old step is rotated away (a delete does not
         // make step 3 "saved" here).
-        g.sealed(&v("c-5/b", Some(5), Some(true), Reason::Close), 2_000_000);
-        g.sealed(&v("c-3/a", Some(3), Some(true), Reason::Delete), 2_000_001);
+        g.sealed(
+            &v("ckpt-5/b", Some(5), Some(true), Reason::Close),
+            2_000_000,
+        );
+        g.sealed(
+            &v("ckpt-3/a", Some(3), Some(true), Reason::Delete),
+            2_000_001,
+        );
         let second = g.close(3_000_000).unwrap().unwrap();
         assert_eq!(
             (second.steps.clone(), second.complete.clone()),

@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::Arc;
 
 use super::layout::{self, OBJECTS};
-use super::meta::VersionMeta;
+use super::meta::{PathKey, VersionMeta};
 use crate::sys;
 
 #[derive(Default, Clone, Debug)]
@@ -80,13 +79,13 @@ impl std::hash::Hasher for InoHasher {
 #[derive(Default)]
 pub struct Index {
     /// Path → its versions. Keys are shared with the records (`VersionMeta::path`).
-    pub paths: BTreeMap<Arc<[u8]>, PathHist>,
+    pub paths: BTreeMap<PathKey, PathHist>,
     /// Object inode → the path whose versions have it as their object: finds
     /// the versions sharing a live file's inode (which of the path's versions,
     /// by their `object_ino`). One path per inode almost always; the others,
     /// after a rename, in `by_ino_more`. 24 bytes an entry, not a list each.
-    by_ino: HashMap<u64, Arc<[u8]>, InoHash>,
-    by_ino_more: HashMap<u64, Vec<Arc<[u8]>>>,
+    by_ino: HashMap<u64, PathKey, InoHash>,
+    by_ino_more: HashMap<u64, Vec<PathKey>>,
     /// How many versions are on an inode, for the inodes with more than one
     /// (an appended log's): `sharing_count` answers every getattr of a live
     /// file that shares its inode, so it must not scan a history.
@@ -103,7 +102,7 @@ pub struct Index {
     /// Long histories that retention has settled (every version kept by the
     /// rules), so the next decision can be incremental (`policy::after_append`).
     /// Only in memory: a mount decides each history in full once.
-    marks: HashMap<Arc<[u8]>, Settled>,
+    marks: HashMap<PathKey, Settled>,
     /// Moves on every change that can unsettle a history (an unpin, a version
     /// inserted below the newest). A mark is set only if it did not move while
     /// its decision ran: the decision reads under one lock and marks under another.
@@ -135,7 +134,7 @@ impl Index {
             None => {
                 // A fresh allocation, made by this thread: records parsed on the
                 // scan threads are then all freed, and their arenas with them.
-                m.path = Arc::from(&m.path[..]);
+                m.path = PathKey::from(&m.path[..]);
                 self.paths.entry(m.path.clone()).or_default()
             }
         };
@@ -179,7 +178,7 @@ impl Index {
     }
 
     /// `path` has one more version on inode `ino`.
-    fn list_ino(&mut self, ino: u64, path: Arc<[u8]>) {
+    fn list_ino(&mut self, ino: u64, path: PathKey) {
         if self.by_ino.contains_key(&ino) {
             *self.ino_versions.entry(ino).or_insert(1) += 1;
         }
@@ -188,7 +187,7 @@ impl Index {
                 e.insert(path);
             }
             std::collections::hash_map::Entry::Occupied(e) => {
-                if !Arc::ptr_eq(e.get(), &path) && *e.get() != path {
+                if *e.get() != path {
                     let more = self.by_ino_more.entry(ino).or_default();
                     if !more.contains(&path) {
                         more.push(path);
@@ -226,7 +225,7 @@ impl Index {
             run.into_iter().for_each(|m| self.insert(m));
             return;
         }
-        let key: Arc<[u8]> = Arc::from(&first.path[..]);
+        let key = PathKey::from(&first.path[..]);
         let mut versions: Vec<VersionMeta> = Vec::with_capacity(run.len());
         for mut m in run {
             m.path = key.clone();
@@ -292,7 +291,7 @@ impl Index {
     }
 
     /// The paths with a version on inode `ino`.
-    fn paths_on(&self, ino: u64) -> impl Iterator<Item = &Arc<[u8]>> {
+    fn paths_on(&self, ino: u64) -> impl Iterator<Item = &PathKey> {
         self.by_ino
             .get(&ino)
             .into_iter()
@@ -300,7 +299,7 @@ impl Index {
     }
 
     /// The versions (path, number) whose object is inode `ino`.
-    pub fn sharing(&self, ino: u64) -> Vec<(Arc<[u8]>, u64)> {
+    pub fn sharing(&self, ino: u64) -> Vec<(PathKey, u64)> {
         let mut out = Vec::new();
         for p in self.paths_on(ino) {
             if let Some(h) = self.paths.get(&p[..]) {

@@ -7,7 +7,6 @@ use std::ffi::CString;
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{BorrowedFd, FromRawFd};
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -163,20 +162,70 @@ pub fn intern_origin(o: Origin) -> &'static Origin {
     interned(&ORIGINS, &o, || Box::leak(Box::new(o.clone())))
 }
 
-/// A training step, or none, in 8 bytes (`u64::MAX` is none: no path names
-/// that step, see `classify::steps`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Step(u64);
+/// A path's exact bytes behind a thin (8-byte) shared pointer: every version
+/// of a path and the index's maps hold the one allocation (count, length,
+/// bytes), and a record pays 8 bytes for it, not the 16 of an `Arc<[u8]>`.
+#[derive(Clone)]
+pub struct PathKey(triomphe::ThinArc<(), u8>);
 
-impl Step {
-    pub const NONE: Step = Step(u64::MAX);
-
-    pub fn new(s: Option<u64>) -> Step {
-        Step(s.filter(|&n| n != u64::MAX).unwrap_or(u64::MAX))
+impl std::ops::Deref for PathKey {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0.slice
     }
+}
 
-    pub fn get(self) -> Option<u64> {
-        (self.0 != u64::MAX).then_some(self.0)
+impl std::borrow::Borrow<[u8]> for PathKey {
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+// By the bytes, as `Borrow<[u8]>` requires of maps keyed by it.
+impl PartialEq for PathKey {
+    fn eq(&self, o: &Self) -> bool {
+        // Most comparisons are of one path's shared allocation with itself.
+        std::ptr::eq(self.as_ptr(), o.as_ptr()) && self.len() == o.len() || self[..] == o[..]
+    }
+}
+impl Eq for PathKey {}
+impl PartialOrd for PathKey {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for PathKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self[..].cmp(&o[..])
+    }
+}
+impl std::hash::Hash for PathKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self[..].hash(h)
+    }
+}
+
+impl fmt::Debug for PathKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&String::from_utf8_lossy(self), f)
+    }
+}
+
+impl From<&[u8]> for PathKey {
+    fn from(b: &[u8]) -> Self {
+        PathKey(triomphe::ThinArc::from_header_and_slice((), b))
+    }
+}
+
+impl From<&str> for PathKey {
+    fn from(s: &str) -> Self {
+        s.as_bytes().into()
+    }
+}
+
+impl From<Vec<u8>> for PathKey {
+    fn from(b: Vec<u8>) -> Self {
+        b[..].into()
     }
 }
 
@@ -187,8 +236,9 @@ impl Step {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(into = "MetaFile")]
 pub struct VersionMeta {
-    /// File path relative to the mount root, exact bytes.
-    pub path: Arc<[u8]>,
+    /// File path relative to the mount root, exact bytes. The training step
+    /// the version belongs to is read from it (`step()`), not stored.
+    pub path: PathKey,
     /// Per-file version number, from 1, only growing.
     pub number: u64,
     /// Sealed time, nanoseconds since the epoch (UTC).
@@ -209,8 +259,6 @@ pub struct VersionMeta {
     pub object_ino: u64,
     /// The object is zstd-compressed (`.data.zst`).
     pub compressed: bool,
-    /// The training step the path names (`checkpoint-500/…` → 500), if any.
-    pub step: Step,
     /// In the archive tier: the manifest's key in the bucket (no local object).
     /// A thin pointer: few versions have one.
     pub archived: Option<Box<String>>,
@@ -259,7 +307,8 @@ impl<'de> Deserialize<'de> for VersionMeta {
 
 impl From<MetaFile> for VersionMeta {
     fn from(f: MetaFile) -> Self {
-        let path: Arc<[u8]> = match &f.path_hex {
+        // The file's `step` is not read: the path names it (`step()`).
+        let path: PathKey = match &f.path_hex {
             Some(h) => super::unhex(h).into(),
             None => f.path.into_bytes().into(),
         };
@@ -283,7 +332,6 @@ impl From<MetaFile> for VersionMeta {
             pinned: f.pinned,
             object_ino: f.object_ino,
             compressed: f.compressed,
-            step: Step::new(f.step),
             archived: f.archived.map(Box::new),
         }
     }
@@ -320,7 +368,7 @@ impl From<VersionMeta> for MetaFile {
             pinned: m.pinned,
             object_ino: m.object_ino,
             compressed: m.compressed,
-            step: m.step.get(),
+            step: m.step(),
             archived: m.archived.map(|a| *a),
         }
     }
@@ -361,6 +409,11 @@ impl VersionMeta {
 
     pub fn archived(&self) -> Option<&str> {
         self.archived.as_deref().map(String::as_str)
+    }
+
+    /// The training step the path names (`checkpoint-500/…` → 500), if any.
+    pub fn step(&self) -> Option<u64> {
+        crate::classify::step_of(&self.path)
     }
 
     /// The path's exact bytes.
@@ -413,7 +466,6 @@ impl VersionMeta {
             pinned: false,
             object_ino: n,
             compressed: false,
-            step: Step::NONE,
             archived: None,
         }
     }

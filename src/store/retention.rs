@@ -274,7 +274,7 @@ impl Store {
             self.compress_old();
         }
         if tick.is_multiple_of(120) {
-            let paths: Vec<std::sync::Arc<[u8]>> =
+            let paths: Vec<crate::store::meta::PathKey> =
                 self.index.read().paths.keys().cloned().collect();
             for p in paths {
                 self.retain_path(&p);
@@ -373,7 +373,8 @@ impl Store {
 
     /// `gc --dry-run` lines, or do it. Returns the lines and bytes freed.
     pub fn gc(&self, dry_run: bool, progress: &mut dyn FnMut(u64, u64)) -> (Vec<GcLine>, u64) {
-        let paths: Vec<std::sync::Arc<[u8]>> = self.index.read().paths.keys().cloned().collect();
+        let paths: Vec<crate::store::meta::PathKey> =
+            self.index.read().paths.keys().cloned().collect();
         let mut lines = Vec::new();
         let mut freed = 0;
         let total = paths.len() as u64;

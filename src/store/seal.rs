@@ -474,7 +474,6 @@ impl Store {
             pinned: false,
             object_ino: ost.st_ino,
             compressed: false,
-            step: meta::Step::new(classify::step_of(&relpath)),
             archived: None,
         };
         let dir = layout::version_dir(m.category(), &relpath);

@@ -77,7 +77,7 @@ impl Store {
         if self.shares.pending.lock().values().any(|(i, _)| *i == ino) {
             return Err(enospc()); // a capture in flight needs this content
         }
-        let sharing: Vec<(std::sync::Arc<[u8]>, u64)> = self.with_index(|i| {
+        let sharing: Vec<(crate::store::meta::PathKey, u64)> = self.with_index(|i| {
             i.sharing(ino)
                 .into_iter()
                 .filter(|(p, n)| i.get(p).and_then(|h| h.get(*n)).is_some())

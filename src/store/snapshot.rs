@@ -10,6 +10,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::BorrowedFd;
 
+use serde::de::{DeserializeSeed, Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::Reason;
@@ -21,7 +22,8 @@ use crate::sys;
 /// First bytes of a format-2 snapshot (a JSON-lines one starts with `{`).
 const MAGIC: &[u8] = b"CKPTIDX2\n";
 
-#[derive(Serialize, Deserialize)]
+/// Written as is; read by `Loaded`, field by field in this order.
+#[derive(Serialize)]
 struct Snapshot {
     /// Every string the records name, each once.
     strings: Vec<String>,
@@ -58,10 +60,10 @@ struct Rec {
     reason: u32,
     /// Index of `writers`.
     writer: Option<u32>,
-    /// `PINNED`, `COMPRESSED`, `complete` as `COMPLETE_*`, `DIGEST_TEXT`, `OWN_STEP`.
+    /// `PINNED`, `COMPRESSED`, `complete` as `COMPLETE_*`, `DIGEST_TEXT`.
     flags: u8,
     object_ino: u64,
-    /// With `OWN_STEP` only (else the path's).
+    /// Always none now (was: with `OWN_STEP`, a step unlike the path's).
     step: Option<u64>,
     archived: Option<u32>,
 }
@@ -71,7 +73,8 @@ const COMPRESSED: u8 = 2;
 const COMPLETE_FALSE: u8 = 4;
 const COMPLETE_TRUE: u8 = 8;
 const DIGEST_TEXT: u8 = 16;
-const OWN_STEP: u8 = 32;
+// 32 was `OWN_STEP` (a version's step unlike its path's): no longer written,
+// and ignored on read, as are both steps: the step is the path's.
 
 #[derive(Default)]
 struct Strings {
@@ -101,7 +104,8 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
     let mut paths = Vec::with_capacity(idx.paths.len());
     for (p, h) in &idx.paths {
         let (mut number, mut sealed) = (0u64, 0i64);
-        let step = h.versions.first().and_then(|m| m.step.get());
+        // Still written, for older readers; a mount reads the step from the path.
+        let step = crate::classify::step_of(p);
         let recs = h
             .versions
             .iter()
@@ -145,14 +149,9 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
                             Some(false) => COMPLETE_FALSE,
                             Some(true) => COMPLETE_TRUE,
                         }
-                        | if digest.is_none() { DIGEST_TEXT } else { 0 }
-                        | if m.step.get() != step { OWN_STEP } else { 0 },
+                        | if digest.is_none() { DIGEST_TEXT } else { 0 },
                     object_ino: m.object_ino,
-                    step: if m.step.get() != step {
-                        m.step.get()
-                    } else {
-                        None
-                    },
+                    step: None,
                     archived: m.archived().map(|a| strings.id(a)),
                 }
             })
@@ -175,25 +174,157 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
 }
 
 fn decode(bytes: &[u8]) -> Option<Index> {
-    let (snap, _): (Snapshot, usize) =
+    let (Loaded(idx), _) =
         bincode::serde::decode_from_slice(bytes, bincode::config::standard()).ok()?;
-    let s = |i: u32| snap.strings.get(i as usize).map(String::as_str);
-    let reasons: HashMap<u32, Reason> = snap
-        .strings
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| Some((i as u32, serde_json::from_str(&format!("\"{t}\"")).ok()?)))
-        .collect();
+    Some(idx)
+}
+
+/// The index a snapshot holds, built path by path as the bytes are read: a
+/// million versions are never all decoded into records first (that doubled
+/// a mount's peak memory and time).
+struct Loaded(Index);
+
+impl<'de> Deserialize<'de> for Loaded {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const FIELDS: &[&str] = &["strings", "attrs", "writers", "text_digests", "paths"];
+        d.deserialize_struct("Snapshot", FIELDS, LoadVisitor)
+    }
+}
+
+struct LoadVisitor;
+
+impl<'de> Visitor<'de> for LoadVisitor {
+    type Value = Loaded;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an index snapshot")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loaded, A::Error> {
+        let early = || A::Error::custom("the snapshot ends early");
+        let strings: Vec<String> = seq.next_element()?.ok_or_else(early)?;
+        let reasons = strings
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i as u32, serde_json::from_str(&format!("\"{t}\"")).ok()?)))
+            .collect();
+        let mut b = Builder {
+            strings,
+            reasons,
+            attrs: seq.next_element()?.ok_or_else(early)?,
+            writers: seq.next_element()?.ok_or_else(early)?,
+            text_digests: seq.next_element()?.ok_or_else(early)?,
+            next_text_digest: 0,
+            kinds: HashMap::new(),
+            writer_at: HashMap::new(),
+            origins: HashMap::new(),
+            idx: Index::default(),
+        };
+        seq.next_element_seed(Paths(&mut b))?.ok_or_else(early)?;
+        Ok(Loaded(b.idx))
+    }
+}
+
+/// The `paths` sequence, one path's records at a time.
+struct Paths<'a>(&'a mut Builder);
+
+impl<'de> DeserializeSeed<'de> for Paths<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Paths<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the snapshot's paths")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        // The path's step is not read: the path names it (`VersionMeta::step`).
+        while let Some((path, _step, recs)) =
+            seq.next_element::<(Vec<u8>, Option<u64>, Vec<Rec>)>()?
+        {
+            self.0.path(&path, &recs).ok_or_else(|| {
+                A::Error::custom(format!(
+                    "a record of {} names a missing string, attribute or writer",
+                    String::from_utf8_lossy(&path)
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The tables read before the paths, and the index the paths go into.
+struct Builder {
+    strings: Vec<String>,
+    reasons: HashMap<u32, Reason>,
+    attrs: Vec<(u32, u32, u32, u32)>,
+    writers: Vec<(u32, u32)>,
+    text_digests: Vec<u32>,
+    next_text_digest: usize,
     // Interned once per distinct value, not once per record.
-    let mut kinds: HashMap<(u32, u32, u32), &'static meta::Kind> = HashMap::new();
-    let mut writers: HashMap<u32, &'static Writer> = HashMap::new();
-    // By (attrs, (category, mime, reason), writer) indexes.
-    type OriginKey = (u32, (u32, u32, u32), Option<u32>);
-    let mut origins: HashMap<OriginKey, &'static meta::Origin> = HashMap::new();
-    let mut idx = Index::default();
-    let mut text_digests = snap.text_digests.iter();
-    for (path, step, recs) in &snap.paths {
-        let path: std::sync::Arc<[u8]> = path.as_slice().into();
+    kinds: HashMap<(u32, u32, u32), &'static meta::Kind>,
+    writer_at: HashMap<u32, &'static Writer>,
+    /// By (attrs, (category, mime, reason), writer) indexes.
+    origins: HashMap<OriginKey, &'static meta::Origin>,
+    idx: Index,
+}
+
+type OriginKey = (u32, (u32, u32, u32), Option<u32>);
+
+impl Builder {
+    fn s(&self, i: u32) -> Option<&str> {
+        self.strings.get(i as usize).map(String::as_str)
+    }
+
+    fn origin(&mut self, r: &Rec) -> Option<&'static meta::Origin> {
+        let kk = (r.category, r.mime, r.incomplete_reason);
+        let ok = (r.attrs, kk, r.writer);
+        if let Some(&o) = self.origins.get(&ok) {
+            return Some(o);
+        }
+        let &(format, mode, uid, gid) = self.attrs.get(r.attrs as usize)?;
+        let kind = match self.kinds.get(&kk) {
+            Some(&k) => k,
+            None => {
+                let k = meta::intern_kind(self.s(kk.0)?, self.s(kk.1)?, self.s(kk.2)?);
+                self.kinds.insert(kk, k);
+                k
+            }
+        };
+        let writer = match r.writer {
+            Some(i) => Some(match self.writer_at.get(&i) {
+                Some(&w) => w,
+                None => {
+                    let &(pid, c) = self.writers.get(i as usize)?;
+                    let w = meta::intern_writer(Writer {
+                        pid,
+                        command: self.s(c)?.to_string(),
+                    });
+                    self.writer_at.insert(i, w);
+                    w
+                }
+            }),
+            None => None,
+        };
+        let o = meta::intern_origin(meta::Origin {
+            format,
+            mode,
+            uid,
+            gid,
+            kind,
+            writer,
+        });
+        self.origins.insert(ok, o);
+        Some(o)
+    }
+
+    fn path(&mut self, path: &[u8], recs: &[Rec]) -> Option<()> {
+        let path = meta::PathKey::from(path);
         let mut versions = Vec::with_capacity(recs.len());
         let (mut number, mut secs) = (0u64, 0i64);
         for r in recs {
@@ -202,47 +333,7 @@ fn decode(bytes: &[u8]) -> Option<Index> {
             let sealed = secs
                 .checked_mul(1_000_000_000)?
                 .checked_add(r.sealed_ns_part as i64)?;
-            let kk = (r.category, r.mime, r.incomplete_reason);
-            let ok = (r.attrs, kk, r.writer);
-            let origin = match origins.get(&ok) {
-                Some(&o) => o,
-                None => {
-                    let &(format, mode, uid, gid) = snap.attrs.get(r.attrs as usize)?;
-                    let kind = match kinds.get(&kk) {
-                        Some(&k) => k,
-                        None => {
-                            let k = meta::intern_kind(s(kk.0)?, s(kk.1)?, s(kk.2)?);
-                            kinds.insert(kk, k);
-                            k
-                        }
-                    };
-                    let writer = match r.writer {
-                        Some(i) => Some(match writers.get(&i) {
-                            Some(&w) => w,
-                            None => {
-                                let &(pid, c) = snap.writers.get(i as usize)?;
-                                let w = meta::intern_writer(Writer {
-                                    pid,
-                                    command: s(c)?.to_string(),
-                                });
-                                writers.insert(i, w);
-                                w
-                            }
-                        }),
-                        None => None,
-                    };
-                    let o = meta::intern_origin(meta::Origin {
-                        format,
-                        mode,
-                        uid,
-                        gid,
-                        kind,
-                        writer,
-                    });
-                    origins.insert(ok, o);
-                    o
-                }
-            };
+            let origin = self.origin(r)?;
             let m = VersionMeta {
                 path: path.clone(),
                 number,
@@ -251,7 +342,9 @@ fn decode(bytes: &[u8]) -> Option<Index> {
                 size: r.size,
                 origin,
                 digest: if r.flags & DIGEST_TEXT != 0 {
-                    Digest::parse(s(*text_digests.next()?)?)
+                    let i = *self.text_digests.get(self.next_text_digest)?;
+                    self.next_text_digest += 1;
+                    Digest::parse(self.s(i)?)
                 } else {
                     Digest::Blake3(r.digest)
                 },
@@ -260,25 +353,20 @@ fn decode(bytes: &[u8]) -> Option<Index> {
                     COMPLETE_FALSE => Some(false),
                     _ => Some(true),
                 },
-                reason: *reasons.get(&r.reason)?,
+                reason: *self.reasons.get(&r.reason)?,
                 pinned: r.flags & PINNED != 0,
                 object_ino: r.object_ino,
                 compressed: r.flags & COMPRESSED != 0,
-                step: meta::Step::new(if r.flags & OWN_STEP != 0 {
-                    r.step
-                } else {
-                    *step
-                }),
                 archived: match r.archived {
-                    Some(i) => Some(Box::new(s(i)?.to_string())),
+                    Some(i) => Some(Box::new(self.s(i)?.to_string())),
                     None => None,
                 },
             };
             versions.push(m);
         }
-        idx.insert_path(versions);
+        self.idx.insert_path(versions);
+        Some(())
     }
-    Some(idx)
 }
 
 /// Write the snapshot (temp → fsync → rename). Call only at a clean shutdown,
@@ -348,7 +436,6 @@ mod tests {
             pinned: number == 2,
             object_ino: 99 + number,
             compressed: number == 3,
-            step: meta::Step::new(Some(500)),
             archived: (number == 3).then(|| Box::new("nodes/a/manifests/x/v000003.json".into())),
         }
     }

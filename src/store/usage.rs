@@ -35,7 +35,7 @@ impl Store {
     pub fn du(&self) -> Du {
         let mut d = Du::default();
         let mut seen = HashSet::new();
-        let mut from: Option<std::sync::Arc<[u8]>> = None;
+        let mut from: Option<crate::store::meta::PathKey> = None;
         loop {
             let idx = self.index.read();
             let range = match &from {
