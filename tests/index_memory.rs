@@ -54,13 +54,13 @@ fn version(path: &str, ino: u64, n: u64) -> VersionMeta {
                 pid: 4242,
                 command: "python3 train.py".into(),
             })),
+            reason: Reason::Close,
+            complete: None,
+            pinned: false,
+            compressed: false,
         }),
         digest: Digest::of(blake3::hash(format!("{path} {n}").as_bytes())),
-        complete: None,
-        reason: Reason::Close,
-        pinned: false,
         object_ino: ino,
-        compressed: false,
         archived: None,
     }
 }
@@ -87,6 +87,7 @@ fn bytes_per_version(paths: usize, per: u64, at_once: bool) -> f64 {
     }
     if at_once {
         idx.insert_many(all);
+        idx.loaded();
     }
     let used = LIVE.load(Ordering::Relaxed) - before;
     assert_eq!(idx.total_versions(), paths * per as usize);
@@ -104,14 +105,14 @@ fn a_version_costs_at_most_its_budget_in_the_index() {
         "index: record {record} B; {ten:.0} B/version at 10 versions a path, \
          {one:.0} at 1, {loaded:.0} at 10 loaded at once"
     );
-    // The budget is issue 15's 150 B/version: the record, its inode-map
-    // entry, and the path's share (measured 136, 225 and 137 when it was
-    // set, with a 104-byte record).
-    assert!(record <= 104, "a record is {record} bytes");
-    assert!(ten <= 150.0, "{ten:.0} bytes per version at 10 a path");
+    // Issue 15's budget is 150 B/version resident; the daemon adds its base
+    // and the allocator's overhead (bench-mount.sh: ~145 at a million). Set
+    // at the measured 127, 214 and 122 with a 96-byte record.
+    assert!(record <= 96, "a record is {record} bytes");
+    assert!(ten <= 135.0, "{ten:.0} bytes per version at 10 a path");
     assert!(
-        loaded <= 150.0,
+        loaded <= 130.0,
         "{loaded:.0} bytes per version loaded at once"
     );
-    assert!(one <= 250.0, "{one:.0} bytes per version at 1 a path");
+    assert!(one <= 230.0, "{one:.0} bytes per version at 1 a path");
 }

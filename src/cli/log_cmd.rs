@@ -75,14 +75,14 @@ pub fn run(c: LogCmd) -> CliResult {
             m.number,
             layout::stamp(m.sealed_ns),
             human(m.size),
-            m.reason.as_str(),
+            m.reason().as_str(),
             m.category(),
-            match m.complete {
+            match m.complete() {
                 Some(true) => "yes",
                 Some(false) => "NO",
                 None => "-",
             },
-            if m.pinned { "pin" } else { "" },
+            if m.pinned() { "pin" } else { "" },
             m.step().map_or("-".to_string(), |s| s.to_string()),
             if m.archived.is_some() {
                 "archive"
@@ -92,7 +92,7 @@ pub fn run(c: LogCmd) -> CliResult {
             String::from_utf8_lossy(&layout::entry_name(
                 m.sealed_ns,
                 m.number,
-                m.reason.as_str(),
+                m.reason().as_str(),
                 m.relpath()
             )),
         );

@@ -33,7 +33,7 @@ pub fn pick<'a>(vs: &'a [VersionMeta], v: &str) -> Option<&'a VersionMeta> {
     match v {
         "latest" => vs.last(),
         "previous" => vs.len().checked_sub(2).map(|i| &vs[i]),
-        "latest-complete" => vs.iter().rev().find(|m| m.complete != Some(false)),
+        "latest-complete" => vs.iter().rev().find(|m| m.complete() != Some(false)),
         _ => {
             let n = v
                 .parse::<u64>()
@@ -70,7 +70,7 @@ pub fn run(c: RestoreCmd) -> CliResult {
     let dest = c.to.clone().unwrap_or_else(|| c.path.clone());
     let mut src: Box<dyn Read> = match &t.mountpoint {
         Some(mp) => {
-            let entry = layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), &t.relpath);
+            let entry = layout::entry_name(m.sealed_ns, m.number, m.reason().as_str(), &t.relpath);
             use std::os::unix::ffi::OsStrExt;
             let p = mp
                 .join(&vdir)

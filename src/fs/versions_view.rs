@@ -168,12 +168,12 @@ fn index_lines<S: serde::Serializer>(hist: &&[VersionMeta], s: S) -> Result<S::O
     s.collect_seq(hist.iter().map(|m| {
         IndexLine {
             category: m.category(),
-            complete: m.complete,
+            complete: m.complete(),
             digest: &m.digest,
             entry: String::from_utf8_lossy(&layout::entry_name(
                 m.sealed_ns,
                 m.number,
-                m.reason.as_str(),
+                m.reason().as_str(),
                 m.relpath(),
             ))
             .into_owned(),
@@ -181,8 +181,8 @@ fn index_lines<S: serde::Serializer>(hist: &&[VersionMeta], s: S) -> Result<S::O
             mime: m.mime(),
             mtime: layout::stamp(m.mtime_ns),
             number: m.number,
-            pinned: m.pinned,
-            reason: m.reason.as_str(),
+            pinned: m.pinned(),
+            reason: m.reason().as_str(),
             sealed: layout::stamp(m.sealed_ns),
             size: m.size,
             step: m.step(),
@@ -289,12 +289,14 @@ impl View {
         let (p, pick): (&[u8], Pick) = match n {
             Node::Latest(p) => (p, |h| h.last()),
             Node::Previous(p) => (p, |h| h.len().checked_sub(2).map(|i| &h[i])),
-            Node::LatestComplete(p) => (p, |h| h.iter().rev().find(|m| m.complete != Some(false))),
+            Node::LatestComplete(p) => {
+                (p, |h| h.iter().rev().find(|m| m.complete() != Some(false)))
+            }
             _ => return None,
         };
         let m = self.with_history(p, |h| pick(h).cloned())??;
         Some((
-            layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), p),
+            layout::entry_name(m.sealed_ns, m.number, m.reason().as_str(), p),
             m,
         ))
     }
@@ -396,7 +398,7 @@ impl View {
             None => match layout::parse_entry_number(name) {
                 Some(n)
                     if self.version(&p, n).is_some_and(|m| {
-                        layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), &p) == name
+                        layout::entry_name(m.sealed_ns, m.number, m.reason().as_str(), &p) == name
                     }) =>
                 {
                     Node::Entry(p.clone(), n)
@@ -479,7 +481,7 @@ impl View {
         if !h.is_empty() {
             for m in &h {
                 out.push(DirEntry {
-                    name: layout::entry_name(m.sealed_ns, m.number, m.reason.as_str(), &p),
+                    name: layout::entry_name(m.sealed_ns, m.number, m.reason().as_str(), &p),
                     ino: 1,
                     kind: FileType::RegularFile,
                 });
@@ -493,7 +495,7 @@ impl View {
             if h.len() > 1 {
                 out.push(link(b"previous"));
             }
-            if h.iter().any(|m| m.complete != Some(false)) {
+            if h.iter().any(|m| m.complete() != Some(false)) {
                 out.push(link(b"latest-complete"));
             }
             out.push(DirEntry {
@@ -554,16 +556,16 @@ impl View {
         let v = match name.as_bytes() {
             b"user.ckptfs.number" => m.number.to_string(),
             b"user.ckptfs.sealed" => layout::stamp(m.sealed_ns),
-            b"user.ckptfs.reason" => m.reason.as_str().to_string(),
+            b"user.ckptfs.reason" => m.reason().as_str().to_string(),
             b"user.ckptfs.category" => m.category().to_string(),
             b"user.ckptfs.mime" => m.mime().to_string(),
-            b"user.ckptfs.complete" => match m.complete {
+            b"user.ckptfs.complete" => match m.complete() {
                 Some(true) => "true".into(),
                 Some(false) => "false".into(),
                 None => "unknown".into(),
             },
             b"user.ckptfs.digest" => m.digest.to_string(),
-            b"user.ckptfs.pinned" => m.pinned.to_string(),
+            b"user.ckptfs.pinned" => m.pinned().to_string(),
             // Where its bytes lie in the store, for `restore` to reflink from.
             b"user.ckptfs.object" => self
                 .store()?

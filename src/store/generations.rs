@@ -168,7 +168,7 @@ impl Generations {
         self.burst.last_ns = now;
         if let Some(s) = m.step() {
             let set = self.incomplete.entry(s).or_default();
-            if m.complete == Some(false) && !m.reason.kept_before_change() {
+            if m.complete() == Some(false) && !m.reason().kept_before_change() {
                 set.insert(p.clone());
             } else {
                 // A complete state, or the file left (deleted, renamed over,
@@ -178,7 +178,7 @@ impl Generations {
             if set.is_empty() {
                 self.incomplete.remove(&s);
             }
-            if !m.reason.kept_before_change() {
+            if !m.reason().kept_before_change() {
                 self.burst.steps.insert(s);
             }
         }
@@ -327,8 +327,8 @@ mod tests {
     fn v(p: &str, step: Option<u64>, complete: Option<bool>, reason: Reason) -> VersionMeta {
         let mut m = VersionMeta::sample(p, 1);
         assert_eq!(m.step(), step, "{p} names the step");
-        m.complete = complete;
-        m.reason = reason;
+        m.set_complete(complete);
+        m.set_reason(reason);
         m
     }
 

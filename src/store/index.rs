@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
+use super::ino_map::InoMap;
 use super::layout::{self, OBJECTS};
 use super::meta::{PathKey, VersionMeta};
 use crate::sys;
@@ -48,34 +49,6 @@ impl PathHist {
     }
 }
 
-/// Hashing inode numbers: a multiply and a rotation (as rustc's FxHash), not
-/// SipHash. Nobody outside chooses them, and the map holds one per version.
-#[derive(Clone, Copy, Default)]
-pub struct InoHash;
-
-impl std::hash::BuildHasher for InoHash {
-    type Hasher = InoHasher;
-    fn build_hasher(&self) -> InoHasher {
-        InoHasher(0)
-    }
-}
-
-pub struct InoHasher(u64);
-
-impl std::hash::Hasher for InoHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u64(b as u64);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
 #[derive(Default)]
 pub struct Index {
     /// Path → its versions. Keys are shared with the records (`VersionMeta::path`).
@@ -83,8 +56,9 @@ pub struct Index {
     /// Object inode → the path whose versions have it as their object: finds
     /// the versions sharing a live file's inode (which of the path's versions,
     /// by their `object_ino`). One path per inode almost always; the others,
-    /// after a rename, in `by_ino_more`. 24 bytes an entry, not a list each.
-    by_ino: HashMap<u64, PathKey, InoHash>,
+    /// after a rename, in `by_ino_more`. 16 bytes an entry after a load, not
+    /// a list each.
+    by_ino: InoMap,
     by_ino_more: HashMap<u64, Vec<PathKey>>,
     /// How many versions are on an inode, for the inodes with more than one
     /// (an appended log's): `sharing_count` answers every getattr of a live
@@ -143,7 +117,7 @@ impl Index {
         // (archive adoption), unsettles the history; a record rewritten in
         // place (pin, compression, archiving) does not.
         let unsettles = match h.get(m.number) {
-            Some(old) => old.pinned && !m.pinned,
+            Some(old) => old.pinned() && !m.pinned(),
             None => h.latest().is_some_and(|l| m.number < l.number),
         };
         let h = if unsettles {
@@ -179,22 +153,23 @@ impl Index {
 
     /// `path` has one more version on inode `ino`.
     fn list_ino(&mut self, ino: u64, path: PathKey) {
-        if self.by_ino.contains_key(&ino) {
-            *self.ino_versions.entry(ino).or_insert(1) += 1;
-        }
-        match self.by_ino.entry(ino) {
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(path);
-            }
-            std::collections::hash_map::Entry::Occupied(e) => {
-                if *e.get() != path {
-                    let more = self.by_ino_more.entry(ino).or_default();
-                    if !more.contains(&path) {
-                        more.push(path);
-                    }
-                }
+        let Some(first) = self.by_ino.get(ino) else {
+            self.by_ino.insert(ino, path);
+            return;
+        };
+        let other = *first != path;
+        *self.ino_versions.entry(ino).or_insert(1) += 1;
+        if other {
+            let more = self.by_ino_more.entry(ino).or_default();
+            if !more.contains(&path) {
+                more.push(path);
             }
         }
+    }
+
+    /// Done loading: the inode map into its compact form.
+    pub fn loaded(&mut self) {
+        self.by_ino.compact();
     }
 
     /// Insert many versions at once (a mount's load): each new path's vector
@@ -272,28 +247,26 @@ impl Index {
     fn unlist(&mut self, ino: u64, relpath: &[u8]) {
         if let Some(more) = self.by_ino_more.get_mut(&ino) {
             more.retain(|p| &p[..] != relpath);
-            if self.by_ino.get(&ino).is_some_and(|p| &p[..] == relpath) {
+            if self.by_ino.get(ino).is_some_and(|p| &p[..] == relpath) {
                 match more.pop() {
-                    Some(p) => {
-                        self.by_ino.insert(ino, p);
-                    }
+                    Some(p) => self.by_ino.insert(ino, p),
                     None => {
-                        self.by_ino.remove(&ino);
+                        self.by_ino.remove(ino);
                     }
                 }
             }
             if more.is_empty() {
                 self.by_ino_more.remove(&ino);
             }
-        } else if self.by_ino.get(&ino).is_some_and(|p| &p[..] == relpath) {
-            self.by_ino.remove(&ino);
+        } else if self.by_ino.get(ino).is_some_and(|p| &p[..] == relpath) {
+            self.by_ino.remove(ino);
         }
     }
 
     /// The paths with a version on inode `ino`.
     fn paths_on(&self, ino: u64) -> impl Iterator<Item = &PathKey> {
         self.by_ino
-            .get(&ino)
+            .get(ino)
             .into_iter()
             .chain(self.by_ino_more.get(&ino).into_iter().flatten())
     }
@@ -316,7 +289,7 @@ impl Index {
 
     /// How many versions' object is inode `ino`.
     pub fn sharing_count(&self, ino: u64) -> usize {
-        match self.by_ino.get(&ino) {
+        match self.by_ino.get(ino) {
             None => 0,
             Some(_) => self.ino_versions.get(&ino).map_or(1, |&n| n as usize),
         }
@@ -324,7 +297,7 @@ impl Index {
 
     /// No version's object is inode `ino` any more (it was unshared).
     pub fn forget_ino(&mut self, ino: u64) {
-        self.by_ino.remove(&ino);
+        self.by_ino.remove(ino);
         self.by_ino_more.remove(&ino);
         self.ino_versions.remove(&ino);
     }
@@ -611,7 +584,7 @@ mod tests {
         assert!(i.settle(b"f", mark(4), i.unsettled_count()));
         // A record rewritten in place (a pin, compression) and a removal keep it.
         let mut p = m("f", 2);
-        p.pinned = true;
+        p.set_pinned(true);
         i.insert(p.clone());
         i.remove(b"f", 4);
         i.insert(m("f", 5));
@@ -621,7 +594,7 @@ mod tests {
         assert!(i.settled(b"f").is_none());
         assert!(i.settle(b"f", mark(5), i.unsettled_count()));
         // Nor does an unpin.
-        p.pinned = false;
+        p.set_pinned(false);
         i.insert(p);
         assert!(i.settled(b"f").is_none());
         // A decision that read the index before an unsettling change may not mark.
@@ -676,7 +649,7 @@ mod tests {
         );
         assert_eq!(i.get(b"f").unwrap().next_number(), 3);
         i.remove(b"f", 1);
-        assert!(!i.by_ino.contains_key(&1));
+        assert!(!i.by_ino.contains(1));
         i.remove(b"f", 2);
         assert!(i.get(b"f").is_none());
     }

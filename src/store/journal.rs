@@ -49,6 +49,11 @@ pub type Marks = HashMap<Vec<u8>, Vec<Mark>>;
 fn add(marks: &mut Marks, t: i64, c: Change<'_>) {
     let mut put = |p: &[u8], kind| {
         let v = marks.entry(p.to_vec()).or_default();
+        // Most paths have one mark: room for one, not the four a first push
+        // makes (160 bytes where 40 do, ~11 MB for 100,000 deleted paths).
+        if v.is_empty() {
+            v.reserve_exact(1);
+        }
         let i = v.partition_point(|m| m.t <= t);
         v.insert(i, Mark { t, kind });
     };

@@ -72,15 +72,15 @@ pub fn intern_writer(w: Writer) -> &'static Writer {
 }
 
 /// A version's content digest: BLAKE3, 32 bytes. Stores written by hand or by
-/// tools may hold an empty or a foreign string; it is kept as it was (interned:
-/// a number here keeps the record 4-byte aligned and small).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Digest {
-    #[default]
-    None,
-    Blake3([u8; 32]),
-    Text(u32),
-}
+/// tools may hold an empty or a foreign string; it is kept as it was
+/// (interned). All in 32 bytes, not an enum's 36, as a record holds one and a
+/// mount millions: no digest is all zeros, and a foreign string is
+/// `TEXT_MARK` then its number. A BLAKE3 output of either form has odds of
+/// 2^-224.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Digest([u8; 32]);
+
+const TEXT_MARK: &[u8; 28] = b"ckptfs: a foreign digest #\0\0";
 
 /// Foreign digest strings, numbered in the order met (and their numbers).
 #[allow(clippy::type_complexity)]
@@ -88,14 +88,38 @@ static TEXT_DIGESTS: Mutex<Option<(Vec<&'static str>, HashMap<&'static str, u32>
     Mutex::new(None);
 
 impl Digest {
+    pub const NONE: Digest = Digest([0; 32]);
+
     pub fn of(h: blake3::Hash) -> Self {
-        Digest::Blake3(*h.as_bytes())
+        Digest(*h.as_bytes())
+    }
+
+    /// A BLAKE3 digest's bytes.
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        Digest(b)
+    }
+
+    /// The BLAKE3 digest's bytes, if it is one (not none, not foreign text).
+    pub fn blake3(&self) -> Option<&[u8; 32]> {
+        (!self.is_empty() && self.text().is_none()).then_some(&self.0)
+    }
+
+    fn text(&self) -> Option<u32> {
+        let (mark, n) = self.0.split_at(28);
+        (mark == TEXT_MARK).then(|| u32::from_le_bytes(n.try_into().expect("4 bytes")))
+    }
+
+    fn of_text(i: u32) -> Self {
+        let mut b = [0; 32];
+        b[..28].copy_from_slice(TEXT_MARK);
+        b[28..].copy_from_slice(&i.to_le_bytes());
+        Digest(b)
     }
 
     /// From the hex text of the metadata file.
     pub fn parse(s: &str) -> Self {
         if s.is_empty() {
-            return Digest::None;
+            return Digest::NONE;
         }
         if s.len() == 64
             && s.bytes()
@@ -103,22 +127,22 @@ impl Digest {
         {
             let b = super::unhex(s);
             if let Ok(a) = <[u8; 32]>::try_from(b.as_slice()) {
-                return Digest::Blake3(a);
+                return Digest(a);
             }
         }
         let mut g = TEXT_DIGESTS.lock();
         let (list, at) = g.get_or_insert_with(Default::default);
         if let Some(&i) = at.get(s) {
-            return Digest::Text(i);
+            return Digest::of_text(i);
         }
         let s: &'static str = Box::leak(s.to_owned().into_boxed_str());
         list.push(s);
         at.insert(s, list.len() as u32 - 1);
-        Digest::Text(list.len() as u32 - 1)
+        Digest::of_text(list.len() as u32 - 1)
     }
 
     pub fn is_empty(&self) -> bool {
-        matches!(self, Digest::None)
+        self.0 == [0; 32]
     }
 }
 
@@ -130,21 +154,29 @@ impl Serialize for Digest {
 
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Digest::None => Ok(()),
-            Digest::Blake3(b) => b.iter().try_for_each(|x| write!(f, "{x:02x}")),
-            Digest::Text(i) => {
-                let g = TEXT_DIGESTS.lock();
-                f.write_str(g.as_ref().map_or("", |(list, _)| list[*i as usize]))
-            }
+        if let Some(i) = self.text() {
+            let g = TEXT_DIGESTS.lock();
+            return f.write_str(g.as_ref().map_or("", |(list, _)| list[i as usize]));
         }
+        if self.is_empty() {
+            return Ok(());
+        }
+        self.0.iter().try_for_each(|x| write!(f, "{x:02x}"))
     }
 }
 
-/// What the versions one writer seals have in common: the record format,
-/// mode, owner, what the classifier said and the writer. Interned, so a record
-/// holds one pointer, not 40 bytes: a save loop makes millions of versions and
-/// a handful of distinct origins.
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+/// What many versions have in common: the record format, mode, owner, what
+/// the classifier said, the writer, and how the version was sealed and kept
+/// (reason, format check, pin, compression). Interned, so a record holds one
+/// pointer, not 44 bytes: a save loop makes millions of versions and a
+/// handful of distinct origins. A pin or a compression points the record at
+/// another origin (`set_pinned`, `set_compressed`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Origin {
     /// Store format version the record was written with.
@@ -155,6 +187,12 @@ pub struct Origin {
     /// Category, MIME type, why the format check failed.
     pub kind: &'static Kind,
     pub writer: Option<&'static Writer>,
+    pub reason: Reason,
+    /// Format check: true/false for known formats, None when there is no check.
+    pub complete: Option<bool>,
+    pub pinned: bool,
+    /// The object is zstd-compressed (`.data.zst`).
+    pub compressed: bool,
 }
 
 pub fn intern_origin(o: Origin) -> &'static Origin {
@@ -247,18 +285,12 @@ pub struct VersionMeta {
     pub mtime_ns: i64,
     /// Content length in bytes (the object may be longer when it shares an appended inode).
     pub size: u64,
-    /// Format, mode, owner, kind, writer.
+    /// Format, mode, owner, kind, writer, reason, format check, pin, compression.
     pub origin: &'static Origin,
     /// BLAKE3 of the first `size` bytes.
     pub digest: Digest,
-    /// Format check: true/false for known formats, None when there is no check.
-    pub complete: Option<bool>,
-    pub reason: Reason,
-    pub pinned: bool,
     /// Inode number of the object when sealed (to find objects shared with a live file).
     pub object_ino: u64,
-    /// The object is zstd-compressed (`.data.zst`).
-    pub compressed: bool,
     /// In the archive tier: the manifest's key in the bucket (no local object).
     /// A thin pointer: few versions have one.
     pub archived: Option<Box<String>>,
@@ -325,13 +357,13 @@ impl From<MetaFile> for VersionMeta {
                 gid: f.gid,
                 kind: intern_kind(&f.category, &f.mime, &f.incomplete_reason),
                 writer: f.writer.map(intern_writer),
+                reason: f.reason,
+                complete: f.complete,
+                pinned: f.pinned,
+                compressed: f.compressed,
             }),
             digest: Digest::parse(&f.digest),
-            complete: f.complete,
-            reason: f.reason,
-            pinned: f.pinned,
             object_ino: f.object_ino,
-            compressed: f.compressed,
             archived: f.archived.map(Box::new),
         }
     }
@@ -361,13 +393,13 @@ impl From<VersionMeta> for MetaFile {
             digest: m.digest.to_string(),
             category: o.kind.category.to_string(),
             mime: o.kind.mime.to_string(),
-            complete: m.complete,
+            complete: o.complete,
             incomplete_reason: o.kind.incomplete_reason.to_string(),
-            reason: m.reason,
+            reason: o.reason,
             writer: o.writer.cloned(),
-            pinned: m.pinned,
+            pinned: o.pinned,
             object_ino: m.object_ino,
-            compressed: m.compressed,
+            compressed: o.compressed,
             step: m.step(),
             archived: m.archived.map(|a| *a),
         }
@@ -405,6 +437,54 @@ impl VersionMeta {
 
     pub fn writer(&self) -> Option<&'static Writer> {
         self.origin.writer
+    }
+
+    pub fn reason(&self) -> Reason {
+        self.origin.reason
+    }
+
+    /// Format check: true/false for known formats, None when there is no check.
+    pub fn complete(&self) -> Option<bool> {
+        self.origin.complete
+    }
+
+    pub fn pinned(&self) -> bool {
+        self.origin.pinned
+    }
+
+    /// The object is zstd-compressed (`.data.zst`).
+    pub fn compressed(&self) -> bool {
+        self.origin.compressed
+    }
+
+    pub fn set_pinned(&mut self, pinned: bool) {
+        self.origin = intern_origin(Origin {
+            pinned,
+            ..self.origin.clone()
+        });
+    }
+
+    pub fn set_compressed(&mut self, compressed: bool) {
+        self.origin = intern_origin(Origin {
+            compressed,
+            ..self.origin.clone()
+        });
+    }
+
+    /// For tests and tools that build records by hand.
+    pub fn set_reason(&mut self, reason: Reason) {
+        self.origin = intern_origin(Origin {
+            reason,
+            ..self.origin.clone()
+        });
+    }
+
+    /// For tests and tools that build records by hand.
+    pub fn set_complete(&mut self, complete: Option<bool>) {
+        self.origin = intern_origin(Origin {
+            complete,
+            ..self.origin.clone()
+        });
     }
 
     pub fn archived(&self) -> Option<&str> {
@@ -459,13 +539,13 @@ impl VersionMeta {
                 gid: 0,
                 kind: intern_kind("text", "text/plain", ""),
                 writer: None,
+                reason: Reason::Close,
+                complete: None,
+                pinned: false,
+                compressed: false,
             }),
-            digest: Digest::None,
-            complete: None,
-            reason: Reason::Close,
-            pinned: false,
+            digest: Digest::NONE,
             object_ino: n,
-            compressed: false,
             archived: None,
         }
     }

@@ -7,6 +7,7 @@ mod at;
 mod error;
 mod generations;
 pub mod index;
+mod ino_map;
 mod journal;
 pub mod layout;
 pub mod meta;
@@ -43,7 +44,7 @@ pub use options::{CompressOptions, StoreOptions};
 pub use usage::{Du, DuRow};
 
 /// Why a version was sealed; part of the entry name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reason {
     /// Last close after the settle time.
@@ -310,6 +311,7 @@ impl Store {
             Some(i) => i,
             None => index::scan_with(dir.as_fd(), adopt)?,
         };
+        index.loaded();
         // A mark matters while either end still has history (a version, or a
         // versioned path below it); the rest is dropped when the daemon opens.
         let mut problems = Vec::new();
@@ -504,7 +506,7 @@ impl Store {
             return self.open_archived(m, key);
         }
         let fd = self.open_object(m)?;
-        Ok(if m.compressed {
+        Ok(if m.compressed() {
             Content::Decoded(self.read_all(&fd, m)?)
         } else {
             Content::Object(fd, m.size)
@@ -528,7 +530,7 @@ impl Store {
     /// directory in /proc. None when the object is compressed.
     pub fn object_file(&self, m: &VersionMeta) -> Option<String> {
         use std::os::fd::AsRawFd;
-        (!m.compressed && m.archived.is_none()).then(|| {
+        (!m.compressed() && m.archived.is_none()).then(|| {
             format!(
                 "/proc/{}/fd/{}/{}",
                 std::process::id(),
@@ -541,7 +543,7 @@ impl Store {
     pub(super) fn object_path(&self, m: &VersionMeta) -> String {
         let d = layout::version_dir(m.category(), m.relpath());
         let mut name = layout::data_name(m.number);
-        if m.compressed {
+        if m.compressed() {
             name.push_str(".zst");
         }
         format!("{d}/{name}")
@@ -580,7 +582,7 @@ impl Store {
             });
         };
         let mut m2 = m;
-        m2.pinned = pinned;
+        m2.set_pinned(pinned);
         self.rewrite_meta(&m2)?;
         idx.insert(m2);
         Ok(())

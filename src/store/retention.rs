@@ -42,7 +42,7 @@ pub(super) fn item_of(v: &super::VersionMeta) -> Item {
     Item {
         number: v.number,
         sealed_ns: v.sealed_ns,
-        pinned: v.pinned,
+        pinned: v.pinned(),
     }
 }
 
@@ -55,7 +55,7 @@ impl policy::Version for super::VersionMeta {
         self.sealed_ns
     }
     fn pinned(&self) -> bool {
-        self.pinned
+        self.pinned()
     }
 }
 
@@ -190,7 +190,7 @@ impl Store {
         else {
             return Ok((0, 0));
         };
-        if m.pinned {
+        if m.pinned() {
             return Err(StoreError::Pinned {
                 path: relpath.to_vec(),
                 number,
@@ -295,7 +295,7 @@ impl Store {
                 .values()
                 .flat_map(|h| h.versions.iter())
                 .filter(|m| {
-                    !m.compressed
+                    !m.compressed()
                         && m.archived.is_none()
                         && now.saturating_sub(m.sealed_ns) >= after
                         && z.categories.iter().any(|c| c == m.category())
@@ -357,7 +357,7 @@ impl Store {
             return Ok(0);
         }
         let mut m2 = m.clone();
-        m2.compressed = true;
+        m2.set_compressed(true);
         m2.object_ino =
             sys::fstatat(dfd.as_fd(), &CString::new(zname).map_err(io::Error::other)?)?.st_ino;
         self.rewrite_meta(&m2)?;

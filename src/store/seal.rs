@@ -169,11 +169,11 @@ impl Store {
             .stats
             .sealed_by
             .lock()
-            .entry((m.reason, m.category().to_string()))
+            .entry((m.reason(), m.category().to_string()))
             .or_default() += 1;
         // A close is captured `settle` after it happened.
         let mut lag = std::time::Duration::from_nanos((now - m.sealed_ns).max(0) as u64);
-        if m.reason == Reason::Close {
+        if m.reason() == Reason::Close {
             lag += self.opts.settle;
         }
         self.stats.seal_lag.0.observe(lag);
@@ -467,13 +467,13 @@ impl Store {
                 gid: cap.gid,
                 kind: meta::intern_kind(class.category, &class.mime, &class.why),
                 writer: cap.writer.clone().map(meta::intern_writer),
+                reason: cap.reason,
+                complete: class.complete,
+                pinned: false,
+                compressed: false,
             }),
             digest,
-            complete: class.complete,
-            reason: cap.reason,
-            pinned: false,
             object_ino: ost.st_ino,
-            compressed: false,
             archived: None,
         };
         let dir = layout::version_dir(m.category(), &relpath);

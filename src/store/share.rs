@@ -86,7 +86,7 @@ impl Store {
         let pinned = self.with_index(|i| {
             sharing
                 .iter()
-                .any(|(p, n)| i.get(p).and_then(|h| h.get(*n)).is_some_and(|m| m.pinned))
+                .any(|(p, n)| i.get(p).and_then(|h| h.get(*n)).is_some_and(|m| m.pinned()))
         });
         if pinned {
             return Err(enospc());

@@ -110,10 +110,7 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
             .versions
             .iter()
             .map(|m| {
-                let digest = match &m.digest {
-                    Digest::Blake3(b) => Some(*b),
-                    _ => None,
-                };
+                let digest = m.digest.blake3().copied();
                 Rec {
                     number_delta: m.number - std::mem::replace(&mut number, m.number),
                     sealed_delta_s: m.sealed_ns.div_euclid(1_000_000_000)
@@ -134,7 +131,7 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
                     category: strings.id(m.category()),
                     mime: strings.id(m.mime()),
                     incomplete_reason: strings.id(m.incomplete_reason()),
-                    reason: strings.id(m.reason.as_str()),
+                    reason: strings.id(m.reason().as_str()),
                     writer: m.writer().map(|w| {
                         let k = (w.pid, strings.id(&w.command));
                         *writer_at.entry(k).or_insert_with(|| {
@@ -142,9 +139,9 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
                             writers.len() as u32 - 1
                         })
                     }),
-                    flags: if m.pinned { PINNED } else { 0 }
-                        | if m.compressed { COMPRESSED } else { 0 }
-                        | match m.complete {
+                    flags: if m.pinned() { PINNED } else { 0 }
+                        | if m.compressed() { COMPRESSED } else { 0 }
+                        | match m.complete() {
                             None => 0,
                             Some(false) => COMPLETE_FALSE,
                             Some(true) => COMPLETE_TRUE,
@@ -269,12 +266,16 @@ struct Builder {
     // Interned once per distinct value, not once per record.
     kinds: HashMap<(u32, u32, u32), &'static meta::Kind>,
     writer_at: HashMap<u32, &'static Writer>,
-    /// By (attrs, (category, mime, reason), writer) indexes.
+    /// By (attrs, (category, mime, incompleteness reason), writer, (reason,
+    /// the flags that are the origin's)) indexes.
     origins: HashMap<OriginKey, &'static meta::Origin>,
     idx: Index,
 }
 
-type OriginKey = (u32, (u32, u32, u32), Option<u32>);
+type OriginKey = (u32, (u32, u32, u32), Option<u32>, (u32, u8));
+
+/// The flags an origin holds (the others are the record's).
+const ORIGIN_FLAGS: u8 = PINNED | COMPRESSED | COMPLETE_FALSE | COMPLETE_TRUE;
 
 impl Builder {
     fn s(&self, i: u32) -> Option<&str> {
@@ -283,7 +284,7 @@ impl Builder {
 
     fn origin(&mut self, r: &Rec) -> Option<&'static meta::Origin> {
         let kk = (r.category, r.mime, r.incomplete_reason);
-        let ok = (r.attrs, kk, r.writer);
+        let ok = (r.attrs, kk, r.writer, (r.reason, r.flags & ORIGIN_FLAGS));
         if let Some(&o) = self.origins.get(&ok) {
             return Some(o);
         }
@@ -318,6 +319,14 @@ impl Builder {
             gid,
             kind,
             writer,
+            reason: *self.reasons.get(&r.reason)?,
+            complete: match r.flags & (COMPLETE_FALSE | COMPLETE_TRUE) {
+                0 => None,
+                COMPLETE_FALSE => Some(false),
+                _ => Some(true),
+            },
+            pinned: r.flags & PINNED != 0,
+            compressed: r.flags & COMPRESSED != 0,
         });
         self.origins.insert(ok, o);
         Some(o)
@@ -346,17 +355,9 @@ impl Builder {
                     self.next_text_digest += 1;
                     Digest::parse(self.s(i)?)
                 } else {
-                    Digest::Blake3(r.digest)
+                    Digest::from_bytes(r.digest)
                 },
-                complete: match r.flags & (COMPLETE_FALSE | COMPLETE_TRUE) {
-                    0 => None,
-                    COMPLETE_FALSE => Some(false),
-                    _ => Some(true),
-                },
-                reason: *self.reasons.get(&r.reason)?,
-                pinned: r.flags & PINNED != 0,
                 object_ino: r.object_ino,
-                compressed: r.flags & COMPRESSED != 0,
                 archived: match r.archived {
                     Some(i) => Some(Box::new(self.s(i)?.to_string())),
                     None => None,
@@ -425,17 +426,17 @@ mod tests {
                         command: c.into(),
                     })
                 }),
+                reason: if number == 1 {
+                    Reason::Close
+                } else {
+                    Reason::Fsync
+                },
+                complete: Some(number.is_multiple_of(2)),
+                pinned: number == 2,
+                compressed: number == 3,
             }),
             digest: Digest::parse(digest),
-            complete: Some(number.is_multiple_of(2)),
-            reason: if number == 1 {
-                Reason::Close
-            } else {
-                Reason::Fsync
-            },
-            pinned: number == 2,
             object_ino: 99 + number,
-            compressed: number == 3,
             archived: (number == 3).then(|| Box::new("nodes/a/manifests/x/v000003.json".into())),
         }
     }

@@ -202,7 +202,7 @@ impl Store {
             .flat_map(|(p, h)| {
                 h.versions
                     .iter()
-                    .filter(|m| m.sealed_ns >= since && is_save(m.reason))
+                    .filter(|m| m.sealed_ns >= since && is_save(m.reason()))
                     .map(move |m| (m.sealed_ns, &p[..], m.size))
             })
             .collect();

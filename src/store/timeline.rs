@@ -152,7 +152,7 @@ impl Timeline<'_> {
         match self.versions.get(j) {
             Some(v)
                 if next_mark.is_none_or(|t| v.sealed_ns < t)
-                    && (v.reason.kept_before_change() || v.mtime_ns <= g) =>
+                    && (v.reason().kept_before_change() || v.mtime_ns <= g) =>
             {
                 State::Version(j)
             }

@@ -219,7 +219,7 @@ impl Store {
         let mut raw = Vec::new();
         let mut f = std::fs::File::from(fd.try_clone()?);
         io::Read::read_to_end(&mut f, &mut raw)?;
-        if m.compressed {
+        if m.compressed() {
             raw = zstd::decode_all(&raw[..])?;
         }
         raw.truncate(m.size as usize);

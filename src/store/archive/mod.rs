@@ -524,7 +524,7 @@ impl Store {
             i.paths
                 .values()
                 .flat_map(|h| h.versions.iter())
-                .filter(|m| m.archived.is_none() && !m.pinned && m.sealed_ns < cutoff)
+                .filter(|m| m.archived.is_none() && !m.pinned() && m.sealed_ns < cutoff)
                 .cloned()
                 .collect()
         });
@@ -641,7 +641,7 @@ impl Store {
             i.paths
                 .values()
                 .flat_map(|h| h.versions.iter())
-                .filter(|m| m.archived.is_some() && !m.pinned && m.sealed_ns < cutoff)
+                .filter(|m| m.archived.is_some() && !m.pinned() && m.sealed_ns < cutoff)
                 .map(|m| (m.relpath().to_vec(), m.number))
                 .collect()
         });
