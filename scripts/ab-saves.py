@@ -9,7 +9,8 @@ comparison says whether a change to the save path helped.
 Each round runs, for fsync'd saves and for saves closed without fsync, the
 plain directory and then each build's mount (`settle_ms: 0`, `max_versions:
 3`, as bench.sh); a mount's time stops when `ckptfs wait` returns. Prints the
-best of --rounds and the ratio native / build. Needs root (loop mount).
+best of --rounds and the ratio native / build, then the same for the
+writer's time alone. Needs root (loop mount).
 """
 import argparse, os, subprocess, sys, tempfile, time
 
@@ -49,21 +50,29 @@ try:
         if b:
             subprocess.run([b, "mount", d, "--config", cfg], check=True, stdout=subprocess.DEVNULL)
             mounted.append((b, d))
-    best = {}
+    best, wbest = {}, {}
     for _ in range(a.rounds):
         for fsync in (True, False):
             for name, b, d in sides:
                 t0 = time.perf_counter()
                 saves(d, fsync)
+                tw = time.perf_counter() - t0
                 if b:
                     subprocess.run([b, "wait", d], check=True, stdout=subprocess.DEVNULL)
                 t = time.perf_counter() - t0
                 best[(name, fsync)] = min(t, best.get((name, fsync), t))
+                wbest[(name, fsync)] = min(tw, wbest.get((name, fsync), tw))
     print(f"ckptfs ab-saves: {a.saves} saves of {a.mib} MiB, best of {a.rounds}, "
           f"RAM-backed ext4; seconds (native / build)")
     for fsync in (True, False):
         n = best[("native", fsync)]
         cols = [f"{name} {best[(name, fsync)]:.3f} ({n / best[(name, fsync)]:.2f})"
+                for name, b, _ in sides if b]
+        print(f"{'fsync' if fsync else 'close':6} native {n:.3f}  " + "  ".join(cols))
+    print("the writer's time alone (the store's catch-up not counted, as bench.sh's save rows):")
+    for fsync in (True, False):
+        n = wbest[("native", fsync)]
+        cols = [f"{name} {wbest[(name, fsync)]:.3f} ({n / wbest[(name, fsync)]:.2f})"
                 for name, b, _ in sides if b]
         print(f"{'fsync' if fsync else 'close':6} native {n:.3f}  " + "  ".join(cols))
 finally:

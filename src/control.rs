@@ -252,6 +252,7 @@ pub fn execute(r: Request, ctx: &Ctx, progress: Progress) -> Result<Value, Contr
                 "space": store.space_status().ok(),
                 "settling": v.map_or(0, |v| v.settling()),
                 "sealing": sealing,
+                "digests_pending": store.digests_pending(),
                 "metrics": ctx.metrics,
                 "data_path": ctx.data_path,
                 "last_seal_ns": store.stats.last_seal_ns.load(std::sync::atomic::Ordering::Relaxed),
@@ -280,7 +281,8 @@ fn wait_quiet(
         // Settling first: what leaves it is already counted as sealing.
         let settling = v.map_or(0, |v| v.settling());
         let (sealing, space_busy) = store.busy();
-        if settling == 0 && sealing == 0 && !space_busy {
+        let digests = store.digests_pending();
+        if settling == 0 && sealing == 0 && !space_busy && digests == 0 {
             quiet_looks += 1;
             if quiet_looks == 2 {
                 let waited = start.elapsed().as_secs_f64() * 1000.0;
@@ -291,7 +293,7 @@ fn wait_quiet(
         }
         if start.elapsed().as_millis() as u64 >= timeout_ms {
             return Err(ControlError::NotQuiet(format!(
-                "not quiet after {timeout_ms} ms: {settling} file(s) settling, {sealing} seal(s) queued, space thread {}",
+                "not quiet after {timeout_ms} ms: {settling} file(s) settling, {sealing} seal(s) queued, {digests} digest(s) to take, space thread {}",
                 if space_busy { "busy" } else { "idle" }
             )));
         }

@@ -58,6 +58,7 @@ fn version(path: &str, ino: u64, n: u64) -> VersionMeta {
             complete: None,
             pinned: false,
             compressed: false,
+            digest_pending: false,
         }),
         digest: Digest::of(blake3::hash(format!("{path} {n}").as_bytes())),
         object_ino: ino,

@@ -193,6 +193,8 @@ pub struct Origin {
     pub pinned: bool,
     /// The object is zstd-compressed (`.data.zst`).
     pub compressed: bool,
+    /// Sealed without its digest, which comes later (`store::digest_later`).
+    pub digest_pending: bool,
 }
 
 pub fn intern_origin(o: Origin) -> &'static Origin {
@@ -328,6 +330,9 @@ struct MetaFile {
     step: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     archived: Option<String>,
+    /// Sealed without its digest (`digest` is empty until it comes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    digest_pending: bool,
 }
 
 // By hand: a derived impl would borrow the `&'static str` fields from the input.
@@ -361,6 +366,7 @@ impl From<MetaFile> for VersionMeta {
                 complete: f.complete,
                 pinned: f.pinned,
                 compressed: f.compressed,
+                digest_pending: f.digest_pending,
             }),
             digest: Digest::parse(&f.digest),
             object_ino: f.object_ino,
@@ -402,6 +408,7 @@ impl From<VersionMeta> for MetaFile {
             compressed: o.compressed,
             step: m.step(),
             archived: m.archived.map(|a| *a),
+            digest_pending: o.digest_pending,
         }
     }
 }
@@ -467,6 +474,18 @@ impl VersionMeta {
     pub fn set_compressed(&mut self, compressed: bool) {
         self.origin = intern_origin(Origin {
             compressed,
+            ..self.origin.clone()
+        });
+    }
+
+    /// Sealed without its digest, which comes later (`store::digest_later`).
+    pub fn digest_pending(&self) -> bool {
+        self.origin.digest_pending
+    }
+
+    pub fn set_digest_pending(&mut self, digest_pending: bool) {
+        self.origin = intern_origin(Origin {
+            digest_pending,
             ..self.origin.clone()
         });
     }
@@ -543,6 +562,7 @@ impl VersionMeta {
                 complete: None,
                 pinned: false,
                 compressed: false,
+                digest_pending: false,
             }),
             digest: Digest::NONE,
             object_ino: n,

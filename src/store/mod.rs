@@ -4,6 +4,7 @@
 
 mod archive;
 mod at;
+mod digest_later;
 mod error;
 mod generations;
 pub mod index;
@@ -193,6 +194,8 @@ pub struct Stats {
     /// settled history, `policy::after_append`) or in full (`policy::apply`).
     pub retention_incremental: AtomicU64,
     pub retention_full: AtomicU64,
+    /// Digests taken after the seal (big versions, `digest_later`).
+    pub digests_later: AtomicU64,
     /// Bytes compression saved (logical size − compressed size).
     pub bytes_saved_compression: AtomicU64,
     /// When the last version became durable (ns since the epoch; 0: never).
@@ -230,6 +233,8 @@ pub struct Store {
     index: RwLock<Index>,
     /// Capture records, the sealing queues and workers.
     sealer: seal::Sealer,
+    /// Big versions waiting for their digest, and the quiet they wait for.
+    later: digest_later::Later,
     /// Objects that share an inode with a live file.
     shares: share::Shares,
     /// Save-size estimate, reserve and the space thread's wake-up.
@@ -343,6 +348,7 @@ impl Store {
             opts,
             index: RwLock::new(index),
             sealer: seal::Sealer::new(incoming, 2),
+            later: digest_later::Later::default(),
             shares: share::Shares {
                 same_fs,
                 no_reflink: std::sync::atomic::AtomicBool::new(false),
@@ -421,6 +427,14 @@ impl Store {
                 .spawn(move || me.sweeper())
                 .expect("spawn sweeper"),
         );
+        let me = self.clone();
+        ws.push(
+            std::thread::Builder::new()
+                .name("ckptfs-digest".into())
+                .spawn(move || me.digester())
+                .expect("spawn digester"),
+        );
+        self.requeue_pending_digests();
         if self.archive.is_some() {
             let me = self.clone();
             ws.push(

@@ -297,6 +297,7 @@ impl Store {
                 .filter(|m| {
                     !m.compressed()
                         && m.archived.is_none()
+                        && !m.digest_pending()
                         && now.saturating_sub(m.sealed_ns) >= after
                         && z.categories.iter().any(|c| c == m.category())
                 })

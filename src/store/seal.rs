@@ -269,6 +269,7 @@ impl Store {
     }
 
     fn enqueue(&self, name: String, cap: Capture) {
+        self.later.busy_now();
         *self.sealer.inflight.lock() += 1;
         let shard = layout::path_hash(&unhex(&cap.path_hex)).as_bytes()[0] as usize
             % self.sealer.queues.len();
@@ -347,7 +348,7 @@ impl Store {
                     Err(_) => break,
                 }
             }
-            let mut local: HashMap<Vec<u8>, (u64, Digest, u64)> = HashMap::new();
+            let mut local: HashMap<Vec<u8>, (Same, u64)> = HashMap::new();
             let mut prepared = Vec::new();
             let mut jobs = 0u64;
             for job in batch {
@@ -390,7 +391,7 @@ impl Store {
         &self,
         name: &str,
         cap: &Capture,
-        local: &mut HashMap<Vec<u8>, (u64, Digest, u64)>,
+        local: &mut HashMap<Vec<u8>, (Same, u64)>,
     ) -> io::Result<Option<Prepared>> {
         let relpath = unhex(&cap.path_hex);
         let cname = CString::new(name).map_err(io::Error::other)?;
@@ -398,30 +399,44 @@ impl Store {
         // (a write into the live inode follows it): what we read from the old
         // inode may then hold that write. Read again until the name still is
         // the inode we read, checked under the lock unshare holds.
-        let (obj, digest, head, tail, size) = loop {
+        // A big version's digest comes later, after the saves (`digest_later`).
+        let later = cap.size >= super::digest_later::LATER_MIN;
+        let (obj, digest, head, tail, size, ino) = loop {
             let obj = sys::openat(self.sealer.incoming.as_fd(), &cname, libc::O_RDONLY, 0)?;
-            let (digest, head, tail, size) = read_object(&obj, cap.size)?;
+            let (digest, head, tail, size) = if later {
+                read_ends(&obj, cap.size)?
+            } else {
+                read_object(&obj, cap.size)?
+            };
             let ino = sys::fstat(obj.as_fd())?.st_ino;
             let _g = self.shares.lock.lock();
             if sys::fstatat(self.sealer.incoming.as_fd(), &cname)?.st_ino == ino {
-                break (obj, digest, head, tail, size);
+                break (obj, digest, head, tail, size, ino);
             }
         };
+        let now = Same {
+            size,
+            digest,
+            ino,
+            mtime_ns: cap.mtime_ns,
+        };
         let (last, next) = match local.get(&relpath) {
-            Some((s, d, n)) => (Some((*s, *d)), *n),
+            Some((l, n)) => (Some(*l), *n),
             None => {
                 let idx = self.index.read();
                 let h = idx.get(&relpath);
                 (
-                    h.and_then(|h| h.latest()).map(|l| (l.size, l.digest)),
+                    h.and_then(|h| h.latest()).map(|l| Same {
+                        size: l.size,
+                        digest: l.digest,
+                        ino: l.object_ino,
+                        mtime_ns: l.mtime_ns,
+                    }),
                     idx.next_number(&relpath),
                 )
             }
         };
-        if last
-            .as_ref()
-            .is_some_and(|(s, d)| *s == size && *d == digest)
-        {
+        if last.is_some_and(|l| l.same_as(&now)) {
             let _g = self.shares.lock.lock();
             self.forget_pending(name);
             sys::unlinkat(self.sealer.incoming.as_fd(), &cname, 0)?;
@@ -471,6 +486,7 @@ impl Store {
                 complete: class.complete,
                 pinned: false,
                 compressed: false,
+                digest_pending: later,
             }),
             digest,
             object_ino: ost.st_ino,
@@ -498,7 +514,9 @@ impl Store {
         };
         let mut f = std::fs::File::from(f);
         std::io::Write::write_all(&mut f, &bytes)?;
-        local.insert(relpath, (size, digest, number + 1));
+        // Within a batch the inode rule is not used: an unshare between two
+        // captures of the batch re-points the first, not this record (0: none).
+        local.insert(relpath, (Same { ino: 0, ..now }, number + 1));
         Ok(Some(Prepared {
             name: name.to_string(),
             meta: m,
@@ -585,6 +603,9 @@ impl Store {
             self.count_sealed(&p.meta);
             {
                 let _g = self.shares.lock.lock();
+                if p.meta.digest_pending() {
+                    self.digest_later(p.meta.relpath(), p.meta.number);
+                }
                 self.index.write().insert(p.meta);
                 self.forget_pending(&p.name);
             }
@@ -648,6 +669,69 @@ impl Store {
         }
         Ok(cur)
     }
+}
+
+/// What tells a state from the newest version before it.
+#[derive(Clone, Copy)]
+struct Same {
+    size: u64,
+    digest: Digest,
+    ino: u64,
+    mtime_ns: i64,
+}
+
+impl Same {
+    /// The same content: the same digest, or, when one is still to come
+    /// (`digest_later`), the same inode at the same size and mtime. A version
+    /// keeps its inode only while nothing writes it in place (that unshares
+    /// it first), and appends change the size: an fsync'd save and its close
+    /// are one state.
+    fn same_as(&self, o: &Same) -> bool {
+        self.size == o.size
+            && if !self.digest.is_empty() && !o.digest.is_empty() {
+                self.digest == o.digest
+            } else {
+                self.ino != 0 && self.ino == o.ino && self.mtime_ns == o.mtime_ns
+            }
+    }
+}
+
+/// The digest of an object's first `len` bytes (a version whose digest came
+/// later, `digest_later`).
+pub(super) fn digest_of(obj: &OwnedFd, len: u64) -> io::Result<Digest> {
+    let (d, _, _, n) = read_object(obj, len)?;
+    if n != len {
+        return Err(io::Error::other(format!(
+            "the object holds {n} bytes, the version {len}"
+        )));
+    }
+    Ok(d)
+}
+
+/// What the classifier reads of an object of `len` bytes, without a digest:
+/// the head it asks for and the tail.
+fn read_ends(obj: &OwnedFd, len: u64) -> io::Result<(Digest, Vec<u8>, Vec<u8>, u64)> {
+    let len = len.min(sys::fstat(obj.as_fd())?.st_size as u64);
+    let mut head = Vec::new();
+    let mut want = classify::WINDOW.min(len as usize);
+    while head.len() < want {
+        let at = head.len();
+        head.resize(want, 0);
+        let n = sys::pread_full(obj.as_fd(), &mut head[at..], at as u64)?;
+        head.truncate(at + n);
+        if n == 0 {
+            break;
+        }
+        // A header that runs past the window is asked for whole.
+        want = classify::head_wanted(&head, len)
+            .min(len as usize)
+            .max(want);
+    }
+    let tail_len = (len as usize).min(classify::WINDOW);
+    let mut tail = vec![0u8; tail_len];
+    let n = sys::pread_full(obj.as_fd(), &mut tail, len - tail_len as u64)?;
+    tail.truncate(n);
+    Ok((Digest::NONE, head, tail, len))
 }
 
 /// Digest the captured length of an object (it may be a longer, appended

@@ -73,6 +73,8 @@ const COMPRESSED: u8 = 2;
 const COMPLETE_FALSE: u8 = 4;
 const COMPLETE_TRUE: u8 = 8;
 const DIGEST_TEXT: u8 = 16;
+/// Sealed without its digest; it comes later (`store::digest_later`).
+const DIGEST_PENDING: u8 = 64;
 // 32 was `OWN_STEP` (a version's step unlike its path's): no longer written,
 // and ignored on read, as are both steps: the step is the path's.
 
@@ -146,7 +148,12 @@ fn encode(idx: &Index) -> io::Result<Vec<u8>> {
                             Some(false) => COMPLETE_FALSE,
                             Some(true) => COMPLETE_TRUE,
                         }
-                        | if digest.is_none() { DIGEST_TEXT } else { 0 },
+                        | if digest.is_none() { DIGEST_TEXT } else { 0 }
+                        | if m.digest_pending() {
+                            DIGEST_PENDING
+                        } else {
+                            0
+                        },
                     object_ino: m.object_ino,
                     step: None,
                     archived: m.archived().map(|a| strings.id(a)),
@@ -275,7 +282,7 @@ struct Builder {
 type OriginKey = (u32, (u32, u32, u32), Option<u32>, (u32, u8));
 
 /// The flags an origin holds (the others are the record's).
-const ORIGIN_FLAGS: u8 = PINNED | COMPRESSED | COMPLETE_FALSE | COMPLETE_TRUE;
+const ORIGIN_FLAGS: u8 = PINNED | COMPRESSED | COMPLETE_FALSE | COMPLETE_TRUE | DIGEST_PENDING;
 
 impl Builder {
     fn s(&self, i: u32) -> Option<&str> {
@@ -327,6 +334,7 @@ impl Builder {
             },
             pinned: r.flags & PINNED != 0,
             compressed: r.flags & COMPRESSED != 0,
+            digest_pending: r.flags & DIGEST_PENDING != 0,
         });
         self.origins.insert(ok, o);
         Some(o)
@@ -434,6 +442,7 @@ mod tests {
                 complete: Some(number.is_multiple_of(2)),
                 pinned: number == 2,
                 compressed: number == 3,
+                digest_pending: number == 2,
             }),
             digest: Digest::parse(digest),
             object_ino: 99 + number,

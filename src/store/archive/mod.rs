@@ -524,7 +524,13 @@ impl Store {
             i.paths
                 .values()
                 .flat_map(|h| h.versions.iter())
-                .filter(|m| m.archived.is_none() && !m.pinned() && m.sealed_ns < cutoff)
+                // A digest still to come is taken locally first.
+                .filter(|m| {
+                    m.archived.is_none()
+                        && !m.pinned()
+                        && !m.digest_pending()
+                        && m.sealed_ns < cutoff
+                })
                 .cloned()
                 .collect()
         });
