@@ -603,10 +603,13 @@ impl Store {
             self.count_sealed(&p.meta);
             {
                 let _g = self.shares.lock.lock();
-                if p.meta.digest_pending() {
-                    self.digest_later(p.meta.relpath(), p.meta.number);
-                }
+                // Queued once in the index: the digest thread looks it up there.
+                let later = p.meta.digest_pending().then(|| p.meta.path.clone());
+                let number = p.meta.number;
                 self.index.write().insert(p.meta);
+                if let Some(path) = later {
+                    self.digest_later(&path, number);
+                }
                 self.forget_pending(&p.name);
             }
             let cap_file = CString::new(layout::cap_name(&p.name)).map_err(io::Error::other)?;
