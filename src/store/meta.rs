@@ -174,7 +174,7 @@ impl fmt::Debug for Digest {
 /// What many versions have in common: the record format, mode, owner, what
 /// the classifier said, the writer, and how the version was sealed and kept
 /// (reason, format check, pin, compression). Interned, so a record holds one
-/// pointer, not 44 bytes: a save loop makes millions of versions and a
+/// pointer, not 40 bytes: a save loop makes millions of versions and a
 /// handful of distinct origins. A pin or a compression points the record at
 /// another origin (`set_pinned`, `set_compressed`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -601,4 +601,46 @@ pub fn read_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<u8>> {
     let mut v = Vec::new();
     io::Read::read_to_end(&mut f, &mut v)?;
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_digest_is_none_blake3_or_foreign_text_and_prints_as_it_was_read() {
+        let hex = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+        let b = Digest::parse(hex);
+        assert_eq!(b.to_string(), hex);
+        assert!(b.blake3().is_some() && !b.is_empty());
+        assert_eq!(b, Digest::of(blake3::hash(b"")));
+        let none = Digest::parse("");
+        assert!(none.is_empty() && none.blake3().is_none() && none == Digest::NONE);
+        assert_eq!(none.to_string(), "");
+        for t in ["md5:d41d8cd98f00b204e9800998ecf8427e", "AF1349B9", "x"] {
+            let d = Digest::parse(t);
+            assert_eq!(d.to_string(), t);
+            assert!(d.blake3().is_none() && !d.is_empty(), "{t}");
+            assert_eq!(d, Digest::parse(t), "interned once");
+        }
+        assert_ne!(Digest::parse("x"), Digest::parse("y"));
+    }
+
+    #[test]
+    fn a_pin_or_a_compression_points_the_record_at_another_origin() {
+        let mut m = VersionMeta::sample("run/checkpoint-500/model.pt", 3);
+        assert_eq!(m.step(), Some(500));
+        let before = m.origin;
+        m.set_pinned(true);
+        m.set_compressed(true);
+        assert!(m.pinned() && m.compressed());
+        assert_eq!((m.reason(), m.mode()), (before.reason, before.mode));
+        m.set_pinned(false);
+        m.set_compressed(false);
+        assert!(
+            std::ptr::eq(m.origin, before),
+            "the same interned origin again"
+        );
+        assert_eq!(std::mem::size_of::<VersionMeta>(), 96);
+    }
 }
