@@ -314,7 +314,7 @@ impl Store {
         // metadata file. After a crash (the `dirty` marker is still there) scan.
         let mut index = match snapshot::load(dir.as_fd()) {
             Some(i) => i,
-            None => snapshot::compact(index::scan_with(dir.as_fd(), adopt)?),
+            None => index::scan_with(dir.as_fd(), adopt)?,
         };
         index.loaded();
         // A mark matters while either end still has history (a version, or a

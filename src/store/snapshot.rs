@@ -378,23 +378,6 @@ impl Builder {
     }
 }
 
-/// The same index in fresh, compact allocations. A full scan parses records
-/// on many threads and leaves the heap fragmented (184 bytes per version
-/// resident at a million, against 145 after a snapshot load); going through
-/// the snapshot's encoding lays it out as a clean mount's. The scanned index
-/// is kept until the copy is whole, so a failure costs only the memory.
-pub fn compact(mut idx: Index) -> Index {
-    let Ok(bytes) = encode(&idx) else { return idx };
-    let Some(mut fresh) = decode(&bytes[MAGIC.len()..]) else {
-        log::warn!("index: its own snapshot encoding did not read back; kept as scanned");
-        return idx;
-    };
-    drop(bytes);
-    fresh.problems = std::mem::take(&mut idx.problems);
-    drop(idx);
-    fresh
-}
-
 /// Write the snapshot (temp → fsync → rename). Call only at a clean shutdown,
 /// before removing `dirty`.
 pub fn save(store: BorrowedFd<'_>, idx: &Index) -> io::Result<()> {
