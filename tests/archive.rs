@@ -9,7 +9,6 @@
 
 mod common;
 use common::*;
-use serde_json::Value;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -168,12 +167,6 @@ fn config(root: &Path, srv: &Server, prefix: &str, node: &str) -> String {
         srv.endpoint(),
         creds.display()
     )
-}
-
-fn stats(m: &Mount) -> Value {
-    let o = ckptfs(&["stats", m.mnt.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 fn archived(m: &Mount) -> u64 {

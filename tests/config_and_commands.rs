@@ -15,11 +15,6 @@ fn mount_with(tag: &str, cfg: &str) -> Mount {
     )
 }
 
-fn stats(m: &Mount) -> serde_json::Value {
-    let o = ckptfs(&["stats", &m.mnt.display().to_string()]);
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn numbers(m: &Mount, rel: &str) -> Vec<u64> {
     versions_of(m, rel)
         .iter()

@@ -10,11 +10,6 @@ use std::time::{Duration, Instant};
 const MIB: usize = 1 << 20;
 const CFG: &str = r#"{ "autosave": { "settle_ms": 0 } }"#;
 
-fn stats(m: &Mount) -> serde_json::Value {
-    let o = ckptfs(&["stats", m.mnt.to_str().unwrap()]);
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 /// The digest `.versions` shows for an entry (`user.ckptfs.digest`).
 fn digest_xattr(p: &std::path::Path) -> String {
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
@@ -93,8 +88,7 @@ fn a_big_version_gets_its_digest_after_the_saves() {
             std::fs::write(m.p("small.txt"), "small").unwrap();
             m.wait_sealed();
             check_digests(&m, "small.txt");
-            let o = ckptfs(&["verify", m.mnt.to_str().unwrap()]);
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+            verify_clean(&m);
             m.unmount();
         }
     });
@@ -136,8 +130,7 @@ fn a_crash_before_the_digest_leaves_it_to_the_next_mount() {
             "the remount took the digest: {s}"
         );
         assert!(check_digests(&m, "model.ckpt").contains(&7));
-        let o = ckptfs(&["verify", m.mnt.to_str().unwrap()]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        verify_clean(&m);
         m.unmount();
     });
 }

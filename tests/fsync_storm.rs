@@ -81,11 +81,6 @@ fn log(m: &Mount, name: &str) -> String {
     String::from_utf8_lossy(&ckptfs(&["log", m.p(name).to_str().unwrap()]).stdout).into_owned()
 }
 
-fn stats(m: &Mount) -> serde_json::Value {
-    let o = ckptfs(&["stats", m.mnt.to_str().unwrap()]);
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 /// Run a short Python program (`f` is the path, `os` and `time` imported).
 fn py(path: &std::path::Path, body: &str) {
     sh_ok(&format!(

@@ -19,25 +19,8 @@ fn python(cwd: &Path, code: &str) -> String {
 /// The trainer rotation writer shared with scripts/bench-space.sh.
 const ROTATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rotate.py");
 
-fn stats(m: &Mount) -> serde_json::Value {
-    let o = ckptfs(&["stats", &m.mnt.display().to_string()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
 fn stat_u64(m: &Mount, key: &str) -> u64 {
     stats(m)["stats"][key].as_u64().unwrap()
-}
-
-#[track_caller]
-fn verify_clean(m: &Mount) {
-    let o = ckptfs(&["verify", &m.mnt.display().to_string()]);
-    assert!(
-        o.status.success(),
-        "verify: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// The newest version of `rel` (after its seal) holds exactly `digest`.

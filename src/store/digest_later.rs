@@ -140,7 +140,7 @@ impl Store {
             }
             let mut m2 = cur;
             m2.digest = digest;
-            m2.set_digest_pending(false);
+            m2.set_origin(|o| o.digest_pending = false);
             self.rewrite_meta(&m2)?;
             // In place (same number): pins and marks stay.
             idx.insert(m2);

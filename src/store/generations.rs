@@ -327,8 +327,7 @@ mod tests {
     fn v(p: &str, step: Option<u64>, complete: Option<bool>, reason: Reason) -> VersionMeta {
         let mut m = VersionMeta::sample(p, 1);
         assert_eq!(m.step(), step, "{p} names the step");
-        m.set_complete(complete);
-        m.set_reason(reason);
+        m.set_origin(|o| (o.complete, o.reason) = (complete, reason));
         m
     }
 

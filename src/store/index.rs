@@ -584,7 +584,7 @@ mod tests {
         assert!(i.settle(b"f", mark(4), i.unsettled_count()));
         // A record rewritten in place (a pin, compression) and a removal keep it.
         let mut p = m("f", 2);
-        p.set_pinned(true);
+        p.set_origin(|o| o.pinned = true);
         i.insert(p.clone());
         i.remove(b"f", 4);
         i.insert(m("f", 5));
@@ -594,7 +594,7 @@ mod tests {
         assert!(i.settled(b"f").is_none());
         assert!(i.settle(b"f", mark(5), i.unsettled_count()));
         // Nor does an unpin.
-        p.set_pinned(false);
+        p.set_origin(|o| o.pinned = false);
         i.insert(p);
         assert!(i.settled(b"f").is_none());
         // A decision that read the index before an unsettling change may not mark.

@@ -176,7 +176,7 @@ impl fmt::Debug for Digest {
 /// (reason, format check, pin, compression). Interned, so a record holds one
 /// pointer, not 40 bytes: a save loop makes millions of versions and a
 /// handful of distinct origins. A pin or a compression points the record at
-/// another origin (`set_pinned`, `set_compressed`).
+/// another origin (`set_origin`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Origin {
     /// Store format version the record was written with.
@@ -464,46 +464,17 @@ impl VersionMeta {
         self.origin.compressed
     }
 
-    pub fn set_pinned(&mut self, pinned: bool) {
-        self.origin = intern_origin(Origin {
-            pinned,
-            ..self.origin.clone()
-        });
-    }
-
-    pub fn set_compressed(&mut self, compressed: bool) {
-        self.origin = intern_origin(Origin {
-            compressed,
-            ..self.origin.clone()
-        });
+    /// Change what the record shares with others (a pin, a compression, the
+    /// digest arriving): the record then points at the interned origin that says so.
+    pub fn set_origin(&mut self, change: impl FnOnce(&mut Origin)) {
+        let mut o = self.origin.clone();
+        change(&mut o);
+        self.origin = intern_origin(o);
     }
 
     /// Sealed without its digest, which comes later (`store::digest_later`).
     pub fn digest_pending(&self) -> bool {
         self.origin.digest_pending
-    }
-
-    pub fn set_digest_pending(&mut self, digest_pending: bool) {
-        self.origin = intern_origin(Origin {
-            digest_pending,
-            ..self.origin.clone()
-        });
-    }
-
-    /// For tests and tools that build records by hand.
-    pub fn set_reason(&mut self, reason: Reason) {
-        self.origin = intern_origin(Origin {
-            reason,
-            ..self.origin.clone()
-        });
-    }
-
-    /// For tests and tools that build records by hand.
-    pub fn set_complete(&mut self, complete: Option<bool>) {
-        self.origin = intern_origin(Origin {
-            complete,
-            ..self.origin.clone()
-        });
     }
 
     pub fn archived(&self) -> Option<&str> {
@@ -631,12 +602,10 @@ mod tests {
         let mut m = VersionMeta::sample("run/checkpoint-500/model.pt", 3);
         assert_eq!(m.step(), Some(500));
         let before = m.origin;
-        m.set_pinned(true);
-        m.set_compressed(true);
+        m.set_origin(|o| (o.pinned, o.compressed) = (true, true));
         assert!(m.pinned() && m.compressed());
         assert_eq!((m.reason(), m.mode()), (before.reason, before.mode));
-        m.set_pinned(false);
-        m.set_compressed(false);
+        m.set_origin(|o| (o.pinned, o.compressed) = (false, false));
         assert!(
             std::ptr::eq(m.origin, before),
             "the same interned origin again"

@@ -411,39 +411,25 @@ impl Store {
     pub fn start_workers(self: &Arc<Self>) {
         let rs = std::mem::take(&mut *self.sealer.receivers.lock());
         let mut ws = self.sealer.workers.lock();
+        let mut spawn = |name: String, run: Box<dyn FnOnce(&Store) + Send>| {
+            let me = self.clone();
+            ws.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || run(&me))
+                    .expect("spawn a store thread"),
+            );
+        };
         for (i, r) in rs.into_iter().enumerate() {
-            let me = self.clone();
-            ws.push(
-                std::thread::Builder::new()
-                    .name(format!("ckptfs-seal-{i}"))
-                    .spawn(move || me.worker(r))
-                    .expect("spawn worker"),
-            );
+            spawn(format!("ckptfs-seal-{i}"), Box::new(move |s| s.worker(r)));
         }
-        let me = self.clone();
-        ws.push(
-            std::thread::Builder::new()
-                .name("ckptfs-retention".into())
-                .spawn(move || me.sweeper())
-                .expect("spawn sweeper"),
-        );
-        let me = self.clone();
-        ws.push(
-            std::thread::Builder::new()
-                .name("ckptfs-digest".into())
-                .spawn(move || me.digester())
-                .expect("spawn digester"),
-        );
-        self.requeue_pending_digests();
+        spawn("ckptfs-retention".into(), Box::new(|s| s.sweeper()));
+        spawn("ckptfs-digest".into(), Box::new(|s| s.digester()));
         if self.archive.is_some() {
-            let me = self.clone();
-            ws.push(
-                std::thread::Builder::new()
-                    .name("ckptfs-archive".into())
-                    .spawn(move || me.archiver())
-                    .expect("spawn archiver"),
-            );
+            spawn("ckptfs-archive".into(), Box::new(|s| s.archiver()));
         }
+        drop(ws);
+        self.requeue_pending_digests();
         self.recover_incoming();
     }
 
@@ -596,7 +582,7 @@ impl Store {
             });
         };
         let mut m2 = m;
-        m2.set_pinned(pinned);
+        m2.set_origin(|o| o.pinned = pinned);
         self.rewrite_meta(&m2)?;
         idx.insert(m2);
         Ok(())

@@ -358,7 +358,7 @@ impl Store {
             return Ok(0);
         }
         let mut m2 = m.clone();
-        m2.set_compressed(true);
+        m2.set_origin(|o| o.compressed = true);
         m2.object_ino =
             sys::fstatat(dfd.as_fd(), &CString::new(zname).map_err(io::Error::other)?)?.st_ino;
         self.rewrite_meta(&m2)?;

@@ -403,11 +403,7 @@ impl Store {
         let later = cap.size >= super::digest_later::LATER_MIN;
         let (obj, digest, head, tail, size, ino) = loop {
             let obj = sys::openat(self.sealer.incoming.as_fd(), &cname, libc::O_RDONLY, 0)?;
-            let (digest, head, tail, size) = if later {
-                read_ends(&obj, cap.size)?
-            } else {
-                read_object(&obj, cap.size)?
-            };
+            let (digest, head, tail, size) = read_object(&obj, cap.size, !later)?;
             let ino = sys::fstat(obj.as_fd())?.st_ino;
             let _g = self.shares.lock.lock();
             if sys::fstatat(self.sealer.incoming.as_fd(), &cname)?.st_ino == ino {
@@ -702,7 +698,7 @@ impl Same {
 /// The digest of an object's first `len` bytes (a version whose digest came
 /// later, `digest_later`).
 pub(super) fn digest_of(obj: &OwnedFd, len: u64) -> io::Result<Digest> {
-    let (d, _, _, n) = read_object(obj, len)?;
+    let (d, _, _, n) = read_object(obj, len, true)?;
     if n != len {
         return Err(io::Error::other(format!(
             "the object holds {n} bytes, the version {len}"
@@ -711,43 +707,33 @@ pub(super) fn digest_of(obj: &OwnedFd, len: u64) -> io::Result<Digest> {
     Ok(d)
 }
 
-/// What the classifier reads of an object of `len` bytes, without a digest:
-/// the head it asks for and the tail.
-fn read_ends(obj: &OwnedFd, len: u64) -> io::Result<(Digest, Vec<u8>, Vec<u8>, u64)> {
-    let len = len.min(sys::fstat(obj.as_fd())?.st_size as u64);
-    let mut head = Vec::new();
-    let mut want = classify::WINDOW.min(len as usize);
-    while head.len() < want {
-        let at = head.len();
-        head.resize(want, 0);
-        let n = sys::pread_full(obj.as_fd(), &mut head[at..], at as u64)?;
-        head.truncate(at + n);
-        if n == 0 {
-            break;
-        }
-        // A header that runs past the window is asked for whole.
-        want = classify::head_wanted(&head, len)
-            .min(len as usize)
-            .max(want);
-    }
-    let tail_len = (len as usize).min(classify::WINDOW);
-    let mut tail = vec![0u8; tail_len];
-    let n = sys::pread_full(obj.as_fd(), &mut tail, len - tail_len as u64)?;
-    tail.truncate(n);
-    Ok((Digest::NONE, head, tail, len))
-}
-
-/// Digest the captured length of an object (it may be a longer, appended
-/// inode), keeping the head the classifier asks for and the tail.
-fn read_object(obj: &OwnedFd, len: u64) -> io::Result<(Digest, Vec<u8>, Vec<u8>, u64)> {
-    let mut hasher = blake3::Hasher::new();
+/// Read the captured length of an object (it may be a longer, appended
+/// inode): the head the classifier asks for and the tail, and with `digest`
+/// the BLAKE3 of it all. Without, only the head and the tail are read (a big
+/// version's digest comes later, `digest_later`).
+fn read_object(
+    obj: &OwnedFd,
+    len: u64,
+    digest: bool,
+) -> io::Result<(Digest, Vec<u8>, Vec<u8>, u64)> {
+    let mut hasher = digest.then(blake3::Hasher::new);
+    let len = if digest {
+        len
+    } else {
+        len.min(sys::fstat(obj.as_fd())?.st_size as u64)
+    };
     // Sized to the object: a zeroed 1 MiB per seal was most of the CPU of
     // versioning 20,000 small files (an `rm -rf`).
-    let mut buf = vec![0u8; (len as usize).clamp(1, 1 << 20)];
+    let chunk = if digest { 1 << 20 } else { classify::WINDOW };
+    let mut buf = vec![0u8; (len as usize).clamp(1, chunk)];
     let mut off = 0u64;
     let mut head = Vec::new();
     let mut head_want = classify::WINDOW;
     while off < len {
+        if hasher.is_none() && head.len() >= head_want {
+            off = len;
+            break;
+        }
         let want = ((len - off) as usize).min(buf.len());
         let n = sys::pread_full(obj.as_fd(), &mut buf[..want], off)?;
         if n == 0 {
@@ -764,7 +750,9 @@ fn read_object(obj: &OwnedFd, len: u64) -> io::Result<(Digest, Vec<u8>, Vec<u8>,
                 head_want = head_want.max(classify::head_wanted(&head, len));
             }
         }
-        hasher.update(&buf[..n]);
+        if let Some(h) = &mut hasher {
+            h.update(&buf[..n]);
+        }
         off += n as u64;
     }
     // The head came with the digest pass; the tail costs one more read.
@@ -772,5 +760,10 @@ fn read_object(obj: &OwnedFd, len: u64) -> io::Result<(Digest, Vec<u8>, Vec<u8>,
     let mut tail = vec![0u8; tail_len];
     let n = sys::pread_full(obj.as_fd(), &mut tail, off - tail_len as u64)?;
     tail.truncate(n);
-    Ok((Digest::of(hasher.finalize()), head, tail, off))
+    Ok((
+        hasher.map_or(Digest::NONE, |h| Digest::of(h.finalize())),
+        head,
+        tail,
+        off,
+    ))
 }

@@ -464,3 +464,22 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `ckptfs stats` of the mount, as JSON.
+pub fn stats(m: &Mount) -> serde_json::Value {
+    let o = ckptfs(&["stats", &m.mnt.display().to_string()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// `ckptfs verify` of the mount finds the store consistent.
+#[track_caller]
+pub fn verify_clean(m: &Mount) {
+    let o = ckptfs(&["verify", &m.mnt.display().to_string()]);
+    assert!(
+        o.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
