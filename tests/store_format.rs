@@ -101,8 +101,9 @@ fn format_1_store_mounts() {
             std::fs::read(m.p(".versions/notes.txt/latest")).unwrap(),
             b"state 3\n"
         );
-        // Opened by a daemon, the store becomes format 3 (formats 2 and 3 add
-        // the journal, generations and archived versions; nothing to convert):
+        // Opened by a daemon, the store becomes the current format (each adds
+        // the journal, generations, archived versions, the captures log;
+        // nothing to convert):
         // a delete is then recorded.
         std::thread::sleep(std::time::Duration::from_millis(20));
         let before = std::time::SystemTime::now()

@@ -2,14 +2,15 @@
 //! (docs/FORMAT.md describes the same layout for people).
 //!
 //! ```text
-//! <store>/FORMAT                      format version (a single line: "ckptfs-store 3")
+//! <store>/FORMAT                      format version (a single line: "ckptfs-store 4")
 //! <store>/lock                        daemon lock (flock) with its pid
 //! <store>/daemon.log                  log of a background daemon
 //! <store>/dirty                       present while a daemon runs or after an offline change
 //! <store>/index.snapshot              the index at the last clean shutdown
 //! <store>/journal                     deletes and renames with their times (JSON lines)
+//! <store>/captures                   capture records of what is in incoming/ (JSON lines, format 4)
 //! <store>/incoming/<name>             captured content not yet sealed
-//! <store>/incoming/<name>.cap         its capture record (JSON)
+//! <store>/incoming/<name>.cap         its capture record when not in `captures` (JSON)
 //! <store>/objects/<category>/<xx>/<md5>/v<NNNNNN>.data   version content
 //! <store>/objects/<category>/<xx>/<md5>/v<NNNNNN>.json   version metadata
 //! <store>/damaged/<stamp>/...         what `verify --repair` took out
@@ -22,21 +23,25 @@ use md5::{Digest, Md5};
 /// The store's directory name inside the backing directory by default.
 pub const STORE_DIR: &str = ".ckptfs";
 pub const FORMAT_FILE: &str = "FORMAT";
-pub const FORMAT_VERSION: u32 = 3;
-pub const FORMAT_LINE: &str = "ckptfs-store 3";
+pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_LINE: &str = "ckptfs-store 4";
 pub const LOCK_FILE: &str = "lock";
 pub const DAEMON_LOG: &str = "daemon.log";
 pub const DIRTY: &str = "dirty";
 pub const SNAPSHOT: &str = "index.snapshot";
 /// Deletes and renames with their times (format 2).
 pub const JOURNAL: &str = "journal";
+/// Capture records, one JSON line each, appended before the content is linked
+/// into `incoming/` (format 4).
+pub const CAPTURES: &str = "captures";
 /// Generations, one JSON line each (format 2, optional).
 pub const GENERATIONS: &str = "generations";
 pub const OBJECTS: &str = "objects";
 pub const INCOMING: &str = "incoming";
 /// Where `verify --repair` puts what it takes out of the store (never read again).
 pub const DAMAGED: &str = "damaged";
-/// Suffix of a capture record beside its object in `incoming/`.
+/// Suffix of a capture record beside its object in `incoming/` (format 3, and
+/// a record kept after its seal failed).
 pub const CAP_SUFFIX: &str = ".cap";
 
 /// `incoming/<name>.cap`'s name for the capture `name`.

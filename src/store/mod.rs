@@ -279,8 +279,8 @@ impl Store {
                     });
                 }
                 if v < layout::FORMAT_VERSION && adopt {
-                    // Formats 2 (journal, generations) and 3 (archived versions)
-                    // only add: nothing to convert.
+                    // Formats 2 (journal, generations), 3 (archived versions)
+                    // and 4 (the captures log) only add: nothing to convert.
                     meta::write_atomic(
                         dir.as_fd(),
                         layout::FORMAT_FILE,
@@ -310,6 +310,17 @@ impl Store {
             libc::O_RDONLY | libc::O_DIRECTORY,
             0,
         )?;
+        // Only the daemon captures; a read-only open leaves the store as it is.
+        let log = if adopt {
+            Some(sys::openat(
+                dir.as_fd(),
+                &CString::new(layout::CAPTURES).expect("no NUL"),
+                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+                0o600,
+            )?)
+        } else {
+            None
+        };
         // A clean shutdown left a snapshot: load it instead of scanning every
         // metadata file. After a crash (the `dirty` marker is still there) scan.
         let mut index = match snapshot::load(dir.as_fd()) {
@@ -347,7 +358,7 @@ impl Store {
             dir,
             opts,
             index: RwLock::new(index),
-            sealer: seal::Sealer::new(incoming, 2),
+            sealer: seal::Sealer::new(incoming, log, 2),
             later: digest_later::Later::default(),
             shares: share::Shares {
                 same_fs,

@@ -2,10 +2,11 @@
 //!
 //! Capture puts the content into `incoming/` — a hard link when the caller says
 //! nobody will write the inode in place, a reflink or copy otherwise — and records
-//! what it knows in a `<name>.cap` record written first (never an xattr: a linked
+//! what it knows in a line appended to `captures` first (never an xattr: a linked
 //! capture shares the user's inode), so a crash before sealing loses nothing: the next mount
 //! seals what it finds there. Sealing digests, classifies, drops duplicates, moves
-//! the object to its shard and writes the metadata.
+//! the object to its shard and writes the metadata. `captures` is emptied whenever
+//! nothing is left to seal.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -57,12 +58,16 @@ pub(super) const BACKGROUND_NICE: i32 = 10;
 
 pub(super) struct Sealer {
     pub(super) incoming: OwnedFd,
+    /// `captures`, opened for appending (None in a read-only open: records go
+    /// to `.cap` files then). One line is one write, so threads never interleave.
+    pub(super) log: Option<OwnedFd>,
     /// Makes capture names unique within this process.
     pub(super) seq: AtomicU64,
     /// One queue per worker; a path always goes to the same one (in order).
     pub(super) queues: Vec<crossbeam_channel::Sender<Job>>,
     pub(super) receivers: Mutex<Vec<crossbeam_channel::Receiver<Job>>>,
-    /// Captures queued or being sealed, and the wake-up when it reaches 0.
+    /// Captures from before their record is written until they are sealed, and
+    /// the wake-up when it reaches 0 (when `captures` is emptied too).
     pub(super) inflight: Mutex<u64>,
     pub(super) idle: Condvar,
     pub(super) workers: Mutex<Vec<JoinHandle<()>>>,
@@ -81,7 +86,7 @@ pub(super) struct Sealer {
 }
 
 impl Sealer {
-    pub(super) fn new(incoming: OwnedFd, workers: usize) -> Self {
+    pub(super) fn new(incoming: OwnedFd, log: Option<OwnedFd>, workers: usize) -> Self {
         let (mut queues, mut receivers) = (Vec::new(), Vec::new());
         for _ in 0..workers {
             let (s, r) = crossbeam_channel::unbounded();
@@ -90,6 +95,7 @@ impl Sealer {
         }
         Self {
             incoming,
+            log,
             seq: AtomicU64::new(0),
             queues,
             receivers: Mutex::new(receivers),
@@ -197,6 +203,26 @@ impl Store {
             std::process::id(),
             self.sealer.seq.fetch_add(1, Ordering::Relaxed)
         );
+        // Counted from before its record is written, so that `captures` is not
+        // emptied under it; uncounted again if it fails.
+        *self.sealer.inflight.lock() += 1;
+        match self.capture_counted(fd, cap, how, &st, name) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.uncount(1);
+                Err(e)
+            }
+        }
+    }
+
+    fn capture_counted(
+        &self,
+        fd: BorrowedFd<'_>,
+        mut cap: Capture,
+        how: How,
+        st: &libc::stat,
+        name: String,
+    ) -> io::Result<()> {
         let cname = CString::new(name.clone()).map_err(io::Error::other)?;
         let proc = sys::proc_path(fd.as_raw_fd());
         // The record goes first, so a crash never leaves content nobody can name.
@@ -227,19 +253,15 @@ impl Store {
                         .map_err(|_| io::Error::from_raw_os_error(libc::EOPNOTSUPP))
                 } else {
                     self.copy_into(&src, &dst, cap.size)?;
-                    if how == How::CopyStable && !sys::same_state(&st, &sys::fstat(fd)?) {
+                    if how == How::CopyStable && !sys::same_state(st, &sys::fstat(fd)?) {
                         return Err(io::Error::from_raw_os_error(libc::EAGAIN));
                     }
                     Ok(())
                 }
             });
             if let Err(e) = r {
+                // Its record in `captures` names an object that is gone: skipped.
                 let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &cname, 0);
-                let _ = sys::unlinkat(
-                    self.sealer.incoming.as_fd(),
-                    &CString::new(layout::cap_name(&name)).map_err(io::Error::other)?,
-                    0,
-                );
                 return Err(e);
             }
             self.stats.captures_copied.fetch_add(1, Ordering::Relaxed);
@@ -255,8 +277,25 @@ impl Store {
         Ok(())
     }
 
-    /// The capture record `incoming/<name>.cap` (JSON, see FORMAT.md).
+    /// The capture record: a line of `captures` (JSON, see FORMAT.md), one
+    /// write with no file to create, where a `.cap` file cost a create and an
+    /// unlink per version.
     fn write_record(&self, name: &str, cap: &Capture) -> io::Result<()> {
+        let Some(log) = &self.sealer.log else {
+            return self.write_record_file(name, cap);
+        };
+        // Led by a newline too: a line torn by a failed write never runs into
+        // the next record.
+        let mut line = Vec::with_capacity(320);
+        line.push(b'\n');
+        serde_json::to_writer(&mut line, &LogLine { name, cap }).map_err(io::Error::other)?;
+        line.push(b'\n');
+        sys::write_all(log.as_fd(), &line)
+    }
+
+    /// The capture record as `incoming/<name>.cap`: the format-3 form, still
+    /// used for a record that must outlive `captures` (its seal failed).
+    fn write_record_file(&self, name: &str, cap: &Capture) -> io::Result<()> {
         let info = serde_json::to_vec(cap).map_err(io::Error::other)?;
         let c = CString::new(layout::cap_name(name)).map_err(io::Error::other)?;
         let f = sys::openat(
@@ -268,23 +307,64 @@ impl Store {
         std::io::Write::write_all(&mut std::fs::File::from(f), &info)
     }
 
+    /// Queue a counted capture (see `capture_once`) for sealing.
     fn enqueue(&self, name: String, cap: Capture) {
         self.later.busy_now();
-        *self.sealer.inflight.lock() += 1;
         let shard = layout::path_hash(&unhex(&cap.path_hex)).as_bytes()[0] as usize
             % self.sealer.queues.len();
         if self.sealer.queues[shard]
             .send(super::seal::Job::Seal(name, cap))
             .is_err()
         {
-            let mut n = self.sealer.inflight.lock();
-            *n -= 1;
+            self.uncount(1);
+        }
+    }
+
+    /// `jobs` captures are sealed, dropped or failed. At 0 every record in
+    /// `captures` is done with (a failed seal's record went to a `.cap` file
+    /// first): the log starts afresh.
+    fn uncount(&self, jobs: u64) {
+        let mut n = self.sealer.inflight.lock();
+        *n -= jobs;
+        if *n == 0 {
+            if let Some(log) = &self.sealer.log
+                && let Err(e) = sys::ftruncate(log.as_fd(), 0)
+            {
+                log::warn!("emptying {}: {e}", layout::CAPTURES);
+            }
             self.sealer.idle.notify_all();
         }
     }
 
+    /// The records in `captures` by object name (the last line for a name wins:
+    /// a capture that fell back to copying writes its record again).
+    fn read_capture_log(&self) -> HashMap<String, Capture> {
+        let mut caps = HashMap::new();
+        let Ok(bytes) = meta::read_at(self.dir(), layout::CAPTURES) else {
+            return caps;
+        };
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<LogLineOwned>(line) {
+                Ok(l) => {
+                    caps.insert(l.name, l.cap);
+                }
+                // A line a crash or a full disk tore: its capture has no record.
+                Err(e) => log::warn!("{}: skipping a torn record: {e}", layout::CAPTURES),
+            }
+        }
+        caps
+    }
+
     /// Seal what a crash left in `incoming/`, oldest first.
     pub(super) fn recover_incoming(&self) {
+        // Counted throughout, so `captures` is kept until all of it is queued.
+        *self.sealer.inflight.lock() += 1;
+        self.recover_counted();
+        self.uncount(1);
+    }
+
+    fn recover_counted(&self) {
+        let mut logged = self.read_capture_log();
         let Ok(dup) = self.sealer.incoming.try_clone() else {
             return;
         };
@@ -317,13 +397,22 @@ impl Store {
                 );
                 continue;
             }
-            let info = meta::read_at(self.sealer.incoming.as_fd(), &layout::cap_name(&name));
-            match info
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Capture>(&b).ok())
-            {
+            // A `.cap` file (format 3, or kept after a failed seal), else the log.
+            let file = layout::cap_name(&name);
+            let cap = match meta::read_at(self.sealer.incoming.as_fd(), &file) {
+                Ok(b) => serde_json::from_slice::<Capture>(&b).ok().inspect(|cap| {
+                    // Into the log, so its seal leaves no file behind.
+                    if self.write_record(&name, cap).is_ok() {
+                        let c = CString::new(file).expect("no NUL");
+                        let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &c, 0);
+                    }
+                }),
+                Err(_) => logged.remove(&name),
+            };
+            match cap {
                 Some(cap) => {
                     log::info!("recovering capture {name}");
+                    *self.sealer.inflight.lock() += 1;
                     self.enqueue(name, cap)
                 }
                 None => log::warn!("incoming/{name}: no capture record; left for `ckptfs verify`"),
@@ -351,17 +440,19 @@ impl Store {
             let mut local: HashMap<Vec<u8>, (Same, u64)> = HashMap::new();
             let mut prepared = Vec::new();
             let mut jobs = 0u64;
-            for job in batch {
+            let mut failed = false;
+            for job in &batch {
                 let Job::Seal(name, cap) = job else {
                     stop = true;
                     continue;
                 };
                 jobs += 1;
                 // Never waits for seals: this is the thread that does them.
-                match self.with_room_nowait(1 << 20, || self.prepare(&name, &cap, &mut local)) {
+                match self.with_room_nowait(1 << 20, || self.prepare(name, cap, &mut local)) {
                     Ok(Some(p)) => prepared.push(p),
                     Ok(None) => {}
                     Err(e) => {
+                        failed = true;
                         self.stats.error(&self.stats.errors_seal);
                         log::error!(
                             "sealing {} ({name}): {e}",
@@ -371,13 +462,30 @@ impl Store {
                 }
             }
             if let Err(e) = self.commit(prepared) {
+                failed = true;
                 self.stats.error(&self.stats.errors_seal);
                 log::error!("committing versions: {e}");
             }
-            let mut n = self.sealer.inflight.lock();
-            *n -= jobs;
-            if *n == 0 {
-                self.sealer.idle.notify_all();
+            if failed {
+                self.keep_records(&batch);
+            }
+            self.uncount(jobs);
+        }
+    }
+
+    /// After a failed seal: what is still in `incoming/` keeps its record as
+    /// a `.cap` file, since `captures` is emptied once nothing is in flight.
+    /// The next mount seals it.
+    fn keep_records(&self, batch: &[Job]) {
+        for job in batch {
+            let Job::Seal(name, cap) = job else { continue };
+            let Ok(c) = CString::new(name.as_str()) else {
+                continue;
+            };
+            if sys::fstatat(self.sealer.incoming.as_fd(), &c).is_ok()
+                && let Err(e) = self.write_record_file(name, cap)
+            {
+                log::error!("keeping the capture record of {name}: {e}");
             }
         }
     }
@@ -436,8 +544,6 @@ impl Store {
             let _g = self.shares.lock.lock();
             self.forget_pending(name);
             sys::unlinkat(self.sealer.incoming.as_fd(), &cname, 0)?;
-            let cap_file = CString::new(layout::cap_name(name)).map_err(io::Error::other)?;
-            let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &cap_file, 0);
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             // Identical to the last version: still a successful seal pass.
             self.stats
@@ -608,8 +714,6 @@ impl Store {
                 }
                 self.forget_pending(&p.name);
             }
-            let cap_file = CString::new(layout::cap_name(&p.name)).map_err(io::Error::other)?;
-            let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &cap_file, 0);
             self.stats.sealed.fetch_add(1, Ordering::Relaxed);
         }
         // Retention evicts (which takes `quiesce` itself): outside the guard.
@@ -668,6 +772,19 @@ impl Store {
         }
         Ok(cur)
     }
+}
+
+/// A line of `captures`: the object's name in `incoming/` and its record.
+#[derive(serde::Serialize)]
+struct LogLine<'a> {
+    name: &'a str,
+    cap: &'a Capture,
+}
+
+#[derive(serde::Deserialize)]
+struct LogLineOwned {
+    name: String,
+    cap: Capture,
 }
 
 /// What tells a state from the newest version before it.
