@@ -21,7 +21,8 @@
 #   until the writer returns. The mount uses `settle_ms: 0` so that "quiet"
 #   measures work, not the settle wait (which delays a seal, it costs nothing).
 # - the cost of versioning itself (scripts/versioning_rows.py): native, ckptfs
-#   and a second mount with versioning off, interleaved: 10 fsync'd 64 MiB
+#   with the default configuration, this mount (`settle_ms: 0`) and a mount
+#   with versioning off, interleaved: 10 fsync'd 64 MiB
 #   saves and 10 closed without fsync (with the bytes ckptfs copied), create /
 #   rename / unlink of --files files, `rm -rf` of a --tree file tree.
 #   `--only versioning` runs just these rows.
@@ -68,18 +69,20 @@ fi
 # Room for both sides' sequential files, or the saves: live file, temp file and
 # 3 versions per mode on the mount, plus the native side, plus the reserve.
 need=$(( GIB * 4096 > CKPT_MIB * 11 ? GIB * 4096 : CKPT_MIB * 11 ))
-# The tree: native, live and versioned on the mount, on the off mount, plus
+# The tree: native, live and versioned on the two versioning mounts, on the off mount, plus
 # each version's metadata file (4 KiB blocks).
-need=$(( need + TREE * 24 / 1024 + 2048 ))
+need=$(( need + TREE * 36 / 1024 + 2048 ))
 backing_setup "$KIND" $(( need + need / 2 + 1024 )) bench
 NATIVE=$BACKING/native
 MNT=$BACKING/mounted
 OFF=$BACKING/versioning-off
-mkdir -p "$NATIVE" "$MNT" "$OFF"
+DEF=$BACKING/default-config
+mkdir -p "$NATIVE" "$MNT" "$OFF" "$DEF"
 PHP=${PASSTHROUGH_HP:-}
 cleanup() {
     "$BIN" umount "$MNT" >/dev/null 2>&1 || umount -l "$MNT" 2>/dev/null || true
     "$BIN" umount "$OFF" >/dev/null 2>&1 || umount -l "$OFF" 2>/dev/null || true
+    "$BIN" umount "$DEF" >/dev/null 2>&1 || umount -l "$DEF" 2>/dev/null || true
     if [ -n "$PHP" ]; then umount "$BACKING/php" 2>/dev/null || umount -l "$BACKING/php" 2>/dev/null || true; fi
     backing_cleanup
 }
@@ -158,8 +161,10 @@ PY
 versioning_rows() {
     echo '{ "autosave": { "enabled": false } }' > "$BACKING/off.json"
     "$BIN" mount "$OFF" $MODE --config "$BACKING/off.json" > /dev/null
-    python3 "$ROOT/scripts/versioning_rows.py" "$NATIVE" "$MNT" "$OFF" --ckptfs "$BIN" \
+    "$BIN" mount "$DEF" $MODE > /dev/null
+    python3 "$ROOT/scripts/versioning_rows.py" "$NATIVE" "$DEF" "$MNT" "$OFF" --ckptfs "$BIN" \
         --files "$FILES" --tree "$TREE" --reps "$REPS"
+    "$BIN" umount "$DEF"
     "$BIN" umount "$OFF"
 }
 

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """The cost of versioning itself: the same workloads on the plain directory,
-on a ckptfs mount and on a ckptfs mount with versioning off, interleaved in
-one run so all three see the same machine. Used by scripts/bench.sh.
+on a ckptfs mount with the default configuration, on one with `settle_ms: 0`
+(every close sealed at once: the most work while the workload runs) and on
+one with versioning off, interleaved in one run so all see the same machine.
+Used by scripts/bench.sh.
 
-  versioning_rows.py NATIVE MOUNT OFF_MOUNT --ckptfs BIN [--saves 10]
-                     [--save-mib 64] [--files 10000] [--tree 200000] [--reps 3]
+  versioning_rows.py NATIVE MOUNT SETTLE0_MOUNT OFF_MOUNT --ckptfs BIN
+                     [--saves 10] [--save-mib 64] [--files 10000]
+                     [--tree 200000] [--reps 3]
 
 Rows (best of --reps, seconds; ratio = native / that side):
 - fsync'd saves: --saves saves of --save-mib MiB in a row (8 MiB writes,
@@ -23,6 +26,7 @@ import save_loop  # noqa: E402
 ap = argparse.ArgumentParser()
 ap.add_argument("native")
 ap.add_argument("mount")
+ap.add_argument("settle0")
 ap.add_argument("off")
 ap.add_argument("--ckptfs", required=True)
 ap.add_argument("--saves", type=int, default=10)
@@ -31,7 +35,7 @@ ap.add_argument("--files", type=int, default=10000)
 ap.add_argument("--tree", type=int, default=200000)
 ap.add_argument("--reps", type=int, default=3)
 a = ap.parse_args()
-SIDES = [("native", a.native), ("ckptfs", a.mount), ("off", a.off)]
+SIDES = [("native", a.native), ("ckptfs", a.mount), ("settle0", a.settle0), ("off", a.off)]
 buf = os.urandom(8 << 20)
 block = os.urandom(4096)
 
@@ -128,18 +132,21 @@ for side, d in SIDES:  # once: a 200,000-file tree takes minutes per side
 
 def fmt(row, label):
     n = best[row]["native"]
-    c, o = best[row]["ckptfs"], best[row]["off"]
+    c, z, o = best[row]["ckptfs"], best[row]["settle0"], best[row]["off"]
     extra = f"  copied {copied[row] / 2**20:.0f} MiB" if row in copied else ""
     print(
-        f"{label:34s} {n:9.3f} {c:9.3f} {o:9.3f} {n / c:7.2f} {n / o:7.2f} {o / c:7.2f}"
-        f"   +{quiet[row]['ckptfs']:.2f} s{extra}"
+        f"{label:30s} {n:8.3f} {c:8.3f} {z:8.3f} {o:8.3f} {n / c:6.2f} {n / o:6.2f}"
+        f" {o / c:6.2f} {o / z:6.2f}   +{quiet[row]['ckptfs']:.2f} / +{quiet[row]['settle0']:.2f} s{extra}"
     )
 
 
 print(f"-- versioning cost: best of {a.reps} ({a.saves} saves of {a.save_mib} MiB, "
-      f"{a.files} files, tree of {a.tree} once); off = ckptfs with versioning off")
-print(f"{'':34s} {'native s':>9s} {'ckptfs s':>9s} {'off s':>9s} {'ratio':>7s} {'off':>7s} {'on/off':>7s}   store catch-up")
+      f"{a.files} files, tree of {a.tree} once); ckptfs = default configuration, "
+      f"settle0 = `settle_ms: 0`, off = versioning off")
+print(f"{'':30s} {'native s':>8s} {'ckptfs s':>8s} {'settle0':>8s} {'off s':>8s} {'ratio':>6s} {'off':>6s}"
+      f" {'on/off':>6s} {'s0/off':>6s}   store catch-up (ckptfs / settle0)")
 for row in best:
     fmt(row, row)
-print("(ratio = native / ckptfs; off = native / versioning off; on/off = versioning off / on: "
-      "1.00 means versioning costs nothing; catch-up = `ckptfs wait` after the row, not in the ratio)")
+print("(ratio = native / ckptfs; off = native / versioning off; on/off = versioning off / ckptfs, "
+      "s0/off = versioning off / settle0: 1.00 means versioning costs nothing; catch-up = "
+      "`ckptfs wait` after the row, not in the ratios)")

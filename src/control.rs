@@ -276,6 +276,7 @@ fn wait_quiet(
     timeout_ms: u64,
 ) -> Result<Value, ControlError> {
     let start = std::time::Instant::now();
+    let _h = store.hurry();
     let mut quiet_looks = 0;
     loop {
         // Settling first: what leaves it is already counted as sealing.

@@ -454,6 +454,7 @@ impl Store {
     }
 
     pub fn flush_pending(&self) {
+        let _h = self.hurry();
         let mut n = self.sealer.inflight.lock();
         while *n > 0 {
             self.sealer.idle.wait(&mut n);

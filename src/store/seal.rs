@@ -48,8 +48,21 @@ pub enum Job {
 }
 
 /// Capture records in `incoming/`, the sealing queues and their workers.
-/// How long a seal worker waits for more captures before sealing a batch.
+/// How long a seal worker waits for more captures before sealing a batch
+/// when someone waits for the seals (`Store::hurry`).
 const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+/// Otherwise a burst of captures (an untar, `rm -rf`, a step's many small
+/// files) is sealed once it pauses this long: sealing a 4 KiB file costs the
+/// daemon more CPU than creating it, and on a machine with few cores it would
+/// slow the burst itself. The captures are safe in `incoming/` meanwhile.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(20);
+/// ... but never later than this after the burst's first capture, nor with
+/// more than `GATHER_MAX` queued, so a burst that does not stop is still
+/// sealed (and its space accounted) as it goes.
+const DEFER_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+const GATHER_MAX: usize = 32_768;
+/// Versions committed by one sync (`commit`).
+const BATCH: usize = 512;
 /// Nice of the seal workers and the archiver: their work (a digest reads the
 /// whole version) follows a save and must not slow the next one on a machine
 /// with few cores; it still runs whenever a core is idle. The space sweeper
@@ -66,6 +79,8 @@ pub(super) struct Sealer {
     /// One queue per worker; a path always goes to the same one (in order).
     pub(super) queues: Vec<crossbeam_channel::Sender<Job>>,
     pub(super) receivers: Mutex<Vec<crossbeam_channel::Receiver<Job>>>,
+    /// Waiters for the seals (`Store::hurry`): no sealing is deferred then.
+    pub(super) hurry: std::sync::atomic::AtomicUsize,
     /// Captures from before their record is written until they are sealed, and
     /// the wake-up when it reaches 0 (when `captures` is emptied too).
     pub(super) inflight: Mutex<u64>,
@@ -96,6 +111,7 @@ impl Sealer {
         Self {
             incoming,
             log,
+            hurry: std::sync::atomic::AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             queues,
             receivers: Mutex::new(receivers),
@@ -427,50 +443,78 @@ impl Store {
         let mut stop = false;
         while !stop {
             let Ok(first) = r.recv() else { break };
-            let mut batch = vec![first];
-            // Group commit: a stream of captures (rm -rf, an untar) comes
-            // faster than its syncs; a moment's wait seals it in fewer.
-            let until = std::time::Instant::now() + GATHER;
-            while batch.len() < 512 {
-                match r.try_recv().or_else(|_| r.recv_deadline(until)) {
-                    Ok(j) => batch.push(j),
-                    Err(_) => break,
-                }
+            let mut jobs = vec![first];
+            self.gather(&r, &mut jobs);
+            for batch in jobs.chunks(BATCH) {
+                stop |= self.seal_batch(batch);
             }
-            let mut local: HashMap<Vec<u8>, (Same, u64)> = HashMap::new();
-            let mut prepared = Vec::new();
-            let mut jobs = 0u64;
-            let mut failed = false;
-            for job in &batch {
-                let Job::Seal(name, cap) = job else {
-                    stop = true;
-                    continue;
-                };
-                jobs += 1;
-                // Never waits for seals: this is the thread that does them.
-                match self.with_room_nowait(1 << 20, || self.prepare(name, cap, &mut local)) {
-                    Ok(Some(p)) => prepared.push(p),
-                    Ok(None) => {}
-                    Err(e) => {
-                        failed = true;
-                        self.stats.error(&self.stats.errors_seal);
-                        log::error!(
-                            "sealing {} ({name}): {e}",
-                            String::from_utf8_lossy(&unhex(&cap.path_hex))
-                        );
-                    }
-                }
-            }
-            if let Err(e) = self.commit(prepared) {
-                failed = true;
-                self.stats.error(&self.stats.errors_seal);
-                log::error!("committing versions: {e}");
-            }
-            if failed {
-                self.keep_records(&batch);
-            }
-            self.uncount(jobs);
         }
+    }
+
+    /// Wait for the rest of a burst of captures (see `QUIET`). Group commit
+    /// too: a stream of captures comes faster than its syncs.
+    fn gather(&self, r: &crossbeam_channel::Receiver<Job>, jobs: &mut Vec<Job>) {
+        let start = std::time::Instant::now();
+        while !matches!(jobs.last(), Some(Job::Stop)) {
+            let hurry = self.sealer.hurry.load(Ordering::SeqCst) > 0;
+            if jobs.len() >= GATHER_MAX
+                || (hurry && jobs.len() >= BATCH)
+                || start.elapsed() >= DEFER_MAX
+            {
+                return;
+            }
+            let pause = if hurry { GATHER } else { QUIET };
+            match r.try_recv().or_else(|_| r.recv_timeout(pause)) {
+                Ok(j) => jobs.push(j),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Seal one batch; true when it holds the stop request.
+    fn seal_batch(&self, batch: &[Job]) -> bool {
+        let mut stop = false;
+        let mut local: HashMap<Vec<u8>, (Same, u64)> = HashMap::new();
+        let mut prepared = Vec::new();
+        let mut jobs = 0u64;
+        let mut failed = false;
+        for job in batch {
+            let Job::Seal(name, cap) = job else {
+                stop = true;
+                continue;
+            };
+            jobs += 1;
+            // Never waits for seals: this is the thread that does them.
+            match self.with_room_nowait(1 << 20, || self.prepare(name, cap, &mut local)) {
+                Ok(Some(p)) => prepared.push(p),
+                Ok(None) => {}
+                Err(e) => {
+                    failed = true;
+                    self.stats.error(&self.stats.errors_seal);
+                    log::error!(
+                        "sealing {} ({name}): {e}",
+                        String::from_utf8_lossy(&unhex(&cap.path_hex))
+                    );
+                }
+            }
+        }
+        if let Err(e) = self.commit(prepared) {
+            failed = true;
+            self.stats.error(&self.stats.errors_seal);
+            log::error!("committing versions: {e}");
+        }
+        if failed {
+            self.keep_records(batch);
+        }
+        self.uncount(jobs);
+        stop
+    }
+
+    /// While the guard lives, seal workers do not defer (see `QUIET`):
+    /// someone waits for the seals (`ckptfs wait`, a shutdown, room).
+    pub fn hurry(&self) -> Hurry<'_> {
+        self.sealer.hurry.fetch_add(1, Ordering::SeqCst);
+        Hurry(self)
     }
 
     /// After a failed seal: what is still in `incoming/` keeps its record as
@@ -771,6 +815,14 @@ impl Store {
             cur = sys::openat(cur.as_fd(), &c, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         }
         Ok(cur)
+    }
+}
+
+pub struct Hurry<'a>(&'a Store);
+
+impl Drop for Hurry<'_> {
+    fn drop(&mut self) {
+        self.0.sealer.hurry.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

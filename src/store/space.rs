@@ -533,6 +533,7 @@ impl Store {
     /// Wait until no capture is being sealed, at most `d`; true if some were.
     fn wait_seals(&self, d: Duration) -> bool {
         let deadline = std::time::Instant::now() + d;
+        let _h = self.hurry();
         let mut n = self.sealer.inflight.lock();
         let had = *n > 0;
         while *n > 0 {
