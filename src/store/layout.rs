@@ -51,7 +51,7 @@ pub fn cap_name(name: &str) -> String {
 
 pub fn path_hash(relpath: &[u8]) -> String {
     let d = Md5::digest(relpath);
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(d)
 }
 
 /// Directory (relative to the store) holding one path's versions of one category.
