@@ -4,12 +4,9 @@
 //! its own capture, and `captures` is emptied once nothing is left to seal.
 
 mod common;
+use ckptfs::store::hex;
 use common::*;
 use std::io::Write;
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// A capture record as FORMAT.md gives it.
 fn record(rel: &str, content: &[u8], t: i64) -> serde_json::Value {

@@ -85,15 +85,12 @@ impl Generations {
         };
         let mut list = Vec::new();
         let mut torn = false;
-        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-            if raw.is_empty() {
-                continue;
-            }
-            match serde_json::from_slice::<Generation>(raw) {
+        for (n, _, g) in super::meta::json_lines::<Generation>(&bytes) {
+            match g {
                 Ok(g) => list.push(g),
                 Err(_) => {
                     torn = true;
-                    problems.push(format!("{GENERATIONS}: line {} unreadable, skipped", i + 1));
+                    problems.push(format!("{GENERATIONS}: line {n} unreadable, skipped"));
                 }
             }
         }
@@ -139,9 +136,8 @@ impl Generations {
         if !self.list.is_empty() {
             return Ok(0);
         }
-        let list: Vec<Generation> = bytes
-            .split(|&b| b == b'\n')
-            .filter_map(|l| serde_json::from_slice(l).ok())
+        let list: Vec<Generation> = super::meta::json_lines(bytes)
+            .filter_map(|(_, _, g)| g.ok())
             .collect();
         let mut out = Vec::new();
         for g in &list {

@@ -111,12 +111,9 @@ impl Journal {
         };
         let mut kept = Vec::new();
         let mut marks = Marks::new();
-        for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-            if raw.is_empty() {
-                continue;
-            }
-            let Ok(l) = serde_json::from_slice::<Line>(raw) else {
-                problems.push(format!("{JOURNAL}: line {} unreadable, skipped", i + 1));
+        for (n, raw, l) in super::meta::json_lines::<Line>(&bytes) {
+            let Ok(l) = l else {
+                problems.push(format!("{JOURNAL}: line {n} unreadable, skipped"));
                 continue;
             };
             let (p, to) = (unhex(&l.path_hex), l.to_hex.as_deref().map(unhex));
@@ -124,7 +121,7 @@ impl Journal {
                 (Op::Delete, _) => Change::Deleted(&p),
                 (Op::Rename, Some(to)) => Change::Renamed(&p, to),
                 (Op::Rename, None) => {
-                    problems.push(format!("{JOURNAL}: line {}: rename without to_hex", i + 1));
+                    problems.push(format!("{JOURNAL}: line {n}: rename without to_hex"));
                     continue;
                 }
             };

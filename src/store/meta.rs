@@ -565,6 +565,19 @@ pub fn write_atomic(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Result
     sys::fsync_dir_at(dir)
 }
 
+/// The lines of a JSON-lines file (`journal`, `generations`, `captures`): each
+/// non-empty line's number (from 1), its bytes, and it parsed as `T`. A line a
+/// crash or a full disk tore is an `Err` for the caller to skip and report.
+pub fn json_lines<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> impl Iterator<Item = (usize, &[u8], serde_json::Result<T>)> {
+    bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| (i + 1, l, serde_json::from_slice(l)))
+}
+
 pub fn read_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Vec<u8>> {
     let c = CString::new(name).map_err(io::Error::other)?;
     let fd = sys::openat(dir, &c, libc::O_RDONLY, 0)?;

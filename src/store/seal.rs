@@ -221,7 +221,7 @@ impl Store {
         );
         // Counted from before its record is written, so that `captures` is not
         // emptied under it; uncounted again if it fails.
-        *self.sealer.inflight.lock() += 1;
+        self.count();
         match self.capture_counted(fd, cap, how, &st, name) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -304,7 +304,11 @@ impl Store {
         // the next record.
         let mut line = Vec::with_capacity(320);
         line.push(b'\n');
-        serde_json::to_writer(&mut line, &LogLine { name, cap }).map_err(io::Error::other)?;
+        let l = LogLine {
+            name: name.into(),
+            cap: std::borrow::Cow::Borrowed(cap),
+        };
+        serde_json::to_writer(&mut line, &l).map_err(io::Error::other)?;
         line.push(b'\n');
         sys::write_all(log.as_fd(), &line)
     }
@@ -336,6 +340,11 @@ impl Store {
         }
     }
 
+    /// A capture is in flight (from before its record is written).
+    fn count(&self) {
+        *self.sealer.inflight.lock() += 1;
+    }
+
     /// `jobs` captures are sealed, dropped or failed. At 0 every record in
     /// `captures` is done with (a failed seal's record went to a `.cap` file
     /// first): the log starts afresh.
@@ -359,10 +368,10 @@ impl Store {
         let Ok(bytes) = meta::read_at(self.dir(), layout::CAPTURES) else {
             return caps;
         };
-        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            match serde_json::from_slice::<LogLineOwned>(line) {
+        for (_, _, line) in meta::json_lines::<LogLine>(&bytes) {
+            match line {
                 Ok(l) => {
-                    caps.insert(l.name, l.cap);
+                    caps.insert(l.name.into_owned(), l.cap.into_owned());
                 }
                 // A line a crash or a full disk tore: its capture has no record.
                 Err(e) => log::warn!("{}: skipping a torn record: {e}", layout::CAPTURES),
@@ -374,7 +383,7 @@ impl Store {
     /// Seal what a crash left in `incoming/`, oldest first.
     pub(super) fn recover_incoming(&self) {
         // Counted throughout, so `captures` is kept until all of it is queued.
-        *self.sealer.inflight.lock() += 1;
+        self.count();
         self.recover_counted();
         self.uncount(1);
     }
@@ -415,20 +424,20 @@ impl Store {
             }
             // A `.cap` file (format 3, or kept after a failed seal), else the log.
             let file = layout::cap_name(&name);
-            let cap = match meta::read_at(self.sealer.incoming.as_fd(), &file) {
-                Ok(b) => serde_json::from_slice::<Capture>(&b).ok().inspect(|cap| {
-                    // Into the log, so its seal leaves no file behind.
-                    if self.write_record(&name, cap).is_ok() {
-                        let c = CString::new(file).expect("no NUL");
-                        let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &c, 0);
-                    }
-                }),
-                Err(_) => logged.remove(&name),
-            };
-            match cap {
+            let from_file = meta::read_at(self.sealer.incoming.as_fd(), &file)
+                .ok()
+                .map(|b| serde_json::from_slice::<Capture>(&b).ok());
+            // Moved into the log, so its seal leaves no file behind.
+            if let Some(Some(cap)) = &from_file
+                && self.write_record(&name, cap).is_ok()
+            {
+                let c = CString::new(file).expect("no NUL");
+                let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &c, 0);
+            }
+            match from_file.unwrap_or_else(|| logged.remove(&name)) {
                 Some(cap) => {
                     log::info!("recovering capture {name}");
-                    *self.sealer.inflight.lock() += 1;
+                    self.count();
                     self.enqueue(name, cap)
                 }
                 None => log::warn!("incoming/{name}: no capture record; left for `ckptfs verify`"),
@@ -826,17 +835,12 @@ impl Drop for Hurry<'_> {
     }
 }
 
-/// A line of `captures`: the object's name in `incoming/` and its record.
-#[derive(serde::Serialize)]
+/// A line of `captures`: the object's name in `incoming/` and its record
+/// (borrowed when written, owned when read).
+#[derive(serde::Serialize, serde::Deserialize)]
 struct LogLine<'a> {
-    name: &'a str,
-    cap: &'a Capture,
-}
-
-#[derive(serde::Deserialize)]
-struct LogLineOwned {
-    name: String,
-    cap: Capture,
+    name: std::borrow::Cow<'a, str>,
+    cap: std::borrow::Cow<'a, Capture>,
 }
 
 /// What tells a state from the newest version before it.
