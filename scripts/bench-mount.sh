@@ -83,4 +83,5 @@ echo "mount after a clean unmount (snapshot, cold cache): $(t "$BIN" mount "$DIR
 echo "daemon RSS after the snapshot mount: $(rss)"
 crash; sync; echo 3 > /proc/sys/vm/drop_caches
 echo "mount after a crash (full scan, cold cache): $(t "$BIN" mount "$DIR" --config "$BASE/cfg.json") s"
+echo "daemon RSS after the full scan: $(rss)"
 "$BIN" stats "$DIR" | grep '"versions"'

@@ -200,7 +200,7 @@ impl Index {
             run.into_iter().for_each(|m| self.insert(m));
             return;
         }
-        let key = PathKey::from(&first.path[..]);
+        let key = first.path.clone();
         let mut versions: Vec<VersionMeta> = Vec::with_capacity(run.len());
         for mut m in run {
             m.path = key.clone();
@@ -521,7 +521,16 @@ fn scan_shard(
             }
             let where_ = format!("{OBJECTS}/{cat}/{shard}/{h}/{f}");
             match super::meta::read_at(hfd.as_fd(), &f).and_then(|b| VersionMeta::parse(&b)) {
-                Ok(m) => metas.push(m),
+                Ok(mut m) => {
+                    // The versions in one directory are one path's: share its
+                    // bytes, so what this thread allocated per version is freed
+                    // at once and reused, not left in its arena for good.
+                    match metas.last() {
+                        Some(l) if l.path == m.path => m.path = l.path.clone(),
+                        _ => {}
+                    }
+                    metas.push(m)
+                }
                 Err(e) if e.to_string().contains("newer ckptfs") => {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
