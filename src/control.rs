@@ -106,13 +106,49 @@ impl From<io::Error> for ControlError {
     }
 }
 
+/// A reply. Lists that grow with the store are serialized as they are
+/// written, not built as a `Value` first: the value tree of a 10,000-version
+/// history is ~28 MB, and the allocator keeps such a burst resident in the
+/// arena of the connection's thread for the daemon's life.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Value(Value),
+    Log {
+        ok: bool,
+        versions: Vec<crate::store::VersionMeta>,
+        versions_dir: String,
+    },
+    Generations {
+        ok: bool,
+        generations: Vec<crate::store::Generation>,
+    },
+}
+
+impl Reply {
+    /// The reply as the client reads it (offline commands run in-process).
+    pub fn into_value(self) -> Value {
+        match self {
+            Reply::Value(v) => v,
+            r => serde_json::to_value(r)
+                .unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})),
+        }
+    }
+}
+
+impl From<Value> for Reply {
+    fn from(v: Value) -> Self {
+        Reply::Value(v)
+    }
+}
+
 /// Requests that failed (bad request or an error reply), for the metrics.
 pub static ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-fn reply(r: Result<Value, ControlError>) -> Value {
+fn reply(r: Result<Reply, ControlError>) -> Reply {
     r.unwrap_or_else(|e| {
         ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        json!({"ok": false, "error": e.to_string()})
+        json!({"ok": false, "error": e.to_string()}).into()
     })
 }
 
@@ -181,24 +217,35 @@ fn handle(c: UnixStream, ctx: &Ctx) -> io::Result<()> {
         Ok(r) => reply(execute(r, ctx, &mut progress)),
         Err(e) => {
             ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            json!({"ok": false, "error": format!("bad request: {e}")})
+            json!({"ok": false, "error": format!("bad request: {e}")}).into()
         }
     };
-    writeln!(w, "{reply}")
+    let mut w = io::BufWriter::new(w);
+    serde_json::to_writer(&mut w, &reply)?;
+    writeln!(w)?;
+    w.flush()
 }
 
 /// Where a long request reports how far it got: (done, total).
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// Run a request against a store (also used directly when nothing is mounted).
-pub fn execute(r: Request, ctx: &Ctx, progress: Progress) -> Result<Value, ControlError> {
+pub fn execute(r: Request, ctx: &Ctx, progress: Progress) -> Result<Reply, ControlError> {
     let (store, v) = (ctx.store, ctx.versioner);
-    match r {
-        Request::Log { path } => Ok(json!({
-            "ok": true,
-            "versions": store.history(&unhex(&path)),
-            "versions_dir": ctx.versions_dir,
-        })),
+    let value = match r {
+        Request::Log { path } => {
+            return Ok(Reply::Log {
+                ok: true,
+                versions: store.history(&unhex(&path)),
+                versions_dir: ctx.versions_dir.to_string(),
+            });
+        }
+        Request::Generations { last } => {
+            return Ok(Reply::Generations {
+                ok: true,
+                generations: store.generations(last.unwrap_or(usize::MAX)),
+            });
+        }
         Request::Snapshot { path } => {
             let v = v.ok_or(ControlError::VersioningDisabled)?;
             let p = path.map(|p| unhex(&p));
@@ -238,10 +285,6 @@ pub fn execute(r: Request, ctx: &Ctx, progress: Progress) -> Result<Value, Contr
             let d = store.du();
             Ok(json!({"ok": true, "categories": d.categories, "directories": d.directories}))
         }
-        Request::Generations { last } => Ok(json!({
-            "ok": true,
-            "generations": store.generations(last.unwrap_or(usize::MAX)),
-        })),
         Request::Stats => {
             let (sealing, _) = store.busy();
             Ok(json!({
@@ -265,7 +308,8 @@ pub fn execute(r: Request, ctx: &Ctx, progress: Progress) -> Result<Value, Contr
             }))
         }
         Request::Wait { timeout_ms } => wait_quiet(store, v, timeout_ms),
-    }
+    };
+    value.map(Reply::Value)
 }
 
 /// Poll every 2 ms until quiet twice in a row (a seal finishing can start a

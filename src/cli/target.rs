@@ -111,6 +111,7 @@ impl Target {
                 data_path: None,
             };
             return control::execute(r, &ctx, progress)
+                .map(control::Reply::into_value)
                 .map_err(|e| CliError::Failed(e.to_string()));
         };
         if v["ok"].as_bool() == Some(true) {
