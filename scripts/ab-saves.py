@@ -4,7 +4,12 @@ in one run on one fresh RAM-backed ext4, beside the plain directory. On this
 VM the save rows of bench.sh swing 2-3x between runs: only an interleaved
 comparison says whether a change to the save path helped.
 
-  scripts/ab-saves.py BIN [BIN ...] [--rounds 5] [--saves 10] [--mib 64]
+  scripts/ab-saves.py BIN [BIN ...] [--rounds 5] [--saves 10] [--mib 64] [--off] [--pin CPU]
+
+--off adds the first build with versioning off (what the FUSE layer costs
+without any versioning work); --pin runs the writer on one CPU only (on
+this 2-vCPU VM the writer otherwise moves between CPUs as the daemon's
+threads answer its open and fsync, and its copies slow down).
 
 Each round runs, for fsync'd saves and for saves closed without fsync, the
 plain directory and then each build's mount (`settle_ms: 0`, `max_versions:
@@ -22,11 +27,15 @@ ap.add_argument("bins", nargs="+")
 ap.add_argument("--rounds", type=int, default=5)
 ap.add_argument("--saves", type=int, default=10)
 ap.add_argument("--mib", type=int, default=64)
+ap.add_argument("--off", action="store_true")
+ap.add_argument("--pin", type=int)
 a = ap.parse_args()
+if a.pin is not None:
+    os.sched_setaffinity(0, {a.pin})
 
 img = tempfile.mktemp(prefix="ckptfs-ab.", suffix=".img", dir="/dev/shm")
 root = tempfile.mkdtemp(prefix="ckptfs-ab.")
-size_mib = a.mib * (len(a.bins) * 5 + 2) + 1024
+size_mib = a.mib * ((len(a.bins) + 1) * 5 + 2) + 1024
 buf = os.urandom(8 << 20)
 
 
@@ -43,12 +52,20 @@ try:
     with open(cfg, "w") as f:
         f.write('{ "autosave": { "settle_ms": 0 }, "retention": { "max_versions": 3 } }')
     sides = [("native", None, os.path.join(root, "native"))]
+    off = os.path.join(root, "off.json")
+    with open(off, "w") as f:
+        f.write('{ "autosave": { "enabled": false } }')
+    configs = {}
     for k, b in enumerate(a.bins):
         sides.append((f"{k}:{os.path.basename(b)}", b, os.path.join(root, f"m{k}")))
+    if a.off:
+        sides.append(("off", a.bins[0], os.path.join(root, "off")))
+        configs[os.path.join(root, "off")] = off
     for _, b, d in sides:
         os.mkdir(d)
         if b:
-            subprocess.run([b, "mount", d, "--config", cfg], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([b, "mount", d, "--config", configs.get(d, cfg)], check=True,
+                           stdout=subprocess.DEVNULL)
             mounted.append((b, d))
     best, wbest = {}, {}
     for _ in range(a.rounds):
@@ -63,7 +80,8 @@ try:
                 best[(name, fsync)] = min(t, best.get((name, fsync), t))
                 wbest[(name, fsync)] = min(tw, wbest.get((name, fsync), tw))
     print(f"ckptfs ab-saves: {a.saves} saves of {a.mib} MiB, best of {a.rounds}, "
-          f"RAM-backed ext4; seconds (native / build)")
+          f"RAM-backed ext4{'' if a.pin is None else f', writer on CPU {a.pin}'}; "
+          f"seconds (native / build)")
     for fsync in (True, False):
         n = best[("native", fsync)]
         cols = [f"{name} {best[(name, fsync)]:.3f} ({n / best[(name, fsync)]:.2f})"
