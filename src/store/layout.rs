@@ -34,6 +34,8 @@ pub const JOURNAL: &str = "journal";
 /// Capture records, one JSON line each, appended before the content is linked
 /// into `incoming/` (format 4).
 pub const CAPTURES: &str = "captures";
+/// A rewrite of `captures` in progress (renamed over it when whole).
+pub const CAPTURES_TMP: &str = "captures.tmp";
 /// Generations, one JSON line each (format 2, optional).
 pub const GENERATIONS: &str = "generations";
 pub const OBJECTS: &str = "objects";

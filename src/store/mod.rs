@@ -4,6 +4,7 @@
 
 mod archive;
 mod at;
+mod capture_log;
 mod digest_later;
 mod error;
 mod generations;
@@ -313,6 +314,12 @@ impl Store {
         )?;
         // Only the daemon captures; a read-only open leaves the store as it is.
         let log = if adopt {
+            // A rewrite of `captures` a crash interrupted: `captures` is whole.
+            let _ = sys::unlinkat(
+                dir.as_fd(),
+                &CString::new(layout::CAPTURES_TMP).expect("no NUL"),
+                0,
+            );
             Some(sys::openat(
                 dir.as_fd(),
                 &CString::new(layout::CAPTURES).expect("no NUL"),

@@ -6,7 +6,7 @@
 //! capture shares the user's inode), so a crash before sealing loses nothing: the next mount
 //! seals what it finds there. Sealing digests, classifies, drops duplicates, moves
 //! the object to its shard and writes the metadata. `captures` is emptied whenever
-//! nothing is left to seal.
+//! nothing is left to seal (see `capture_log`).
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::layout;
 use super::meta::{self, Digest, VersionMeta};
@@ -73,7 +73,19 @@ pub(super) struct Sealer {
     pub(super) incoming: OwnedFd,
     /// `captures`, opened for appending (None in a read-only open: records go
     /// to `.cap` files then). One line is one write, so threads never interleave.
-    pub(super) log: Option<OwnedFd>,
+    /// A capture holds it shared from its record until its object is in
+    /// `incoming/`; a rewrite (`capture_log`) takes it alone.
+    pub(super) log: RwLock<Option<OwnedFd>>,
+    /// Bytes in `captures` (about: appends since it was emptied or rewritten).
+    pub(super) log_bytes: AtomicU64,
+    /// Records in `captures` (as `log_bytes`).
+    pub(super) log_records: AtomicU64,
+    /// Counts the times `captures` was emptied (a rewrite in progress checks it).
+    pub(super) log_gen: AtomicU64,
+    /// `captures` should have been emptied while a rewrite held it.
+    pub(super) empty_owed: AtomicBool,
+    /// A rewrite of `captures` is running.
+    pub(super) compacting: AtomicBool,
     /// Makes capture names unique within this process.
     pub(super) seq: AtomicU64,
     /// One queue per worker; a path always goes to the same one (in order).
@@ -110,7 +122,12 @@ impl Sealer {
         }
         Self {
             incoming,
-            log,
+            log: RwLock::new(log),
+            log_bytes: AtomicU64::new(0),
+            log_records: AtomicU64::new(0),
+            log_gen: AtomicU64::new(0),
+            empty_owed: AtomicBool::new(false),
+            compacting: AtomicBool::new(false),
             hurry: std::sync::atomic::AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             queues,
@@ -246,7 +263,8 @@ impl Store {
         // loss loses the unsynced link as well (FORMAT.md, crash assumptions).
         let will_link = how == How::Link && self.shares.same_fs;
         cap.copied = !will_link;
-        self.write_record(&name, &cap)?;
+        let log = self.sealer.log.read();
+        self.write_record(log.as_ref(), &name, &cap)?;
         let _g = self.shares.lock.lock();
         let mut linked = false;
         if will_link {
@@ -255,7 +273,7 @@ impl Store {
         if !linked {
             if will_link {
                 cap.copied = true;
-                self.write_record(&name, &cap)?;
+                self.write_record(log.as_ref(), &name, &cap)?;
             }
             let r = sys::open_path(&proc, libc::O_RDONLY, 0).and_then(|src| {
                 let dst = sys::openat(
@@ -289,42 +307,9 @@ impl Store {
             (st.st_ino, format!("{}/{name}", layout::INCOMING)),
         );
         drop(_g);
+        drop(log);
         self.enqueue(name, cap);
         Ok(())
-    }
-
-    /// The capture record: a line of `captures` (JSON, see FORMAT.md), one
-    /// write with no file to create, where a `.cap` file cost a create and an
-    /// unlink per version.
-    fn write_record(&self, name: &str, cap: &Capture) -> io::Result<()> {
-        let Some(log) = &self.sealer.log else {
-            return self.write_record_file(name, cap);
-        };
-        // Led by a newline too: a line torn by a failed write never runs into
-        // the next record.
-        let mut line = Vec::with_capacity(320);
-        line.push(b'\n');
-        let l = LogLine {
-            name: name.into(),
-            cap: std::borrow::Cow::Borrowed(cap),
-        };
-        serde_json::to_writer(&mut line, &l).map_err(io::Error::other)?;
-        line.push(b'\n');
-        sys::write_all(log.as_fd(), &line)
-    }
-
-    /// The capture record as `incoming/<name>.cap`: the format-3 form, still
-    /// used for a record that must outlive `captures` (its seal failed).
-    fn write_record_file(&self, name: &str, cap: &Capture) -> io::Result<()> {
-        let info = serde_json::to_vec(cap).map_err(io::Error::other)?;
-        let c = CString::new(layout::cap_name(name)).map_err(io::Error::other)?;
-        let f = sys::openat(
-            self.sealer.incoming.as_fd(),
-            &c,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-            0o600,
-        )?;
-        std::io::Write::write_all(&mut std::fs::File::from(f), &info)
     }
 
     /// Queue a counted capture (see `capture_once`) for sealing.
@@ -341,43 +326,20 @@ impl Store {
     }
 
     /// A capture is in flight (from before its record is written).
-    fn count(&self) {
+    pub(super) fn count(&self) {
         *self.sealer.inflight.lock() += 1;
     }
 
     /// `jobs` captures are sealed, dropped or failed. At 0 every record in
     /// `captures` is done with (a failed seal's record went to a `.cap` file
     /// first): the log starts afresh.
-    fn uncount(&self, jobs: u64) {
+    pub(super) fn uncount(&self, jobs: u64) {
         let mut n = self.sealer.inflight.lock();
         *n -= jobs;
         if *n == 0 {
-            if let Some(log) = &self.sealer.log
-                && let Err(e) = sys::ftruncate(log.as_fd(), 0)
-            {
-                log::warn!("emptying {}: {e}", layout::CAPTURES);
-            }
+            self.empty_log();
             self.sealer.idle.notify_all();
         }
-    }
-
-    /// The records in `captures` by object name (the last line for a name wins:
-    /// a capture that fell back to copying writes its record again).
-    fn read_capture_log(&self) -> HashMap<String, Capture> {
-        let mut caps = HashMap::new();
-        let Ok(bytes) = meta::read_at(self.dir(), layout::CAPTURES) else {
-            return caps;
-        };
-        for (_, _, line) in meta::json_lines::<LogLine>(&bytes) {
-            match line {
-                Ok(l) => {
-                    caps.insert(l.name.into_owned(), l.cap.into_owned());
-                }
-                // A line a crash or a full disk tore: its capture has no record.
-                Err(e) => log::warn!("{}: skipping a torn record: {e}", layout::CAPTURES),
-            }
-        }
-        caps
     }
 
     /// Seal what a crash left in `incoming/`, oldest first.
@@ -429,7 +391,9 @@ impl Store {
                 .map(|b| serde_json::from_slice::<Capture>(&b).ok());
             // Moved into the log, so its seal leaves no file behind.
             if let Some(Some(cap)) = &from_file
-                && self.write_record(&name, cap).is_ok()
+                && self
+                    .write_record(self.sealer.log.read().as_ref(), &name, cap)
+                    .is_ok()
             {
                 let c = CString::new(file).expect("no NUL");
                 let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &c, 0);
@@ -516,6 +480,7 @@ impl Store {
             self.keep_records(batch);
         }
         self.uncount(jobs);
+        self.compact_log_if_due();
         stop
     }
 
@@ -833,14 +798,6 @@ impl Drop for Hurry<'_> {
     fn drop(&mut self) {
         self.0.sealer.hurry.fetch_sub(1, Ordering::SeqCst);
     }
-}
-
-/// A line of `captures`: the object's name in `incoming/` and its record
-/// (borrowed when written, owned when read).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct LogLine<'a> {
-    name: std::borrow::Cow<'a, str>,
-    cap: std::borrow::Cow<'a, Capture>,
 }
 
 /// What tells a state from the newest version before it.
