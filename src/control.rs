@@ -72,6 +72,8 @@ pub struct Ctx<'a> {
     pub metrics: Option<&'a str>,
     /// "passthrough" or "daemon" (None offline).
     pub data_path: Option<&'static str>,
+    /// Inodes the `.versions` view holds (None offline).
+    pub view_inodes: Option<u64>,
 }
 
 /// Why a request failed; its `Display` is the reply's `error` text.
@@ -160,6 +162,7 @@ pub fn serve(
     versions_dir: String,
     metrics: Option<String>,
     passthrough: Arc<std::sync::atomic::AtomicBool>,
+    view_inodes: Arc<std::sync::atomic::AtomicU64>,
 ) -> io::Result<()> {
     let addr = SocketAddr::from_abstract_name(socket_name(store_path).as_bytes())?;
     let l = UnixListener::bind_addr(&addr)?;
@@ -169,6 +172,7 @@ pub fn serve(
             for c in l.incoming().flatten() {
                 let (s, v, d) = (store.clone(), versioner.clone(), versions_dir.clone());
                 let m = metrics.clone();
+                let vi = view_inodes.load(std::sync::atomic::Ordering::Relaxed);
                 let data_path = if passthrough.load(std::sync::atomic::Ordering::Relaxed) {
                     "passthrough"
                 } else {
@@ -181,6 +185,7 @@ pub fn serve(
                         versions_dir: &d,
                         metrics: m.as_deref(),
                         data_path: Some(data_path),
+                        view_inodes: Some(vi),
                     };
                     if let Err(e) = handle(c, &ctx) {
                         log::debug!("control: {e}");
@@ -298,6 +303,7 @@ pub fn execute(r: Request, ctx: &Ctx, progress: Progress) -> Result<Reply, Contr
                 "digests_pending": store.digests_pending(),
                 "metrics": ctx.metrics,
                 "data_path": ctx.data_path,
+                "view_inodes": ctx.view_inodes,
                 "last_seal_ns": store.stats.last_seal_ns.load(std::sync::atomic::Ordering::Relaxed),
                 "versioning": v.is_some(),
                 "archive": store.archive().map(|a| json!({

@@ -469,6 +469,7 @@ fn serve(
     store.flush_pending();
     let versioner = fs.versioner();
     let pt = fs.passthrough_flag.clone();
+    let view_inodes = fs.view_inodes.clone();
     let wb = fs.writeback_flag.clone();
     let ops = fs.op_stats.clone();
     let made = if is_root {
@@ -507,6 +508,7 @@ fn serve(
         args.config.versions_dir.name.clone(),
         metrics_at.map(|a| format!("http://{a}/metrics")),
         pt.clone(),
+        view_inodes,
     ) {
         log::warn!("control socket: {e} (log/snapshot/gc will not reach this daemon)");
     }

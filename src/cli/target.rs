@@ -109,6 +109,7 @@ impl Target {
                 versions_dir: &cfg.versions_dir.name,
                 metrics: None,
                 data_path: None,
+                view_inodes: None,
             };
             return control::execute(r, &ctx, progress)
                 .map(control::Reply::into_value)

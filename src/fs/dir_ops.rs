@@ -145,7 +145,9 @@ impl CkptFs {
             let Ok((a, ttl)) = r else { continue };
             if reply.add(a.ino, off, name, &ttl, &a, fuser::Generation(0)) {
                 // The kernel did not take this entry: give back its lookup reference.
-                if !virt {
+                if versions_view::is_virtual(a.ino.0) {
+                    self.view.forget(a.ino.0, 1);
+                } else {
                     self.inodes.forget(a.ino.0, 1);
                 }
                 break;

@@ -100,7 +100,9 @@ impl Filesystem for CkptFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         let _t = self.timed(Op::Forget);
-        if !versions_view::is_virtual(ino.0) {
+        if versions_view::is_virtual(ino.0) {
+            self.view.forget(ino.0, nlookup);
+        } else {
             self.inodes.forget(ino.0, nlookup);
         }
     }

@@ -47,6 +47,8 @@ pub struct CkptFs {
     view: versions_view::View,
     /// Set in `init` when the kernel accepted passthrough (also read by the daemon).
     pub passthrough_flag: Arc<AtomicBool>,
+    /// How many inodes the `.versions` view holds (`ckptfs stats`).
+    pub view_inodes: Arc<std::sync::atomic::AtomicU64>,
     /// Set in `init` when the kernel accepted the writeback cache.
     pub writeback_flag: Arc<AtomicBool>,
     /// Request counts and latency, when `FsOptions::count_requests` (the
@@ -81,12 +83,14 @@ impl CkptFs {
         let versioner = store.as_ref().filter(|_| vopts.enabled).map(|s| {
             versioning::Versioner::start(inodes.clone(), handles.clone(), s.clone(), vopts)
         });
+        let view = versions_view::View::new(
+            store.clone(),
+            Some(inodes.clone()),
+            opts.hidden_store.as_ref().map(|(_, n)| n.clone()),
+        );
         Ok(Self {
-            view: versions_view::View::new(
-                store.clone(),
-                Some(inodes.clone()),
-                opts.hidden_store.as_ref().map(|(_, n)| n.clone()),
-            ),
+            view_inodes: view.nodes_held(),
+            view,
             inodes,
             handles,
             versioner,

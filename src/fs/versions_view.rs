@@ -74,15 +74,24 @@ fn generation_entries(gens: &[crate::store::Generation]) -> Vec<DirEntry> {
 }
 
 #[derive(Default)]
+/// The view's inodes. Each is kept while the kernel holds it: from its first
+/// lookup until the kernel forgets as many lookups as it was given (a walk
+/// of `.versions`, or of `@<T>` for many instants, would otherwise keep a
+/// node per path visited for the daemon's life).
 struct Nodes {
-    by_node: HashMap<Node, u64>,
-    by_ino: HashMap<u64, Node>,
+    by_node: HashMap<Arc<Node>, u64>,
+    /// The node and the lookups the kernel holds of it.
+    by_ino: HashMap<u64, (Arc<Node>, u64)>,
+    /// The next number: never reused while the daemon runs.
+    next: u64,
 }
 
 pub struct View {
     store: Option<Arc<Store>>,
     inodes: Option<Arc<InodeStore>>,
     nodes: RwLock<Nodes>,
+    /// How many inodes the view holds (`ckptfs stats`: `view_inodes`).
+    nodes_held: Arc<std::sync::atomic::AtomicU64>,
     /// The store's directory name when it sits at the top of the live tree.
     hidden: Option<Vec<u8>>,
 }
@@ -227,13 +236,19 @@ impl View {
         inodes: Option<Arc<InodeStore>>,
         hidden: Option<Vec<u8>>,
     ) -> Self {
-        let mut nodes = Nodes::default();
-        nodes.by_node.insert(Node::Dir(Vec::new()), VIRT_BASE);
-        nodes.by_ino.insert(VIRT_BASE, Node::Dir(Vec::new()));
+        // `.versions` itself: never forgotten (see `forget`).
+        let root = Arc::new(Node::Dir(Vec::new()));
+        let mut nodes = Nodes {
+            next: VIRT_BASE + 1,
+            ..Nodes::default()
+        };
+        nodes.by_node.insert(root.clone(), VIRT_BASE);
+        nodes.by_ino.insert(VIRT_BASE, (root, 1));
         Self {
             store,
             inodes,
             nodes: RwLock::new(nodes),
+            nodes_held: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             hidden,
         }
     }
@@ -242,18 +257,56 @@ impl View {
         self.store.as_ref().ok_or_else(|| err(libc::ENOENT))
     }
 
-    fn ino(&self, n: Node) -> u64 {
-        if let Some(i) = self.nodes.read().by_node.get(&n) {
-            return *i;
+    /// The inode of `n` for a reply that gives the kernel a lookup of it
+    /// (`forget` gives it back).
+    fn looked_up(&self, n: Node) -> u64 {
+        let mut w = self.nodes.write();
+        if let Some(&i) = w.by_node.get(&n) {
+            if let Some(e) = w.by_ino.get_mut(&i) {
+                e.1 += 1;
+            }
+            return i;
+        }
+        let i = w.next;
+        w.next += 1;
+        let n = Arc::new(n);
+        w.by_node.insert(n.clone(), i);
+        w.by_ino.insert(i, (n, 1));
+        self.nodes_held
+            .store(w.by_ino.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        i
+    }
+
+    /// The kernel dropped `n` lookups of `ino`: at none left, the node goes.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == VIRT_BASE {
+            return;
         }
         let mut w = self.nodes.write();
-        if let Some(i) = w.by_node.get(&n) {
-            return *i;
+        let Some(e) = w.by_ino.get_mut(&ino) else {
+            return;
+        };
+        e.1 = e.1.saturating_sub(n);
+        if e.1 == 0
+            && let Some((node, _)) = w.by_ino.remove(&ino)
+        {
+            w.by_node.remove(&*node);
+            self.nodes_held
+                .store(w.by_ino.len() as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        let next = VIRT_BASE + w.by_ino.len() as u64;
-        w.by_node.insert(n.clone(), next);
-        w.by_ino.insert(next, n);
-        next
+    }
+
+    /// How many inodes the view holds, live (for `ckptfs stats`).
+    pub fn nodes_held(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.nodes_held.clone()
+    }
+
+    /// The lookup of `node` as `ino` for a reply: its attributes, or the
+    /// lookup given back when there are none.
+    fn reply_entry(&self, ino: u64, node: &Node) -> io::Result<(FileAttr, Duration)> {
+        self.attr(ino, node).map(|a| (a, VTTL)).inspect_err(|_| {
+            self.forget(ino, 1);
+        })
     }
 
     fn node(&self, ino: u64) -> io::Result<Node> {
@@ -261,7 +314,7 @@ impl View {
             .read()
             .by_ino
             .get(&ino)
-            .cloned()
+            .map(|(n, _)| Node::clone(n))
             .ok_or_else(|| err(libc::ENOENT))
     }
 
@@ -364,8 +417,8 @@ impl View {
             Node::At(t, d) => {
                 // One resolution: the attributes say whether it existed at T.
                 let node = Node::At(t, join(&d, name.as_bytes()));
-                let ino = self.ino(node.clone());
-                return Ok((self.attr(ino, &node)?, VTTL));
+                let ino = self.looked_up(node.clone());
+                return self.reply_entry(ino, &node);
             }
             _ => return Err(err(libc::ENOTDIR)),
         };
@@ -375,8 +428,8 @@ impl View {
         if p.is_empty() && name.first() == Some(&b'@') {
             if let Some(t) = self.instant(&name[1..]) {
                 let node = Node::At(t, Vec::new());
-                let ino = self.ino(node.clone());
-                return Ok((self.attr(ino, &node)?, VTTL));
+                let ino = self.looked_up(node.clone());
+                return self.reply_entry(ino, &node);
             }
             if name.starts_with(b"@@") {
                 name = &name[1..];
@@ -414,8 +467,8 @@ impl View {
                 }
             },
         };
-        let ino = self.ino(node.clone());
-        Ok((self.attr(ino, &node)?, VTTL))
+        let ino = self.looked_up(node.clone());
+        self.reply_entry(ino, &node)
     }
 
     /// The instant a top-level `@…` name stands for: a UTC stamp, or
