@@ -73,11 +73,11 @@ fn generation_entries(gens: &[crate::store::Generation]) -> Vec<DirEntry> {
     out
 }
 
-#[derive(Default)]
 /// The view's inodes. Each is kept while the kernel holds it: from its first
 /// lookup until the kernel forgets as many lookups as it was given (a walk
 /// of `.versions`, or of `@<T>` for many instants, would otherwise keep a
 /// node per path visited for the daemon's life).
+#[derive(Default)]
 struct Nodes {
     by_node: HashMap<Arc<Node>, u64>,
     /// The node and the lookups the kernel holds of it.

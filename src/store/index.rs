@@ -200,6 +200,7 @@ impl Index {
             run.into_iter().for_each(|m| self.insert(m));
             return;
         }
+        // The loaded path itself (shared by a scan's versions of one path).
         let key = first.path.clone();
         let mut versions: Vec<VersionMeta> = Vec::with_capacity(run.len());
         for mut m in run {
@@ -525,9 +526,10 @@ fn scan_shard(
                     // The versions in one directory are one path's: share its
                     // bytes, so what this thread allocated per version is freed
                     // at once and reused, not left in its arena for good.
-                    match metas.last() {
-                        Some(l) if l.path == m.path => m.path = l.path.clone(),
-                        _ => {}
+                    if let Some(l) = metas.last()
+                        && l.path == m.path
+                    {
+                        m.path = l.path.clone();
                     }
                     metas.push(m)
                 }
