@@ -58,9 +58,6 @@ impl Store {
         serde_json::to_writer(&mut line, &l).map_err(io::Error::other)?;
         line.push(b'\n');
         sys::write_all(log.as_fd(), &line)?;
-        self.sealer
-            .log_bytes
-            .fetch_add(line.len() as u64, Ordering::Relaxed);
         self.sealer.log_records.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -98,50 +95,45 @@ impl Store {
         caps
     }
 
-    /// Nothing is in flight (the caller holds `inflight` at 0): every record
-    /// is done with, so the log starts afresh. When a rewrite holds the log,
-    /// the rewrite empties it instead.
+    /// Nothing is in flight: every record is done with, so the log starts
+    /// afresh. The caller holds `inflight` (at 0), so no capture holds the
+    /// log or writes a record meanwhile. While a rewrite runs it is left to
+    /// the rewrite, decided under the log's lock, which the rewrite takes
+    /// when it starts (and never holds while waiting for `inflight`).
     pub(super) fn empty_log(&self) {
-        let log = self.sealer.log.try_write().or_else(|| {
-            // Whoever holds it (a rewrite) empties it when done; it may have
-            // let go already.
+        let log = self.sealer.log.write();
+        if self.sealer.compacting.load(Ordering::SeqCst) {
             self.sealer.empty_owed.store(true, Ordering::SeqCst);
-            self.sealer.log.try_write()
-        });
-        if let Some(log) = log {
-            self.empty_log_held(log.as_ref());
+            return;
         }
-    }
-
-    fn empty_log_held(&self, log: Option<&OwnedFd>) {
-        self.sealer.empty_owed.store(false, Ordering::SeqCst);
-        let Some(fd) = log else { return };
+        let Some(fd) = log.as_ref() else { return };
         match sys::ftruncate(fd.as_fd(), 0) {
-            Ok(()) => {
-                self.sealer.log_bytes.store(0, Ordering::Relaxed);
-                self.sealer.log_records.store(0, Ordering::Relaxed);
-                self.sealer.log_gen.fetch_add(1, Ordering::SeqCst);
-            }
+            Ok(()) => self.sealer.log_records.store(0, Ordering::Relaxed),
             Err(e) => log::warn!("emptying {}: {e}", layout::CAPTURES),
         }
     }
 
     /// Rewrite `captures` when it has grown past its bound (see `COMPACT_MIN`).
     pub(super) fn compact_log_if_due(&self) {
-        let due = self.sealer.log_bytes.load(Ordering::Relaxed) > COMPACT_MIN
+        let size = {
+            let log = self.sealer.log.read();
+            let fd = log.as_ref().and_then(|fd| sys::fstat(fd.as_fd()).ok());
+            fd.map_or(0, |st| st.st_size as u64)
+        };
+        let due = size > COMPACT_MIN
             && self.sealer.log_records.load(Ordering::Relaxed) > 2 * *self.sealer.inflight.lock();
-        if (due || self.sealer.empty_owed.load(Ordering::SeqCst))
-            && !self.sealer.compacting.swap(true, Ordering::SeqCst)
-        {
-            if due && let Err(e) = self.compact_log() {
-                log::warn!("rewriting {}: {e}", layout::CAPTURES);
-            }
-            self.sealer.compacting.store(false, Ordering::SeqCst);
-            // Held while emptying: a capture counts itself before its record.
-            let inflight = self.sealer.inflight.lock();
-            if *inflight == 0 && self.sealer.empty_owed.load(Ordering::SeqCst) {
-                self.empty_log();
-            }
+        if !due || self.sealer.compacting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.compact_log() {
+            log::warn!("rewriting {}: {e}", layout::CAPTURES);
+        }
+        // Under `inflight`, as `empty_log` is called: an emptying either
+        // came before (owed) or comes after and does it itself.
+        let inflight = self.sealer.inflight.lock();
+        self.sealer.compacting.store(false, Ordering::SeqCst);
+        if self.sealer.empty_owed.swap(false, Ordering::SeqCst) && *inflight == 0 {
+            self.empty_log();
         }
     }
 
@@ -153,17 +145,15 @@ impl Store {
     /// renamed over the old: a crash leaves one or the other, each with every
     /// live record.
     fn compact_log(&self) -> io::Result<()> {
-        let (len0, gen0) = {
+        // From here until the rewrite ends the log is not emptied (`empty_log`).
+        let len0 = {
             let Some(log) = self.sealer.log.try_write_for(GATE_WAIT) else {
                 return Ok(());
             };
             let Some(fd) = log.as_ref() else {
                 return Ok(());
             };
-            (
-                sys::fstat(fd.as_fd())?.st_size as u64,
-                self.sealer.log_gen.load(Ordering::SeqCst),
-            )
+            sys::fstat(fd.as_fd())?.st_size as u64
         };
         let name = CString::new(layout::CAPTURES).expect("no NUL");
         let tmp = CString::new(layout::CAPTURES_TMP).expect("no NUL");
@@ -179,7 +169,7 @@ impl Store {
             libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
             0o600,
         )?;
-        let r = self.rewrite(&mut old, &new, len0, gen0, &tmp, &name);
+        let r = self.rewrite(&mut old, &new, len0, &tmp, &name);
         if !matches!(r, Ok(true)) {
             let _ = sys::unlinkat(self.dir(), &tmp, 0);
         }
@@ -192,7 +182,6 @@ impl Store {
         old: &mut std::fs::File,
         new: &OwnedFd,
         len0: u64,
-        gen0: u64,
         tmp: &CString,
         name: &CString,
     ) -> io::Result<bool> {
@@ -224,10 +213,6 @@ impl Store {
         let Some(mut log) = self.sealer.log.try_write_for(GATE_WAIT) else {
             return Ok(false);
         };
-        if self.sealer.log_gen.load(Ordering::SeqCst) != gen0 {
-            // Emptied meanwhile: what was read is all done with.
-            return Ok(false);
-        }
         old.seek(io::SeekFrom::Start(len0))?;
         let mut tail = Vec::new();
         old.read_to_end(&mut tail)?;
@@ -239,7 +224,6 @@ impl Store {
         let fd = new.try_clone()?;
         sys::renameat2(self.dir(), tmp, self.dir(), name, 0)?;
         *log = Some(fd);
-        self.sealer.log_bytes.store(size, Ordering::Relaxed);
         self.sealer.log_records.store(records, Ordering::Relaxed);
         log::debug!("{}: {len0} bytes rewritten as {size}", layout::CAPTURES);
         Ok(true)

@@ -76,13 +76,9 @@ pub(super) struct Sealer {
     /// A capture holds it shared from its record until its object is in
     /// `incoming/`; a rewrite (`capture_log`) takes it alone.
     pub(super) log: RwLock<Option<OwnedFd>>,
-    /// Bytes in `captures` (about: appends since it was emptied or rewritten).
-    pub(super) log_bytes: AtomicU64,
-    /// Records in `captures` (as `log_bytes`).
+    /// Records in `captures` (about: appends since it was emptied or rewritten).
     pub(super) log_records: AtomicU64,
-    /// Counts the times `captures` was emptied (a rewrite in progress checks it).
-    pub(super) log_gen: AtomicU64,
-    /// `captures` should have been emptied while a rewrite held it.
+    /// `captures` should have been emptied while a rewrite ran.
     pub(super) empty_owed: AtomicBool,
     /// A rewrite of `captures` is running.
     pub(super) compacting: AtomicBool,
@@ -123,9 +119,7 @@ impl Sealer {
         Self {
             incoming,
             log: RwLock::new(log),
-            log_bytes: AtomicU64::new(0),
             log_records: AtomicU64::new(0),
-            log_gen: AtomicU64::new(0),
             empty_owed: AtomicBool::new(false),
             compacting: AtomicBool::new(false),
             hurry: std::sync::atomic::AtomicUsize::new(0),
