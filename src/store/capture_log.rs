@@ -233,33 +233,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CompressOptions, How, Reason, StoreOptions};
-    use std::os::fd::AsFd;
-    use std::path::PathBuf;
-    use std::sync::Arc;
-
-    fn store(tag: &str) -> (PathBuf, Arc<Store>) {
-        let root = std::env::temp_dir().join(format!("ckptfs-caplog-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("store")).unwrap();
-        std::fs::create_dir_all(root.join("live")).unwrap();
-        let c = CString::new(root.join("store").as_os_str().as_encoded_bytes()).unwrap();
-        let fd = sys::open_path(&c, libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
-        let opts = StoreOptions {
-            retention: crate::config::Retention::default().rules().unwrap(),
-            categories: Default::default(),
-            compression: CompressOptions {
-                after: Duration::from_secs(1 << 30),
-                categories: Vec::new(),
-                level: 3,
-            },
-            settle: Duration::ZERO,
-            archive: None,
-        };
-        let s = Store::open(fd, opts, true).unwrap();
-        s.start_workers();
-        (root, s)
-    }
+    use crate::store::Reason;
+    use crate::store::testing::{capture_file, store, wait_for};
 
     fn log_len(root: &std::path::Path) -> u64 {
         std::fs::metadata(root.join("store").join(layout::CAPTURES))
@@ -267,35 +242,17 @@ mod tests {
             .len()
     }
 
-    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-        let t = std::time::Instant::now();
-        while !cond() {
-            assert!(t.elapsed() < Duration::from_secs(120), "timed out: {what}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// A stream of captures that never lets `inflight` reach 0 (here one
     /// capture held in flight throughout) never empties the log: it is
     /// rewritten instead, and keeps only what is still to seal.
     #[test]
     fn a_log_that_is_never_emptied_is_rewritten_without_its_sealed_records() {
-        let (root, s) = store("stream");
+        let (root, s) = store("caplog-stream");
         s.count();
         let _h = s.hurry();
         const N: usize = 6000;
         for i in 0..N {
-            let p = root.join("live").join(format!("f{i}"));
-            std::fs::write(&p, format!("state {i}")).unwrap();
-            let f = std::fs::File::open(&p).unwrap();
-            s.capture(
-                f.as_fd(),
-                format!("f{i}").as_bytes(),
-                Reason::Close,
-                None,
-                How::Link,
-            )
-            .unwrap();
+            capture_file(&root, &s, &format!("f{i}"), format!("state {i}").as_bytes());
         }
         let written = s.stats.captures_linked.load(Ordering::Relaxed) as usize;
         assert_eq!(written, N);
@@ -317,7 +274,7 @@ mod tests {
     /// mount is theirs.
     #[test]
     fn a_rewrite_keeps_the_records_of_objects_still_in_incoming() {
-        let (root, s) = store("keep");
+        let (root, s) = store("caplog-keep");
         s.count();
         let cap = |t: i64| Capture {
             path_hex: crate::store::hex(b"a.bin"),

@@ -19,6 +19,8 @@ mod seal;
 mod share;
 mod snapshot;
 pub mod space;
+#[cfg(test)]
+mod testing;
 pub mod timeline;
 mod usage;
 pub mod verify;
@@ -249,6 +251,10 @@ pub struct Store {
     /// Held shared by everything that changes objects or metadata, exclusively
     /// by `verify` while it compares the index with the disk.
     pub(crate) quiesce: RwLock<()>,
+    /// Unit tests stop an eviction between deleting the object and dropping
+    /// its index entry here.
+    #[cfg(test)]
+    evict_gap: testing::Gate,
 }
 
 impl Store {
@@ -378,6 +384,8 @@ impl Store {
             generations: Mutex::new(gens),
             archive,
             quiesce: RwLock::new(()),
+            #[cfg(test)]
+            evict_gap: testing::Gate::default(),
         });
         store.learn_from_index();
         if adopt && store.archive.is_some() {

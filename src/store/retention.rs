@@ -231,6 +231,8 @@ impl Store {
             })
             .unwrap_or(0);
         sys::unlinkat(dfd.as_fd(), &CString::new(data).unwrap(), 0)?;
+        #[cfg(test)]
+        self.evict_gap.pass();
         if freed > 0 {
             inodes += 1;
         }

@@ -61,14 +61,19 @@ impl Store {
         let total = all.len();
         for (n, m) in all.iter().enumerate() {
             progress(n, total);
-            if let Err(e) = self.check_one(m) {
-                // Retention or compression may have changed it meanwhile.
+            if self.check_one(m).is_err() {
+                // Retention, eviction or compression may be changing it right
+                // now (an eviction deletes the object before the index entry).
+                // They all hold `quiesce` shared: with it held alone, check the
+                // version the index holds now, once more.
+                let _q = self.quiesce.write();
                 let current = self.with_index(|i| {
                     i.get(m.relpath())
                         .and_then(|h| h.get(m.number))
-                        .map(|c| c.object_ino)
+                        .filter(|c| c.object_ino == m.object_ino)
+                        .cloned()
                 });
-                if current == Some(m.object_ino) {
+                if let Some(e) = current.and_then(|c| self.check_one(&c).err()) {
                     let obj = self.object_path(m);
                     let what = if e.kind() == io::ErrorKind::NotFound {
                         format!("object {obj} is missing")
@@ -282,5 +287,42 @@ impl Store {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::{capture_file, store, wait_for};
+
+    /// An eviction deletes the object a moment before the index entry;
+    /// `verify` running in that moment must not call the version missing.
+    #[test]
+    fn verify_during_an_eviction_reports_nothing() {
+        let (root, s) = store("verify-evict");
+        capture_file(&root, &s, "a.bin", b"first");
+        capture_file(&root, &s, "a.bin", b"second");
+        wait_for("both captures sealed", || {
+            s.with_index(|i| i.total_versions()) == 2
+        });
+        s.evict_gap.arm();
+        let evictor = {
+            let s = s.clone();
+            std::thread::spawn(move || s.evict_counted(b"a.bin", 1).unwrap())
+        };
+        // The object is gone and the index still lists it.
+        s.evict_gap.wait_inside();
+        let verifier = {
+            let s = s.clone();
+            std::thread::spawn(move || s.verify(|_, _| {}))
+        };
+        // Long enough for a verify that does not wait to read both versions.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        s.evict_gap.open();
+        evictor.join().unwrap();
+        let problems = verifier.join().unwrap();
+        let msgs: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert!(msgs.is_empty(), "{msgs:?}");
+        assert_eq!(s.with_index(|i| i.total_versions()), 1);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
