@@ -74,6 +74,9 @@ pub struct Ctx<'a> {
     pub data_path: Option<&'static str>,
     /// Inodes the `.versions` view holds (None offline).
     pub view_inodes: Option<u64>,
+    /// FUSE requests answered so far, by operation (None offline, or when
+    /// no metrics are served: only then are requests counted).
+    pub fuse_requests: Option<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// Why a request failed; its `Display` is the reply's `error` text.
@@ -154,6 +157,14 @@ fn reply(r: Result<Reply, ControlError>) -> Reply {
     })
 }
 
+/// What the mounted filesystem shares with the control socket.
+pub struct Live {
+    pub passthrough: Arc<std::sync::atomic::AtomicBool>,
+    pub view_inodes: Arc<std::sync::atomic::AtomicU64>,
+    /// Counted only when metrics are served.
+    pub ops: Option<Arc<crate::fs::op_stats::OpStats>>,
+}
+
 /// Start serving; the thread lives as long as the process.
 pub fn serve(
     store: Arc<Store>,
@@ -161,8 +172,7 @@ pub fn serve(
     store_path: &Path,
     versions_dir: String,
     metrics: Option<String>,
-    passthrough: Arc<std::sync::atomic::AtomicBool>,
-    view_inodes: Arc<std::sync::atomic::AtomicU64>,
+    live: Live,
 ) -> io::Result<()> {
     let addr = SocketAddr::from_abstract_name(socket_name(store_path).as_bytes())?;
     let l = UnixListener::bind_addr(&addr)?;
@@ -172,8 +182,16 @@ pub fn serve(
             for c in l.incoming().flatten() {
                 let (s, v, d) = (store.clone(), versioner.clone(), versions_dir.clone());
                 let m = metrics.clone();
-                let vi = view_inodes.load(std::sync::atomic::Ordering::Relaxed);
-                let data_path = if passthrough.load(std::sync::atomic::Ordering::Relaxed) {
+                let vi = live.view_inodes.load(std::sync::atomic::Ordering::Relaxed);
+                let requests = live.ops.as_ref().map(|ops| {
+                    let by_op: std::collections::BTreeMap<&'static str, u64> = ops
+                        .snapshot()
+                        .into_iter()
+                        .map(|o| (o.op, o.latency.count))
+                        .collect();
+                    by_op
+                });
+                let data_path = if live.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
                     "passthrough"
                 } else {
                     "daemon"
@@ -186,6 +204,7 @@ pub fn serve(
                         metrics: m.as_deref(),
                         data_path: Some(data_path),
                         view_inodes: Some(vi),
+                        fuse_requests: requests,
                     };
                     if let Err(e) = handle(c, &ctx) {
                         log::debug!("control: {e}");
@@ -304,6 +323,7 @@ pub fn execute(r: Request, ctx: &Ctx, progress: Progress) -> Result<Reply, Contr
                 "metrics": ctx.metrics,
                 "data_path": ctx.data_path,
                 "view_inodes": ctx.view_inodes,
+                "fuse_requests": ctx.fuse_requests,
                 "last_seal_ns": store.stats.last_seal_ns.load(std::sync::atomic::Ordering::Relaxed),
                 "versioning": v.is_some(),
                 "archive": store.archive().map(|a| json!({

@@ -472,6 +472,7 @@ fn serve(
     let view_inodes = fs.view_inodes.clone();
     let wb = fs.writeback_flag.clone();
     let ops = fs.op_stats.clone();
+    let notifier = fs.notifier.clone();
     let made = if is_root {
         fuser::Session::new(fs, mountpoint, &cfg)
     } else {
@@ -492,11 +493,12 @@ fn serve(
             return fail(msg);
         }
     };
+    let _ = notifier.set(session.notifier());
     let versioner_m = versioner.clone();
     let mut metrics_at = None;
     if let Some(l) = metrics {
         metrics_at = l.local_addr().ok();
-        let src = crate::metrics::Sources::new(store.clone(), versioner_m, ops, pt.clone());
+        let src = crate::metrics::Sources::new(store.clone(), versioner_m, ops.clone(), pt.clone());
         if let Err(e) = crate::metrics::serve(l, src) {
             log::warn!("metrics endpoint: {e}");
         }
@@ -507,8 +509,11 @@ fn serve(
         store_path,
         args.config.versions_dir.name.clone(),
         metrics_at.map(|a| format!("http://{a}/metrics")),
-        pt.clone(),
-        view_inodes,
+        crate::control::Live {
+            passthrough: pt.clone(),
+            view_inodes,
+            ops: ops.clone(),
+        },
     ) {
         log::warn!("control socket: {e} (log/snapshot/gc will not reach this daemon)");
     }

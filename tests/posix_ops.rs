@@ -136,6 +136,86 @@ fn files_created_by_a_user_belong_to_that_user() {
     });
 }
 
+/// Files with setuid/setgid, changed by root and by another user: the mount
+/// leaves the same permission bits as the plain directory does (the kernel's
+/// rule), in every data path, and it asks for `security.capability` about
+/// once per file, not once per write.
+#[test]
+fn setuid_and_setgid_are_cleared_as_on_the_backing_filesystem() {
+    if !can_mount() {
+        return;
+    }
+    if sh("id nobody && which setpriv fallocate").status.code() != Some(0) {
+        skip("a user `nobody`, setpriv and fallocate (util-linux)");
+        return;
+    }
+    // Files made by root in the group `nogroup`'s neighbour (root's), then
+    // written, truncated, allocated and only opened by `nobody`, and written
+    // by root. Prints each file's mode.
+    let script = |d: &std::path::Path| {
+        format!(
+            r#"cd {d}
+for f in w sgx sgl t tr fa ro rw; do printf x > $f; done
+chmod 4777 w t tr fa ro rw; chmod 6777 sgx; chmod 2767 sgl
+chmod 777 .
+setpriv --reuid=65534 --regid=65534 --clear-groups sh -ec '
+printf y >> w; printf y >> sgx; printf y >> sgl; : > t; truncate -s 0 tr
+fallocate -l 8192 fa; python3 -c "import os; os.close(os.open(\"ro\", os.O_WRONLY))"'
+printf y >> rw
+stat -c '%n %a' w sgx sgl t tr fa ro rw"#,
+            d = d.display()
+        )
+    };
+    bounded(120, move || {
+        let plain = tmpdir("sxid-plain");
+        let native = sh_ok(&script(&plain));
+        // What the kernel does, so the comparison below means something.
+        assert!(
+            native.contains("w 777\n") && native.contains("rw 4777\n"),
+            "{native}"
+        );
+        assert!(
+            native.contains("sgl 767\n") && native.contains("ro 4777\n"),
+            "{native}"
+        );
+        for opts in modes_and_writeback() {
+            // Requests are counted when metrics are served.
+            let cfg = format!(
+                r#"{{"metrics": {{"listen": "127.0.0.1:{}"}}}}"#,
+                free_port()
+            );
+            let opts = Opts {
+                config: Some(cfg),
+                ..opts
+            };
+            let m = Mount::new("sxid", opts.clone());
+            let out = sh_ok(&script(&m.mnt));
+            assert_eq!(out, native, "{opts:?}");
+            // 2,000 writes of a file with no setuid: the kernel no longer asks
+            // for security.capability before each (FUSE_HANDLE_KILLPRIV_V2).
+            let before = getxattr_requests(&m);
+            sh_ok(&format!(
+                "cd {d}; python3 -c \"
+import os
+fd = os.open('many', os.O_CREAT|os.O_WRONLY, 0o644)
+for i in range(2000): os.write(fd, b'x'*100)
+os.close(fd)\"",
+                d = m.mnt.display()
+            ));
+            let asked = getxattr_requests(&m) - before;
+            assert!(asked < 10, "{opts:?}: {asked} GETXATTR for 2,000 writes");
+        }
+    });
+}
+
+/// GETXATTR requests the daemon has answered (`ckptfs stats`).
+fn getxattr_requests(m: &Mount) -> u64 {
+    let s = stats(m);
+    let n = &s["fuse_requests"];
+    assert!(n.is_object(), "{s}");
+    n["getxattr"].as_u64().unwrap_or(0)
+}
+
 #[test]
 fn security_capability_is_answered_from_memory() {
     if !can_mount() {

@@ -110,6 +110,7 @@ impl Target {
                 metrics: None,
                 data_path: None,
                 view_inodes: None,
+                fuse_requests: None,
             };
             return control::execute(r, &ctx, progress)
                 .map(control::Reply::into_value)

@@ -27,7 +27,9 @@ impl Filesystem for CkptFs {
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_EXPORT_SUPPORT;
+            | InitFlags::FUSE_EXPORT_SUPPORT
+            // No GETXATTR round trip before every write (src/fs/killpriv.rs).
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         let _ = cfg.add_capabilities(want & caps);
         // Passthrough needs CAP_SYS_ADMIN; never together with writeback cache
         // (the kernel then silently leaves passthrough off), so we never ask for it.
@@ -303,18 +305,21 @@ impl Filesystem for CkptFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let _t = self.timed(Op::Write);
-        match self.do_write(fh.0, offset, data) {
+        let kill = write_flags
+            .contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
+            .then(|| req.pid());
+        match self.do_write(fh.0, offset, data, kill) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }
@@ -509,7 +514,7 @@ impl Filesystem for CkptFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -518,7 +523,7 @@ impl Filesystem for CkptFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.timed(Op::Fallocate);
-        match self.do_fallocate(fh.0, offset, length, mode) {
+        match self.do_fallocate(req, fh.0, offset, length, mode) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
@@ -542,7 +547,7 @@ impl Filesystem for CkptFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -554,7 +559,7 @@ impl Filesystem for CkptFs {
         reply: ReplyWrite,
     ) {
         let _t = self.timed(Op::CopyFileRange);
-        match self.do_copy_file_range(fh_in.0, offset_in, fh_out.0, offset_out, len) {
+        match self.do_copy_file_range(req, fh_in.0, offset_in, fh_out.0, offset_out, len) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(errno(e)),
         }

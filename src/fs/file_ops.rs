@@ -13,6 +13,7 @@ use fuser::{BackingId, FileHandle, FopenFlags, ReplyCreate, ReplyOpen, Request};
 use super::creds::AsCaller;
 use super::handles::{FileH, Source};
 use super::inode::Inode;
+use super::killpriv;
 use super::{CkptFs, TTL, err, errno};
 use crate::sys;
 
@@ -114,17 +115,32 @@ impl CkptFs {
             }
         }
         let f = self.inodes.open(&inode, self.backing_flags(flags))?;
-        let inplace = writable
-            && flags & (libc::O_TRUNC | libc::O_APPEND) == 0
-            && self.ver().is_some_and(|v| v.versions(&inode))
-            && sys::fstat(f.as_fd()).is_ok_and(|st| st.st_size > 0);
-        let backing =
-            if self.passthrough() && inode.is_reg() && !self.daemon_path(&inode, writable, inplace)
-            {
-                Some(self.backing_for(&inode, &f, false, register)?)
-            } else {
-                None
-            };
+        if flags & libc::O_TRUNC != 0
+            && inode.is_reg()
+            && killpriv::kill_for_caller(f.as_fd(), req.pid(), req.uid())?
+        {
+            self.attrs_changed(ino);
+        }
+        let st = if writable {
+            Some(sys::fstat(f.as_fd())?)
+        } else {
+            None
+        };
+        let inplace = st.is_some_and(|st| {
+            flags & (libc::O_TRUNC | libc::O_APPEND) == 0
+                && st.st_size > 0
+                && self.ver().is_some_and(|v| v.versions(&inode))
+        });
+        // Passthrough writes never reach us: we could not clear setuid/setgid.
+        let sxid = st.is_some_and(|st| killpriv::needs_daemon_path(st.st_mode));
+        let backing = if self.passthrough()
+            && inode.is_reg()
+            && !self.daemon_path(&inode, writable, inplace || sxid)
+        {
+            Some(self.backing_for(&inode, &f, false, register)?)
+        } else {
+            None
+        };
         // With passthrough the daemon never sees the writes: an open for writing
         // counts as dirty; sealing skips states identical to the last version.
         let dirty = writable && (backing.is_some() || flags & libc::O_TRUNC != 0);
@@ -165,8 +181,9 @@ impl CkptFs {
         register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> io::Result<(fuser::FileAttr, u64, Option<Arc<BackingId>>)> {
         let (p, pfd, cname) = self.at(parent, name)?;
-        // A new file under pressure is written on the daemon data path.
-        let pt = self.passthrough() && !self.pressure_open();
+        // A new file under pressure is written on the daemon data path, and
+        // one with setuid/setgid (its writes may have to clear them).
+        let pt = self.passthrough() && !killpriv::needs_daemon_path(mode) && !self.pressure_open();
         let oflags = if pt {
             // Reads and writes bypass the daemon, so our descriptor can be the
             // inode's plain read-write backing file: a new file may be opened for
@@ -263,11 +280,24 @@ impl CkptFs {
         Ok(n)
     }
 
-    pub(super) fn do_write(&self, fh: u64, offset: u64, data: &[u8]) -> io::Result<usize> {
+    /// `kill`: the kernel says the writer `pid` lacks CAP_FSETID (setuid and
+    /// setgid may have to go).
+    pub(super) fn do_write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill: Option<u32>,
+    ) -> io::Result<usize> {
         let h = self.handles.file(fh)?;
         let Source::Live(f) = &h.src else {
             return Err(err(libc::EROFS));
         };
+        if let Some(pid) = kill
+            && killpriv::kill_suidgid(f.as_fd(), pid)?
+        {
+            self.attrs_changed(h.ino);
+        }
         if let Some(inode) = &h.inode
             && let Some(v) = self.ver()
         {
@@ -314,7 +344,14 @@ impl CkptFs {
         Ok(())
     }
 
-    pub(super) fn do_fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> io::Result<()> {
+    pub(super) fn do_fallocate(
+        &self,
+        req: &Request,
+        fh: u64,
+        off: u64,
+        len: u64,
+        mode: i32,
+    ) -> io::Result<()> {
         let h = self.handles.file(fh)?;
         let Source::Live(f) = &h.src else {
             return Err(err(libc::EROFS));
@@ -325,6 +362,9 @@ impl CkptFs {
             v.before_inplace_change(inode)?;
         }
         self.with_room(|| sys::fallocate(f.as_fd(), mode, off, len))?;
+        if killpriv::kill_for_caller(f.as_fd(), req.pid(), req.uid())? {
+            self.attrs_changed(h.ino);
+        }
         h.dirty.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -336,6 +376,7 @@ impl CkptFs {
 
     pub(super) fn do_copy_file_range(
         &self,
+        req: &Request,
         fh_in: u64,
         off_in: u64,
         fh_out: u64,
@@ -358,6 +399,9 @@ impl CkptFs {
         let n = self.with_room(|| {
             sys::copy_file_range(fin.as_fd(), &mut oi, out.as_fd(), &mut oo, len as usize)
         })?;
+        if killpriv::kill_for_caller(out.as_fd(), req.pid(), req.uid())? {
+            self.attrs_changed(ho.ino);
+        }
         ho.dirty.store(true, Ordering::Relaxed);
         Ok(n)
     }

@@ -11,6 +11,7 @@ mod dispatch;
 mod file_ops;
 mod handles;
 pub mod inode;
+mod killpriv;
 mod node_ops;
 pub mod op_stats;
 mod options;
@@ -54,6 +55,23 @@ pub struct CkptFs {
     /// Request counts and latency, when `FsOptions::count_requests` (the
     /// metrics endpoint reads them).
     pub op_stats: Option<Arc<op_stats::OpStats>>,
+    /// Set by the daemon once the session exists: tells the kernel to drop
+    /// attributes it caches when the daemon changes them on its own
+    /// (`killpriv`).
+    pub notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+}
+
+impl CkptFs {
+    /// The daemon changed `ino`'s attributes outside a reply that carries
+    /// them: the kernel must ask again. Attributes only (offset -1), so this is
+    /// safe inside a request, even a write holding the inode's pages.
+    fn attrs_changed(&self, ino: u64) {
+        if let Some(n) = self.notifier.get()
+            && let Err(e) = n.inval_inode(fuser::INodeNo(ino), -1, 0)
+        {
+            log::debug!("invalidating the attributes of inode {ino}: {e}");
+        }
+    }
 }
 
 pub(crate) fn err(code: i32) -> io::Error {
@@ -97,6 +115,7 @@ impl CkptFs {
             store,
             passthrough_flag: Arc::new(AtomicBool::new(false)),
             writeback_flag: Arc::new(AtomicBool::new(false)),
+            notifier: Arc::default(),
             op_stats: opts
                 .count_requests
                 .then(|| Arc::new(op_stats::OpStats::default())),

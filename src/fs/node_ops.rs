@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use fuser::{FileAttr, Request, TimeOrNow};
 use super::attr::to_timespec;
 use super::creds::AsCaller;
 use super::inode::Inode;
+use super::killpriv;
 use super::{CkptFs, TTL, err, versions_view};
 use crate::store::Reason;
 use crate::sys;
@@ -71,14 +72,15 @@ impl CkptFs {
                 v.before_truncate(req.pid(), &inode, size)?;
             }
             let handle = s.fh.and_then(|fh| self.handles.file(fh).ok());
-            let r = match handle.filter(|h| h.ino == ino && h.writable) {
-                Some(h) => sys::ftruncate(h.fd()?.as_fd(), size),
-                None => {
-                    let f = self.inodes.open(&inode, libc::O_WRONLY)?;
-                    sys::ftruncate(f.as_fd(), size)
-                }
+            let trunc = |fd: BorrowedFd<'_>| {
+                sys::ftruncate(fd, size)?;
+                // The reply carries the new mode.
+                killpriv::kill_for_caller(fd, req.pid(), req.uid()).map(drop)
             };
-            r?;
+            match handle.filter(|h| h.ino == ino && h.writable) {
+                Some(h) => trunc(h.fd()?.as_fd())?,
+                None => trunc(self.inodes.open(&inode, libc::O_WRONLY)?.as_fd())?,
+            }
             drop(v);
             if let Some(v) = self.ver() {
                 v.note_dirty(&inode);

@@ -1,6 +1,8 @@
 //! Extended attributes, with `security.capability` answered from memory after the
-//! first look: the kernel asks for it before every write, and a round trip to the
-//! backing filesystem each time would cost more than the write.
+//! first look: the kernel asks for it before a write to a file that has
+//! setuid/setgid (before every write, when FUSE_HANDLE_KILLPRIV_V2 is not
+//! negotiated; see `killpriv`), and a look at the backing filesystem each
+//! time would cost more than the write.
 
 use std::ffi::OsStr;
 use std::io;

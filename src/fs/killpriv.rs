@@ -1,0 +1,144 @@
+//! Clearing setuid and setgid when an unprivileged caller writes or truncates.
+//!
+//! The daemon negotiates FUSE_HANDLE_KILLPRIV_V2: without it the kernel asks
+//! for `security.capability` (a GETXATTR round trip) before *every* write(2),
+//! because FUSE leaves the superblock without SB_NOSEC. With it the kernel
+//! marks inodes without setuid/setgid as needing no check, and leaves the
+//! clearing to the server. `security.capability` itself is dropped by the
+//! backing filesystem when the daemon (or a passthrough write) writes the
+//! backing file; the setuid/setgid bits are not, because the daemon's
+//! credentials hold CAP_FSETID. So the daemon clears them here, by the
+//! kernel's rule (`setattr_should_drop_suidgid`): for a caller without
+//! CAP_FSETID, setuid always, setgid when the group may execute or the
+//! caller is not in the file's group.
+//!
+//! Passthrough writes never reach the daemon, so a file with these bits is
+//! opened for writing on the daemon data path (`needs_daemon_path`).
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use crate::sys;
+
+const CAP_FSETID: u32 = 4;
+
+/// What /proc says of the caller: effective capabilities, fs gid and
+/// supplementary groups.
+struct Caller {
+    cap_eff: u64,
+    fsgid: u32,
+    groups: Vec<u32>,
+}
+
+fn caller(pid: u32) -> Option<Caller> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::trim)
+    };
+    let ids = |v: &str| -> Vec<u32> {
+        v.split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect()
+    };
+    Some(Caller {
+        cap_eff: u64::from_str_radix(field("CapEff:")?, 16).ok()?,
+        // Real, effective, saved, fs.
+        fsgid: *ids(field("Gid:")?).get(3)?,
+        groups: ids(field("Groups:").unwrap_or("")),
+    })
+}
+
+/// The permission bits after a write or truncate by a caller without
+/// CAP_FSETID, if they change. `in_group`: is the caller in the file's group.
+fn killed(mode: u32, in_group: impl FnOnce() -> bool) -> Option<u32> {
+    let mut m = mode & 0o7777;
+    m &= !libc::S_ISUID;
+    if m & libc::S_ISGID != 0 && (m & libc::S_IXGRP != 0 || !in_group()) {
+        m &= !libc::S_ISGID;
+    }
+    (m != mode & 0o7777).then_some(m)
+}
+
+/// Could a write by an unprivileged caller change this mode? Such a file is
+/// written on the daemon data path, where each write says whether to clear.
+pub(super) fn needs_daemon_path(mode: u32) -> bool {
+    mode & (libc::S_ISUID | libc::S_ISGID) != 0
+}
+
+/// Is `c` (unknown: no) in group `gid`?
+fn in_group(c: Option<&Caller>, gid: u32) -> bool {
+    c.is_some_and(|c| c.fsgid == gid || c.groups.contains(&gid))
+}
+
+/// Clear setuid/setgid on the open file `fd` for a write by `pid`, which the
+/// kernel says lacks CAP_FSETID. True if the mode changed.
+pub(super) fn kill_suidgid(fd: BorrowedFd<'_>, pid: u32) -> io::Result<bool> {
+    let st = sys::fstat(fd)?;
+    if !needs_daemon_path(st.st_mode) {
+        return Ok(false);
+    }
+    match killed(st.st_mode, || in_group(caller(pid).as_ref(), st.st_gid)) {
+        Some(m) => sys::fchmod(fd, m).map(|_| true),
+        None => Ok(false),
+    }
+}
+
+/// Clear setuid/setgid on `fd` for a truncate or allocation (O_TRUNC,
+/// setattr, fallocate, copy_file_range) by `pid`/`uid`, if it lacks
+/// CAP_FSETID: fuser does not pass the kernel's flag for these, so the daemon
+/// asks /proc itself (only for files with the bits). When /proc does not
+/// say, a caller other than root is taken to lack it: clearing where the
+/// kernel would not is the safe side. True if the mode changed.
+pub(super) fn kill_for_caller(fd: BorrowedFd<'_>, pid: u32, uid: u32) -> io::Result<bool> {
+    let st = sys::fstat(fd)?;
+    if !needs_daemon_path(st.st_mode) {
+        return Ok(false);
+    }
+    let c = caller(pid);
+    let lacks = match &c {
+        Some(c) => c.cap_eff & (1 << CAP_FSETID) == 0,
+        None => uid != 0,
+    };
+    if !lacks {
+        return Ok(false);
+    }
+    match killed(st.st_mode, || in_group(c.as_ref(), st.st_gid)) {
+        Some(m) => sys::fchmod(fd, m).map(|_| true),
+        None => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setuid_always_goes_and_setgid_unless_a_member_may_not_execute() {
+        let member = || true;
+        let stranger = || false;
+        assert_eq!(killed(libc::S_IFREG | 0o4755, member), Some(0o755));
+        assert_eq!(killed(0o6775, member), Some(0o775));
+        // Setgid without group execute (mandatory locking): kept for members.
+        assert_eq!(killed(0o2745, member), None);
+        assert_eq!(killed(0o2745, stranger), Some(0o745));
+        assert_eq!(killed(0o6745, member), Some(0o2745));
+        assert_eq!(killed(0o755, stranger), None);
+        assert!(!needs_daemon_path(0o1777));
+        assert!(needs_daemon_path(0o2664));
+        assert!(needs_daemon_path(0o4600));
+    }
+
+    #[test]
+    fn the_caller_is_read_from_proc() {
+        let me = caller(std::process::id()).expect("/proc/self/status");
+        assert_eq!(me.cap_eff & (1 << CAP_FSETID) != 0, sys::geteuid() == 0);
+        // SAFETY: plain syscall.
+        let gid = unsafe { libc::getegid() };
+        assert!(in_group(Some(&me), gid));
+        assert!(!in_group(None, gid));
+        assert!(caller(u32::MAX - 1).is_none());
+    }
+}
