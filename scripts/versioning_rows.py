@@ -7,12 +7,15 @@ Used by scripts/bench.sh.
 
   versioning_rows.py NATIVE MOUNT SETTLE0_MOUNT OFF_MOUNT --ckptfs BIN
                      [--saves 10] [--save-mib 64] [--files 10000]
-                     [--tree 200000] [--reps 3]
+                     [--tree 200000] [--reps 3] [--small-kib 64]
 
 Rows (best of --reps, seconds; ratio = native / that side):
 - fsync'd saves: --saves saves of --save-mib MiB in a row (8 MiB writes,
   fsync, close, same name, O_TRUNC), with the bytes ckptfs copied for them;
 - the same saves closed without fsync;
+- the fsync'd saves again in --small-kib KiB writes (pickle frames, h5py
+  chunks and buffered writers write small; each write(2) cost a FUSE round
+  trip before FUSE_HANDLE_KILLPRIV_V2);
 - create (4 KiB) / rename / unlink of --files files under versioned names;
 - `rm -rf` of a tree of --tree files (100 directories) made before the timing.
 Mount sides are timed until the writer returns; the store's catch-up after
@@ -34,6 +37,7 @@ ap.add_argument("--save-mib", type=int, default=64)
 ap.add_argument("--files", type=int, default=10000)
 ap.add_argument("--tree", type=int, default=200000)
 ap.add_argument("--reps", type=int, default=3)
+ap.add_argument("--small-kib", type=int, default=64)
 a = ap.parse_args()
 SIDES = [("native", a.native), ("ckptfs", a.mount), ("settle0", a.settle0), ("off", a.off)]
 buf = os.urandom(8 << 20)
@@ -54,8 +58,8 @@ def stat(d, key):
     return json.loads(out)["stats"][key]
 
 
-def saves(d, fsync):
-    return save_loop.saves(d, a.saves, a.save_mib, fsync, buf)
+def saves(d, fsync, chunk=None):
+    return save_loop.saves(d, a.saves, a.save_mib, fsync, buf, chunk)
 
 
 def meta(d):
@@ -113,9 +117,13 @@ def keep(row, side, secs, q=0.0):
 
 for _ in range(a.reps):
     for side, d in SIDES:
-        for fsync, row in ((True, "fsync'd saves"), (False, "closed saves, no fsync")):
+        for fsync, row, chunk in (
+            (True, "fsync'd saves", None),
+            (False, "closed saves, no fsync", None),
+            (True, f"fsync'd saves, {a.small_kib} KiB writes", a.small_kib << 10),
+        ):
             c0 = stat(d, "bytes_copied") if side == "ckptfs" else 0
-            s = saves(d, fsync)
+            s = saves(d, fsync, chunk)
             q = wait(d)
             if side == "ckptfs":
                 copied[row] = stat(d, "bytes_copied") - c0
