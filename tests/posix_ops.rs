@@ -149,20 +149,24 @@ fn setuid_and_setgid_are_cleared_as_on_the_backing_filesystem() {
         skip("a user `nobody`, setpriv and fallocate (util-linux)");
         return;
     }
-    // Files made by root in the group `nogroup`'s neighbour (root's), then
-    // written, truncated, allocated and only opened by `nobody`, and written
-    // by root. Prints each file's mode.
+    // Files made by root (group root), then written, truncated, allocated
+    // and only opened by `nobody` (`held` while root holds it open: on the
+    // mount that open is passthrough already), and written by root. Prints
+    // each file's mode.
     let script = |d: &std::path::Path| {
         format!(
             r#"cd {d}
-for f in w sgx sgl t tr fa ro rw; do printf x > $f; done
-chmod 4777 w t tr fa ro rw; chmod 6777 sgx; chmod 2767 sgl
+for f in w sgx sgl t tr fa ro rw held; do printf x > $f; done
+chmod 4777 w t tr fa ro rw held; chmod 6777 sgx; chmod 2767 sgl
 chmod 777 .
+exec 3< held
 setpriv --reuid=65534 --regid=65534 --clear-groups sh -ec '
 printf y >> w; printf y >> sgx; printf y >> sgl; : > t; truncate -s 0 tr
-fallocate -l 8192 fa; python3 -c "import os; os.close(os.open(\"ro\", os.O_WRONLY))"'
+fallocate -l 8192 fa; python3 -c "import os; os.close(os.open(\"ro\", os.O_WRONLY))"
+printf y >> held'
+exec 3<&-
 printf y >> rw
-stat -c '%n %a' w sgx sgl t tr fa ro rw"#,
+stat -c '%n %a' w sgx sgl t tr fa ro rw held"#,
             d = d.display()
         )
     };
@@ -178,6 +182,7 @@ stat -c '%n %a' w sgx sgl t tr fa ro rw"#,
             native.contains("sgl 767\n") && native.contains("ro 4777\n"),
             "{native}"
         );
+        assert!(native.contains("held 777\n"), "{native}");
         for opts in modes_and_writeback() {
             // Requests are counted when metrics are served.
             let cfg = format!(

@@ -141,6 +141,13 @@ impl CkptFs {
         } else {
             None
         };
+        // Already open in passthrough (one I/O mode per inode): this writer's
+        // writes will not reach us, so its setuid/setgid go now, at the open,
+        // where the kernel would clear them at its first write.
+        if sxid && backing.is_some() && killpriv::kill_for_caller(f.as_fd(), req.pid(), req.uid())?
+        {
+            self.attrs_changed(ino);
+        }
         // With passthrough the daemon never sees the writes: an open for writing
         // counts as dirty; sealing skips states identical to the last version.
         let dirty = writable && (backing.is_some() || flags & libc::O_TRUNC != 0);
