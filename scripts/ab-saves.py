@@ -5,14 +5,15 @@ VM the save rows of bench.sh swing 2-3x between runs: only an interleaved
 comparison says whether a change to the save path helped.
 
   scripts/ab-saves.py BIN [BIN ...] [--rounds 5] [--saves 10] [--mib 64] [--off] [--pin CPU]
-                     [--write-kib 8192]
+                     [--write-kib 8192] [--daemon-path]
 
 --off adds the first build with versioning off (what the FUSE layer costs
 without any versioning work); --pin runs the writer on one CPU only (on
 this 2-vCPU VM the writer otherwise moves between CPUs as the daemon's
 threads answer its open and fsync, and its copies slow down); --write-kib
 sets the size of each write(2) (many small writes are what pickle, h5py and
-loggers do; each write cost a FUSE round trip before FUSE_HANDLE_KILLPRIV_V2).
+loggers do; each write cost a FUSE round trip before FUSE_HANDLE_KILLPRIV_V2);
+--daemon-path mounts every build with --no-passthrough.
 
 Each round runs, for fsync'd saves and for saves closed without fsync, the
 plain directory and then each build's mount (`settle_ms: 0`, `max_versions:
@@ -33,6 +34,7 @@ ap.add_argument("--mib", type=int, default=64)
 ap.add_argument("--off", action="store_true")
 ap.add_argument("--pin", type=int)
 ap.add_argument("--write-kib", type=int, default=8192)
+ap.add_argument("--daemon-path", action="store_true")
 a = ap.parse_args()
 if a.pin is not None:
     os.sched_setaffinity(0, {a.pin})
@@ -68,7 +70,8 @@ try:
     for _, b, d in sides:
         os.mkdir(d)
         if b:
-            subprocess.run([b, "mount", d, "--config", configs.get(d, cfg)], check=True,
+            extra = ["--no-passthrough"] if a.daemon_path else []
+            subprocess.run([b, "mount", d, "--config", configs.get(d, cfg)] + extra, check=True,
                            stdout=subprocess.DEVNULL)
             mounted.append((b, d))
     best, wbest = {}, {}
@@ -84,7 +87,7 @@ try:
                 best[(name, fsync)] = min(t, best.get((name, fsync), t))
                 wbest[(name, fsync)] = min(tw, wbest.get((name, fsync), tw))
     print(f"ckptfs ab-saves: {a.saves} saves of {a.mib} MiB, best of {a.rounds}, "
-          f"{a.write_kib} KiB writes, "
+          f"{a.write_kib} KiB writes, {'daemon path' if a.daemon_path else 'passthrough'}, "
           f"RAM-backed ext4{'' if a.pin is None else f', writer on CPU {a.pin}'}; "
           f"seconds (native / build)")
     for fsync in (True, False):
