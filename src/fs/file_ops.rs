@@ -115,17 +115,21 @@ impl CkptFs {
             }
         }
         let f = self.inodes.open(&inode, self.backing_flags(flags))?;
-        if flags & libc::O_TRUNC != 0
-            && inode.is_reg()
-            && killpriv::kill_for_caller(f.as_fd(), req.pid(), req.uid())?
-        {
-            self.attrs_changed(ino);
-        }
-        let st = if writable {
+        let trunc = flags & libc::O_TRUNC != 0;
+        // One stat for the decisions below.
+        let mut st = if writable || trunc {
             Some(sys::fstat(f.as_fd())?)
         } else {
             None
         };
+        if trunc
+            && inode.is_reg()
+            && let Some(st) = &mut st
+            && killpriv::clear(f.as_fd(), st, req.pid(), req.uid(), None)?
+        {
+            self.attrs_changed(ino);
+        }
+        let st = st.filter(|_| writable);
         let inplace = st.is_some_and(|st| {
             flags & (libc::O_TRUNC | libc::O_APPEND) == 0
                 && st.st_size > 0
@@ -144,13 +148,15 @@ impl CkptFs {
         // Already open in passthrough (one I/O mode per inode): this writer's
         // writes will not reach us, so its setuid/setgid go now, at the open,
         // where the kernel would clear them at its first write.
-        if sxid && backing.is_some() && killpriv::kill_for_caller(f.as_fd(), req.pid(), req.uid())?
+        if backing.is_some()
+            && let Some(mut st) = st.filter(|_| sxid)
+            && killpriv::clear(f.as_fd(), &mut st, req.pid(), req.uid(), None)?
         {
             self.attrs_changed(ino);
         }
         // With passthrough the daemon never sees the writes: an open for writing
         // counts as dirty; sealing skips states identical to the last version.
-        let dirty = writable && (backing.is_some() || flags & libc::O_TRUNC != 0);
+        let dirty = writable && (backing.is_some() || trunc);
         let fh = self.handles.add_file(FileH {
             ino,
             inode: Some(inode.clone()),
@@ -301,7 +307,7 @@ impl CkptFs {
             return Err(err(libc::EROFS));
         };
         if let Some(pid) = kill
-            && killpriv::kill_suidgid(f.as_fd(), pid)?
+            && killpriv::clear_fd(f.as_fd(), pid, 0, Some(true))?
         {
             self.attrs_changed(h.ino);
         }
@@ -369,7 +375,7 @@ impl CkptFs {
             v.before_inplace_change(inode)?;
         }
         self.with_room(|| sys::fallocate(f.as_fd(), mode, off, len))?;
-        if killpriv::kill_for_caller(f.as_fd(), req.pid(), req.uid())? {
+        if killpriv::clear_fd(f.as_fd(), req.pid(), req.uid(), None)? {
             self.attrs_changed(h.ino);
         }
         h.dirty.store(true, Ordering::Relaxed);
@@ -406,7 +412,7 @@ impl CkptFs {
         let n = self.with_room(|| {
             sys::copy_file_range(fin.as_fd(), &mut oi, out.as_fd(), &mut oo, len as usize)
         })?;
-        if killpriv::kill_for_caller(out.as_fd(), req.pid(), req.uid())? {
+        if killpriv::clear_fd(out.as_fd(), req.pid(), req.uid(), None)? {
             self.attrs_changed(ho.ino);
         }
         ho.dirty.store(true, Ordering::Relaxed);

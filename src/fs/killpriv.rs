@@ -73,42 +73,48 @@ fn in_group(c: Option<&Caller>, gid: u32) -> bool {
     c.is_some_and(|c| c.fsgid == gid || c.groups.contains(&gid))
 }
 
-/// Clear setuid/setgid on the open file `fd` for a write by `pid`, which the
-/// kernel says lacks CAP_FSETID. True if the mode changed.
-pub(super) fn kill_suidgid(fd: BorrowedFd<'_>, pid: u32) -> io::Result<bool> {
-    let st = sys::fstat(fd)?;
+/// Clear setuid/setgid on the open file `fd`, whose stat is `st` (its mode
+/// is updated), for a change by `pid`/`uid`. `lacks_fsetid`: the kernel's
+/// word on a write (`FUSE_WRITE_KILL_SUIDGID`); None for O_TRUNC, truncate,
+/// fallocate and copy_file_range, whose flag fuser does not pass, so /proc
+/// is asked (only for files with the bits). When /proc does not say, a
+/// caller other than root is taken to lack it: clearing where the kernel
+/// would not is the safe side. True if the mode changed.
+pub(super) fn clear(
+    fd: BorrowedFd<'_>,
+    st: &mut libc::stat,
+    pid: u32,
+    uid: u32,
+    lacks_fsetid: Option<bool>,
+) -> io::Result<bool> {
     if !needs_daemon_path(st.st_mode) {
         return Ok(false);
     }
-    match killed(st.st_mode, || in_group(caller(pid).as_ref(), st.st_gid)) {
-        Some(m) => sys::fchmod(fd, m).map(|_| true),
-        None => Ok(false),
-    }
-}
-
-/// Clear setuid/setgid on `fd` for a truncate or allocation (O_TRUNC,
-/// setattr, fallocate, copy_file_range) by `pid`/`uid`, if it lacks
-/// CAP_FSETID: fuser does not pass the kernel's flag for these, so the daemon
-/// asks /proc itself (only for files with the bits). When /proc does not
-/// say, a caller other than root is taken to lack it: clearing where the
-/// kernel would not is the safe side. True if the mode changed.
-pub(super) fn kill_for_caller(fd: BorrowedFd<'_>, pid: u32, uid: u32) -> io::Result<bool> {
-    let st = sys::fstat(fd)?;
-    if !needs_daemon_path(st.st_mode) {
-        return Ok(false);
-    }
-    let c = caller(pid);
-    let lacks = match &c {
+    // /proc is read only when something depends on it.
+    let c = (lacks_fsetid.is_none() || st.st_mode & libc::S_ISGID != 0)
+        .then(|| caller(pid))
+        .flatten();
+    let lacks = lacks_fsetid.unwrap_or(match &c {
         Some(c) => c.cap_eff & (1 << CAP_FSETID) == 0,
         None => uid != 0,
-    };
-    if !lacks {
-        return Ok(false);
-    }
-    match killed(st.st_mode, || in_group(c.as_ref(), st.st_gid)) {
-        Some(m) => sys::fchmod(fd, m).map(|_| true),
-        None => Ok(false),
-    }
+    });
+    let new = lacks
+        .then(|| killed(st.st_mode, || in_group(c.as_ref(), st.st_gid)))
+        .flatten();
+    let Some(m) = new else { return Ok(false) };
+    sys::fchmod(fd, m)?;
+    st.st_mode = (st.st_mode & libc::S_IFMT) | m;
+    Ok(true)
+}
+
+/// [`clear`] for a caller without the file's stat at hand.
+pub(super) fn clear_fd(
+    fd: BorrowedFd<'_>,
+    pid: u32,
+    uid: u32,
+    lacks: Option<bool>,
+) -> io::Result<bool> {
+    clear(fd, &mut sys::fstat(fd)?, pid, uid, lacks)
 }
 
 #[cfg(test)]

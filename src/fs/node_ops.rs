@@ -75,7 +75,7 @@ impl CkptFs {
             let trunc = |fd: BorrowedFd<'_>| {
                 sys::ftruncate(fd, size)?;
                 // The reply carries the new mode.
-                killpriv::kill_for_caller(fd, req.pid(), req.uid()).map(drop)
+                killpriv::clear_fd(fd, req.pid(), req.uid(), None).map(drop)
             };
             match handle.filter(|h| h.ino == ino && h.writable) {
                 Some(h) => trunc(h.fd()?.as_fd())?,

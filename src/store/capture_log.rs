@@ -186,7 +186,7 @@ impl Store {
         name: &CString,
     ) -> io::Result<bool> {
         let mut out = io::BufWriter::new(std::fs::File::from(new.try_clone()?));
-        let (mut size, mut records) = (0u64, 0u64);
+        let mut records = 0u64;
         let mut rd = io::BufReader::new((&mut *old).take(len0));
         let mut line = Vec::new();
         loop {
@@ -204,7 +204,6 @@ impl Store {
                 out.write_all(b"\n")?;
                 out.write_all(raw)?;
                 out.write_all(b"\n")?;
-                size += raw.len() as u64 + 2;
                 records += 1;
             }
         }
@@ -219,13 +218,15 @@ impl Store {
         out.write_all(&tail)?;
         out.flush()?;
         records += meta::json_lines::<serde::de::IgnoredAny>(&tail).count() as u64;
-        size += tail.len() as u64;
         // Cloned first: once renamed, the log must move to the new file.
         let fd = new.try_clone()?;
         sys::renameat2(self.dir(), tmp, self.dir(), name, 0)?;
         *log = Some(fd);
         self.sealer.log_records.store(records, Ordering::Relaxed);
-        log::debug!("{}: {len0} bytes rewritten as {size}", layout::CAPTURES);
+        log::debug!(
+            "{}: {len0} bytes rewritten, {records} records kept",
+            layout::CAPTURES
+        );
         Ok(true)
     }
 }
