@@ -309,12 +309,13 @@ impl View {
         })
     }
 
-    fn node(&self, ino: u64) -> io::Result<Node> {
+    /// The node of `ino`, shared with the table (no copy of its path).
+    fn node(&self, ino: u64) -> io::Result<Arc<Node>> {
         self.nodes
             .read()
             .by_ino
             .get(&ino)
-            .map(|(n, _)| Node::clone(n))
+            .map(|(n, _)| n.clone())
             .ok_or_else(|| err(libc::ENOENT))
     }
 
@@ -412,11 +413,12 @@ impl View {
             let a = self.attr(VIRT_BASE, &Node::Dir(Vec::new()))?;
             return Ok((a, VTTL));
         }
-        let p = match self.node(parent)? {
+        let parent = self.node(parent)?;
+        let p = match &*parent {
             Node::Dir(p) => p,
             Node::At(t, d) => {
                 // One resolution: the attributes say whether it existed at T.
-                let node = Node::At(t, join(&d, name.as_bytes()));
+                let node = Node::At(*t, join(d, name.as_bytes()));
                 let ino = self.looked_up(node.clone());
                 return self.reply_entry(ino, &node);
             }
@@ -445,19 +447,19 @@ impl View {
             b".index.json" => Some(Node::Index(p.clone())),
             _ => None,
         };
-        let reserved = reserved.filter(|_| !self.history(&p).is_empty());
+        let reserved = reserved.filter(|_| !self.history(p).is_empty());
         let node = match reserved {
             Some(n) => n,
             None => match layout::parse_entry_number(name) {
                 Some(n)
-                    if self.version(&p, n).is_some_and(|m| {
-                        layout::entry_name(m.sealed_ns, m.number, m.reason().as_str(), &p) == name
+                    if self.version(p, n).is_some_and(|m| {
+                        layout::entry_name(m.sealed_ns, m.number, m.reason().as_str(), p) == name
                     }) =>
                 {
                     Node::Entry(p.clone(), n)
                 }
                 _ => {
-                    let q = join(&p, name);
+                    let q = join(p, name);
                     let s = self.store()?;
                     let exists = s.with_index(|i| i.get(&q).is_some() || i.is_dir(&q));
                     if !exists {
@@ -488,7 +490,7 @@ impl View {
 
     pub fn readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
         let n = self.node(ino)?;
-        if let Node::At(t, p) = &n {
+        if let Node::At(t, p) = &*n {
             return self.at_readlink(*t, p);
         }
         self.symlink_target(&n)
@@ -497,9 +499,10 @@ impl View {
     }
 
     pub fn list(&self, ino: u64) -> io::Result<Vec<DirEntry>> {
-        let p = match self.node(ino)? {
+        let node = self.node(ino)?;
+        let p = match &*node {
             Node::Dir(p) => p,
-            Node::At(t, d) => return self.at_list(t, &d),
+            Node::At(t, d) => return self.at_list(*t, d),
             _ => return Err(err(libc::ENOTDIR)),
         };
         let s = self.store()?;
@@ -509,8 +512,8 @@ impl View {
             kind: FileType::Directory,
         };
         let mut out = vec![dot(b"."), dot(b"..")];
-        let h = self.history(&p);
-        for c in s.with_index(|i| i.children(&p)) {
+        let h = self.history(p);
+        for c in s.with_index(|i| i.children(p)) {
             // A path that is both a file's history and a directory (a file
             // replaced by a directory): the file's reserved names win.
             if !h.is_empty() && RESERVED.contains(&c.as_slice()) {
@@ -534,7 +537,7 @@ impl View {
         if !h.is_empty() {
             for m in &h {
                 out.push(DirEntry {
-                    name: layout::entry_name(m.sealed_ns, m.number, m.reason().as_str(), &p),
+                    name: layout::entry_name(m.sealed_ns, m.number, m.reason().as_str(), p),
                     ino: 1,
                     kind: FileType::RegularFile,
                 });
@@ -565,17 +568,17 @@ impl View {
             return Err(err(libc::EROFS));
         }
         let s = self.store()?;
-        let src = match self.node(ino)? {
+        let src = match &*self.node(ino)? {
             Node::Entry(p, n) => {
-                let m = self.version(&p, n).ok_or_else(|| err(libc::ENOENT))?;
+                let m = self.version(p, *n).ok_or_else(|| err(libc::ENOENT))?;
                 match s.open_version(&m)? {
                     Content::Object(fd, size) => Source::Version(fd, size),
                     Content::Decoded(bytes) => Source::Memory(bytes),
                     Content::Archived(a) => Source::Archived(a),
                 }
             }
-            Node::Index(p) => Source::Memory(index_json(&s.history(&p))),
-            Node::At(t, p) => self.at_open(t, &p)?,
+            Node::Index(p) => Source::Memory(index_json(&s.history(p))),
+            Node::At(t, p) => self.at_open(*t, p)?,
             Node::Dir(_) => return Err(err(libc::EISDIR)),
             _ => return Err(err(libc::ELOOP)),
         };
@@ -594,9 +597,9 @@ impl View {
 
     /// The version an entry, or a file of a point-in-time tree, reads.
     fn meta_of(&self, ino: u64) -> io::Result<VersionMeta> {
-        match self.node(ino)? {
-            Node::Entry(p, n) => self.version(&p, n).ok_or_else(|| err(libc::ENOENT)),
-            Node::At(t, p) => match self.at_kind(t, &p) {
+        match &*self.node(ino)? {
+            Node::Entry(p, n) => self.version(p, *n).ok_or_else(|| err(libc::ENOENT)),
+            Node::At(t, p) => match self.at_kind(*t, p) {
                 Some(at::AtKind::File(crate::store::Found::Version(m))) => Ok(*m),
                 _ => Err(err(libc::ENODATA)),
             },
