@@ -9,7 +9,7 @@ apt-get update -qq
 # setpriv, losetup; procps: pgrep (crash torture); attr: getfattr/setfattr;
 # prometheus: the metrics test's real server and promtool for the alert rules;
 # bsdutils: script(1), the pseudo-terminal for the progress-bar test.
-apt-get install -y -qq fuse3 sqlite3 btrfs-progs e2fsprogs util-linux bsdutils procps attr prometheus >/dev/null
+apt-get install -y -qq fuse3 sqlite3 btrfs-progs e2fsprogs util-linux bsdutils procps attr acl prometheus >/dev/null
 export PATH="$HOME/.cargo/bin:$PATH"
 # fmt and clippy run in scripts/test.sh.
 command -v rustup >/dev/null && rustup component add rustfmt clippy >/dev/null 2>&1 || true

@@ -422,8 +422,8 @@ fn serve(
     };
     // Block the stop signals before any thread starts; one thread waits for them.
     let set = sys::block_signals(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
-    // The kernel already applied the caller's umask to every mode it sends us;
-    // ours must not apply a second time.
+    // The caller's umask is applied per request thread (fs::creds::CallerUmask),
+    // so that a default ACL can replace it; ours must never apply.
     sys::umask(0);
     let opts = FsOptions {
         passthrough: args.passthrough,

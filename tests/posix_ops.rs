@@ -213,6 +213,91 @@ os.close(fd)\"",
     });
 }
 
+/// POSIX ACLs through the mount behave as in the plain directory: a named
+/// user's deny and grant are enforced, a default ACL replaces the umask of
+/// what is created under it, the umask applies elsewhere, setting an ACL
+/// drops setgid for a caller outside the group, and only the owner may set
+/// one. A save keeps the file's ACL, and the file's history in `.versions`
+/// is shut to whom the ACL shuts the file to.
+#[test]
+fn posix_acls_are_enforced_as_on_the_backing_filesystem() {
+    if !can_mount() {
+        return;
+    }
+    if sh("id nobody && which setpriv setfacl getfacl")
+        .status
+        .code()
+        != Some(0)
+    {
+        skip("a user `nobody`, setpriv and setfacl/getfacl (package acl)");
+        return;
+    }
+    let script = |d: &std::path::Path| {
+        format!(
+            r#"cd {d}
+umask 022
+as_nobody() {{ setpriv --reuid=65534 --regid=65534 --clear-groups sh -c "umask 027; $1" 2>/dev/null && echo ok || echo refused; }}
+echo secret > deny; chmod 644 deny; setfacl -m u:nobody:--- deny
+echo open > grant; chmod 600 grant; setfacl -m u:nobody:r grant
+mkdir inh; setfacl -m u:nobody:rwx inh; setfacl -d -m g::rwx,o::r-x,u:nobody:rwx inh
+touch inh/f; mkdir inh/sub; touch plain-f; mkdir plain-d; mknod inh/p p
+touch sg; chown 65534:0 sg; chmod 2775 sg
+chmod 777 .
+echo secret2 > deny; echo open2 > grant
+echo "read deny: $(as_nobody 'cat deny')"
+echo "read grant: $(as_nobody 'cat grant')"
+echo "write grant: $(as_nobody 'echo x >> grant')"
+echo "nobody creates under the default ACL: $(as_nobody 'touch inh/n; mkdir inh/nd')"
+echo "nobody creates elsewhere: $(as_nobody 'touch n; mkdir nd')"
+echo "acl on another's file: $(as_nobody 'setfacl -m u:nobody:rw deny')"
+echo "acl on own setgid file: $(as_nobody 'setfacl -m u:nobody:rwx sg')"
+for f in deny grant inh inh/f inh/sub inh/p inh/n inh/nd plain-f plain-d n nd sg; do
+  echo "== $f $(stat -c '%a %U' $f)"; getfacl -cp $f 2>&1
+done"#,
+            d = d.display()
+        )
+    };
+    bounded(180, move || {
+        let plain = tmpdir("acl-plain");
+        let native = sh_ok(&script(&plain));
+        // What the kernel does, so the comparison below means something.
+        for want in [
+            "read deny: refused",
+            "read grant: open2",
+            "write grant: refused",
+            "acl on another's file: refused",
+            "acl on own setgid file: ok",
+            "== sg 775 nobody",
+            "== plain-f 644 root",
+            "== inh/f 664 root",
+            "== inh/n 664 nobody",
+            "== nd 750 nobody",
+        ] {
+            assert!(native.contains(want), "{want:?} not in:\n{native}");
+        }
+        for opts in modes_and_writeback() {
+            let m = Mount::new("acl", opts.clone());
+            let out = sh_ok(&script(&m.mnt));
+            assert_eq!(out, native, "{opts:?}");
+            // The saves above made versions of `deny` (0644 then) and `grant`:
+            // the history of each is as closed or open as the file.
+            m.wait_sealed();
+            let v = m.mnt.join(".versions");
+            let nobody_reads = |f: &str| {
+                let pick = format!("{}/{f}/latest", v.display());
+                assert!(std::path::Path::new(&pick).exists(), "{pick} missing");
+                sh(&format!(
+                    "setpriv --reuid=65534 --regid=65534 --clear-groups cat {pick}"
+                ))
+                .status
+                .success()
+            };
+            assert!(!nobody_reads("deny"), "{opts:?}: .versions/deny readable");
+            assert!(nobody_reads("grant"), "{opts:?}: .versions/grant refused");
+        }
+    });
+}
+
 /// GETXATTR requests the daemon has answered (`ckptfs stats`).
 fn getxattr_requests(m: &Mount) -> u64 {
     let s = stats(m);

@@ -15,6 +15,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use super::creds::NewMode;
 use super::op_stats::Op;
 use super::{CkptFs, TTL, attr, errno, node_ops, versions_view};
 
@@ -29,7 +30,14 @@ impl Filesystem for CkptFs {
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_EXPORT_SUPPORT
             // No GETXATTR round trip before every write (src/fs/killpriv.rs).
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            // The kernel enforces POSIX ACLs (without this, default_permissions
+            // checks the mode bits alone: an ACL's deny is ignored, its grant
+            // refused) and caches them; umask is ours to apply, so that a
+            // directory's default ACL replaces it as on a local filesystem
+            // (src/fs/creds.rs, src/fs/acl.rs).
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK;
         let _ = cfg.add_capabilities(want & caps);
         // Passthrough needs CAP_SYS_ADMIN; never together with writeback cache
         // (the kernel then silently leaves passthrough off), so we never ask for it.
@@ -165,12 +173,12 @@ impl Filesystem for CkptFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
         let _t = self.timed(Op::Mknod);
-        match self.do_mknod(req, parent.0, name, mode, rdev) {
+        match self.do_mknod(req, parent.0, name, NewMode { mode, umask }, rdev) {
             Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
@@ -182,11 +190,11 @@ impl Filesystem for CkptFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let _t = self.timed(Op::Mkdir);
-        match self.do_mkdir(req, parent.0, name, mode) {
+        match self.do_mkdir(req, parent.0, name, NewMode { mode, umask }) {
             Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
@@ -449,7 +457,7 @@ impl Filesystem for CkptFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -458,7 +466,7 @@ impl Filesystem for CkptFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.timed(Op::Setxattr);
-        match self.do_setxattr(ino.0, name, value, flags) {
+        match self.do_setxattr(req, ino.0, name, value, flags) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
         }
@@ -504,12 +512,12 @@ impl Filesystem for CkptFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         let _t = self.timed(Op::Create);
-        self.do_create(req, parent.0, name, mode, flags, reply)
+        self.do_create(req, parent.0, name, NewMode { mode, umask }, flags, reply)
     }
 
     fn fallocate(

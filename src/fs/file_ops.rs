@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use fuser::{BackingId, FileHandle, FopenFlags, ReplyCreate, ReplyOpen, Request};
 
-use super::creds::AsCaller;
+use super::creds::{AsCaller, CallerUmask, NewMode};
 use super::handles::{FileH, Source};
 use super::inode::Inode;
 use super::killpriv;
@@ -189,14 +189,15 @@ impl CkptFs {
         req: &Request,
         parent: u64,
         name: &OsStr,
-        mode: u32,
+        new: NewMode,
         flags: i32,
         register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> io::Result<(fuser::FileAttr, u64, Option<Arc<BackingId>>)> {
         let (p, pfd, cname) = self.at(parent, name)?;
         // A new file under pressure is written on the daemon data path, and
         // one with setuid/setgid (its writes may have to clear them).
-        let pt = self.passthrough() && !killpriv::needs_daemon_path(mode) && !self.pressure_open();
+        let pt =
+            self.passthrough() && !killpriv::needs_daemon_path(new.mode) && !self.pressure_open();
         let oflags = if pt {
             // Reads and writes bypass the daemon, so our descriptor can be the
             // inode's plain read-write backing file: a new file may be opened for
@@ -205,14 +206,18 @@ impl CkptFs {
         } else {
             (self.backing_flags(flags) & !libc::O_TRUNC) | libc::O_CREAT | libc::O_EXCL
         };
+        let make = || {
+            let (_u, mode) = CallerUmask::new(new);
+            sys::openat(pfd.as_fd(), &cname, oflags, mode & 0o7777)
+        };
         let r = self.with_room(|| {
             let _g = AsCaller::new(req.uid(), req.gid())?;
-            sys::openat(pfd.as_fd(), &cname, oflags, mode & 0o7777)
+            make()
         });
         let f = match r {
             Ok(f) => f,
             Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
-                let f = sys::openat(pfd.as_fd(), &cname, oflags, mode & 0o7777)?;
+                let f = make()?;
                 let pst = self.stat_inode(&p)?;
                 let gid = if pst.st_mode & libc::S_ISGID != 0 {
                     pst.st_gid
@@ -258,11 +263,11 @@ impl CkptFs {
         req: &Request,
         parent: u64,
         name: &OsStr,
-        mode: u32,
+        new: NewMode,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let r = self.create_live(req, parent, name, mode, flags, |fd| reply.open_backing(fd));
+        let r = self.create_live(req, parent, name, new, flags, |fd| reply.open_backing(fd));
         let g = fuser::Generation(0);
         match r {
             Ok((a, fh, Some(b))) => {

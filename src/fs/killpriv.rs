@@ -117,6 +117,32 @@ pub(super) fn clear_fd(
     clear(fd, &mut sys::fstat(fd)?, pid, uid, lacks)
 }
 
+/// Setting an access ACL drops setgid when the caller is neither in the
+/// file's group nor holds CAP_FSETID (the kernel's `posix_acl_update_mode`).
+/// The backing filesystem applied that rule to the daemon's credentials,
+/// which hold it; so it is applied here for the caller. `fd` may be an
+/// `O_PATH` descriptor, which cannot be fchmod'ed: `path` names the file.
+pub(super) fn clear_setgid_after_acl(
+    fd: BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    pid: u32,
+    uid: u32,
+) -> io::Result<()> {
+    let st = sys::fstat(fd)?;
+    if st.st_mode & libc::S_ISGID == 0 || st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Ok(());
+    }
+    let c = caller(pid);
+    let lacks = match &c {
+        Some(c) => c.cap_eff & (1 << CAP_FSETID) == 0,
+        None => uid != 0,
+    };
+    if lacks && !in_group(c.as_ref(), st.st_gid) {
+        sys::chmod(path, st.st_mode & 0o7777 & !libc::S_ISGID)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! Callbacks are thin shims over helpers that return `io::Result`; the errno is
 //! converted once, at reply time.
 
+mod acl;
 mod attr;
 mod creds;
 mod dir_ops;

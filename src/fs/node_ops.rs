@@ -12,7 +12,7 @@ use std::time::Duration;
 use fuser::{FileAttr, Request, TimeOrNow};
 
 use super::attr::to_timespec;
-use super::creds::AsCaller;
+use super::creds::{AsCaller, CallerUmask, NewMode};
 use super::inode::Inode;
 use super::killpriv;
 use super::{CkptFs, TTL, err, versions_view};
@@ -183,10 +183,11 @@ impl CkptFs {
         req: &Request,
         parent: u64,
         name: &OsStr,
-        mode: u32,
+        new: NewMode,
         rdev: u32,
     ) -> io::Result<FileAttr> {
         self.create_as_caller(req, parent, name, |d, n| {
+            let (_u, mode) = CallerUmask::new(new);
             sys::mknodat(d.as_fd(), n, mode, rdev as u64)
         })
     }
@@ -196,9 +197,10 @@ impl CkptFs {
         req: &Request,
         parent: u64,
         name: &OsStr,
-        mode: u32,
+        new: NewMode,
     ) -> io::Result<FileAttr> {
         self.create_as_caller(req, parent, name, |d, n| {
+            let (_u, mode) = CallerUmask::new(new);
             sys::mkdirat(d.as_fd(), n, mode & 0o7777)
         })
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use fuser::{FileAttr, FileType, INodeNo};
 use parking_lot::RwLock;
 
+use super::acl;
 use super::attr::time_ns;
 use super::err;
 use super::handles::{DirEntry, FileH, Handles, Source};
@@ -607,7 +608,32 @@ impl View {
         }
     }
 
+    /// The access ACL of an entry or a point-in-time node: its live file's,
+    /// narrowed to the permission bits the node shows (`fs::acl`).
+    fn acl_of(&self, ino: u64) -> io::Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        let live = match &*node {
+            Node::Entry(p, _) => p.clone(),
+            Node::At(t, p) => match self.at_kind(*t, p) {
+                Some(at::AtKind::File(crate::store::Found::Live(q))) => q,
+                Some(_) => p.clone(),
+                None => return Err(err(libc::ENOENT)),
+            },
+            _ => return Err(err(libc::ENODATA)),
+        };
+        let perm = self.attr(ino, &node)?.perm;
+        // No live file, or one without an ACL: the mode bits alone (any
+        // other error would fail the kernel's permission check itself).
+        let raw = self
+            .live_getxattr(&live, c"system.posix_acl_access")
+            .map_err(|_| err(libc::ENODATA))?;
+        acl::narrow(&raw, perm.into()).ok_or_else(|| err(libc::ENODATA))
+    }
+
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> io::Result<Vec<u8>> {
+        if name.as_bytes() == b"system.posix_acl_access" {
+            return self.acl_of(ino);
+        }
         let m = self.meta_of(ino)?;
         let v = match name.as_bytes() {
             b"user.ckptfs.number" => m.number.to_string(),

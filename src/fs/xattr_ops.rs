@@ -6,14 +6,15 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 
-use super::{CkptFs, err, versions_view};
+use super::{CkptFs, err, killpriv, versions_view};
 use crate::sys;
 
 const CAPS: &[u8] = b"security.capability";
+const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
 const CAPS_UNKNOWN: u8 = 0;
 const CAPS_ABSENT: u8 = 1;
 const CAPS_PRESENT: u8 = 2;
@@ -73,6 +74,7 @@ impl CkptFs {
 
     pub(super) fn do_setxattr(
         &self,
+        req: &fuser::Request,
         ino: u64,
         name: &OsStr,
         value: &[u8],
@@ -81,14 +83,18 @@ impl CkptFs {
         if versions_view::is_virtual(ino) {
             return Err(err(libc::EROFS));
         }
-        let (inode, path, _fd) = self.xattr_path(ino)?;
+        let (inode, path, fd) = self.xattr_path(ino)?;
         if inode.fmt == libc::S_IFLNK {
             return Err(err(libc::EPERM));
         }
         if name.as_bytes() == CAPS {
             inode.caps.store(CAPS_UNKNOWN, Ordering::Relaxed);
         }
-        sys::setxattr(&path, &sys::cstr(name)?, value, flags)
+        sys::setxattr(&path, &sys::cstr(name)?, value, flags)?;
+        if name.as_bytes() == ACL_ACCESS {
+            killpriv::clear_setgid_after_acl(fd.as_fd(), &path, req.pid(), req.uid())?;
+        }
+        Ok(())
     }
 
     pub(super) fn do_removexattr(&self, ino: u64, name: &OsStr) -> io::Result<()> {

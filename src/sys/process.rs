@@ -20,6 +20,13 @@ pub fn umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask) }
 }
 
+/// Give this thread its own umask, cwd and root (`unshare(CLONE_FS)`), so a
+/// `umask` call here no longer reaches the other threads.
+pub fn unshare_fs() -> io::Result<()> {
+    // SAFETY: unshare with a flag; no memory is passed.
+    cvt(unsafe { libc::unshare(libc::CLONE_FS) }).map(drop)
+}
+
 /// `fork()`: Ok(0) in the child, Ok(pid) in the parent.
 ///
 /// # Safety

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 
 use fuser::{FileAttr, FileType};
@@ -42,6 +42,23 @@ impl View {
         };
         let pfd = sys::open_beneath(&*self.root()?, dir).ok()?;
         Some((pfd, CString::new(name).ok()?))
+    }
+
+    /// Extended attribute `name` of the live file or directory at `p` (no
+    /// symlink followed; "" is the root).
+    pub(super) fn live_getxattr(&self, p: &[u8], name: &std::ffi::CStr) -> io::Result<Vec<u8>> {
+        let no = || err(libc::ENODATA);
+        let fd = if p.is_empty() {
+            self.root().ok_or_else(no)?
+        } else {
+            let (pfd, leaf) = self.live_parent(p).ok_or_else(no)?;
+            let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            Arc::new(sys::openat(pfd.as_fd(), &leaf, flags, 0)?)
+        };
+        if sys::fstat(fd.as_fd())?.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(no());
+        }
+        sys::getxattr(&sys::proc_path(fd.as_raw_fd()), name, 1 << 16)
     }
 
     /// `lstat` of live path `p` ("" is the root); never the store's directory.
