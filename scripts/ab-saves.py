@@ -5,7 +5,7 @@ VM the save rows of bench.sh swing 2-3x between runs: only an interleaved
 comparison says whether a change to the save path helped.
 
   scripts/ab-saves.py BIN [BIN ...] [--rounds 5] [--saves 10] [--mib 64] [--off] [--pin CPU]
-                     [--write-kib 8192] [--daemon-path]
+                     [--write-kib 8192] [--daemon-path] [--creates N]
 
 --off adds the first build with versioning off (what the FUSE layer costs
 without any versioning work); --pin runs the writer on one CPU only (on
@@ -13,10 +13,12 @@ this 2-vCPU VM the writer otherwise moves between CPUs as the daemon's
 threads answer its open and fsync, and its copies slow down); --write-kib
 sets the size of each write(2) (many small writes are what pickle, h5py and
 loggers do; each write cost a FUSE round trip before FUSE_HANDLE_KILLPRIV_V2);
---daemon-path mounts every build with --no-passthrough.
+--daemon-path mounts every build with --no-passthrough; --creates N replaces
+the saves with N files of 4 KiB created, written and closed in a fresh
+directory per round (bench.sh's create row, for changes to the create path).
 
 Each round runs, for fsync'd saves and for saves closed without fsync, the
-plain directory and then each build's mount (`settle_ms: 0`, `max_versions:
+plain directory and each build's mount, starting with another side each round (`settle_ms: 0`, `max_versions:
 3`, as bench.sh); a mount's time stops when `ckptfs wait` returns. Prints the
 best of --rounds and the ratio native / build, then the same for the
 writer's time alone. Needs root (loop mount).
@@ -35,6 +37,7 @@ ap.add_argument("--off", action="store_true")
 ap.add_argument("--pin", type=int)
 ap.add_argument("--write-kib", type=int, default=8192)
 ap.add_argument("--daemon-path", action="store_true")
+ap.add_argument("--creates", type=int)
 a = ap.parse_args()
 if a.pin is not None:
     os.sched_setaffinity(0, {a.pin})
@@ -42,6 +45,10 @@ if a.pin is not None:
 img = tempfile.mktemp(prefix="ckptfs-ab.", suffix=".img", dir="/dev/shm")
 root = tempfile.mkdtemp(prefix="ckptfs-ab.")
 size_mib = a.mib * ((len(a.bins) + 1) * 5 + 2) + 1024
+if a.creates:
+    # Each file and its version's store entries, on every side, every round
+    # (an inode per 4 KiB: mkfs -i below).
+    size_mib += a.creates * a.rounds * (len(a.bins) + 2) * 24 // 1024
 buf = os.urandom(8 << 20)
 
 
@@ -49,10 +56,23 @@ def saves(d, fsync):
     return save_loop.saves(d, a.saves, a.mib, fsync, buf, a.write_kib << 10)
 
 
+def creates(d, _):
+    sub = tempfile.mkdtemp(prefix="c.", dir=d)
+    for i in range(a.creates):
+        fd = os.open(os.path.join(sub, f"f{i}"), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+        os.write(fd, buf[:4096])
+        os.close(fd)
+
+
+# (row name, workload, its argument)
+rows = ([("create", creates, None)] if a.creates
+        else [("fsync", saves, True), ("close", saves, False)])
+
+
 mounted = []
 subprocess.run(["truncate", "-s", f"{size_mib}M", img], check=True)
 try:
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", img], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-i", "4096", img], check=True)
     subprocess.run(["mount", "-o", "loop", img, root], check=True)
     cfg = os.path.join(root, "cfg.json")
     with open(cfg, "w") as f:
@@ -75,32 +95,35 @@ try:
                            stdout=subprocess.DEVNULL)
             mounted.append((b, d))
     best, wbest = {}, {}
-    for _ in range(a.rounds):
-        for fsync in (True, False):
-            for name, b, d in sides:
+    for r in range(a.rounds):
+        # Each round starts with another side: the side after native paid for
+        # what native left (1.3x on the create row) when the order was fixed.
+        k = r % len(sides)
+        for row, work, arg in rows:
+            for name, b, d in sides[k:] + sides[:k]:
                 t0 = time.perf_counter()
-                saves(d, fsync)
+                work(d, arg)
                 tw = time.perf_counter() - t0
                 if b:
                     subprocess.run([b, "wait", d], check=True, stdout=subprocess.DEVNULL)
                 t = time.perf_counter() - t0
-                best[(name, fsync)] = min(t, best.get((name, fsync), t))
-                wbest[(name, fsync)] = min(tw, wbest.get((name, fsync), tw))
-    print(f"ckptfs ab-saves: {a.saves} saves of {a.mib} MiB, best of {a.rounds}, "
-          f"{a.write_kib} KiB writes, {'daemon path' if a.daemon_path else 'passthrough'}, "
+                best[(name, row)] = min(t, best.get((name, row), t))
+                wbest[(name, row)] = min(tw, wbest.get((name, row), tw))
+    what = (f"{a.creates} creates of 4 KiB files" if a.creates else
+            f"{a.saves} saves of {a.mib} MiB, {a.write_kib} KiB writes")
+    print(f"ckptfs ab-saves: {what}, best of {a.rounds}, "
+          f"{'daemon path' if a.daemon_path else 'passthrough'}, "
           f"RAM-backed ext4{'' if a.pin is None else f', writer on CPU {a.pin}'}; "
           f"seconds (native / build)")
-    for fsync in (True, False):
-        n = best[("native", fsync)]
-        cols = [f"{name} {best[(name, fsync)]:.3f} ({n / best[(name, fsync)]:.2f})"
-                for name, b, _ in sides if b]
-        print(f"{'fsync' if fsync else 'close':6} native {n:.3f}  " + "  ".join(cols))
-    print("the writer's time alone (the store's catch-up not counted, as bench.sh's save rows):")
-    for fsync in (True, False):
-        n = wbest[("native", fsync)]
-        cols = [f"{name} {wbest[(name, fsync)]:.3f} ({n / wbest[(name, fsync)]:.2f})"
-                for name, b, _ in sides if b]
-        print(f"{'fsync' if fsync else 'close':6} native {n:.3f}  " + "  ".join(cols))
+    for title, t in ((None, best), ("the writer's time alone (the store's catch-up not "
+                                     "counted, as bench.sh's rows):", wbest)):
+        if title:
+            print(title)
+        for row, _, _ in rows:
+            n = t[("native", row)]
+            cols = [f"{name} {t[(name, row)]:.3f} ({n / t[(name, row)]:.2f})"
+                    for name, b, _ in sides if b]
+            print(f"{row:6} native {n:.3f}  " + "  ".join(cols))
 finally:
     for b, d in mounted:
         subprocess.run([b, "umount", d], stdout=subprocess.DEVNULL)

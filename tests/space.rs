@@ -541,3 +541,82 @@ fn a_category_quota_evicts_only_that_category() {
         verify_clean(&m);
     });
 }
+
+/// A disk filled by live files, with nothing in history whose eviction would
+/// free a block (every version shares its live file's inode): the daemon
+/// does not search the whole history for room every 250 ms (each search
+/// stats every version's object; 30,000 versions took half a core), and a
+/// live file deleted is still evicted at once.
+#[test]
+fn a_disk_full_of_live_files_is_not_searched_over_and_over() {
+    if !can_mount() {
+        return;
+    }
+    bounded(300, || {
+        let opts = Opts {
+            config: Some(FAST.into()),
+            ..Opts::default()
+        };
+        let Some(DiskMount { disk, mut m }) = Mount::on_small_disk("full-of-live", 64, opts) else {
+            return;
+        };
+        let out = python(
+            &m.mnt,
+            r#"
+import os, json, time
+for i in range(2000):
+    with open(f"small-{i}", "wb") as f:
+        f.write(os.urandom(1024))
+# Most of the disk in one file, kept as a version while there is room.
+with open("big.bin", "wb") as f:
+    f.write(os.urandom(40 << 20))
+for _ in range(300):
+    if os.path.exists(".versions/big.bin/latest"):
+        break
+    time.sleep(0.1)
+full = 0
+try:
+    for i in range(10000):
+        with open(f"fill-{i}", "wb") as f:
+            f.write(os.urandom(64 << 10))
+except OSError as e:
+    full = e.errno
+print(json.dumps({"full": full}))
+"#,
+        );
+        assert_eq!(summary(&out)["full"], libc::ENOSPC, "{out}");
+        assert_eq!(versions_of(&m, "big.bin").len(), 1);
+        m.wait_sealed();
+        assert!(
+            stats(&m)["space"]["pressure"].as_bool().unwrap(),
+            "{}",
+            stats(&m)
+        );
+        let before = stat_u64(&m, "space_searches");
+        assert!(
+            before > 0,
+            "the full disk was never searched: {}",
+            stats(&m)
+        );
+        std::thread::sleep(std::time::Duration::from_secs(14));
+        let searched = stat_u64(&m, "space_searches") - before;
+        // Every 250 ms would be 56; waits of 1, 2, 4, 8 s allow 4.
+        assert!(searched <= 5, "{searched} searches in 14 s: {}", stats(&m));
+        // Deleting the big file lets its version go: evicted without waiting
+        // out the back-off, 8 s or more now. Deleted just after a search, so
+        // that the next one by the clock is that far away.
+        let last = stat_u64(&m, "space_searches");
+        wait_for("the next search", 20, || {
+            stat_u64(&m, "space_searches") > last
+        });
+        // (Evicted by `min_free` or the reserve, whichever pass comes first.)
+        let evicted = stat_u64(&m, "evictions");
+        std::fs::remove_file(m.p("big.bin")).unwrap();
+        wait_for("the deleted file's version evicted", 4, || {
+            stat_u64(&m, "evictions") > evicted
+        });
+        verify_clean(&m);
+        m.unmount();
+        drop(disk);
+    });
+}

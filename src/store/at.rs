@@ -89,6 +89,8 @@ impl Store {
             log::warn!("journal: {e} ({c:?} not recorded)");
         }
         drop(idx);
+        // The departed file's versions may no longer share its blocks.
+        self.history_released();
         let p = match c {
             Change::Deleted(p) | Change::Renamed(_, p) => p,
         };

@@ -81,6 +81,9 @@ pub struct Index {
     /// inserted below the newest). A mark is set only if it did not move while
     /// its decision ran: the decision reads under one lock and marks under another.
     unsettled: u64,
+    /// Moves on every version inserted, removed or moved off an inode: what
+    /// space pressure could evict may have changed (`Store::evict_for_space`).
+    changes: u64,
 }
 
 /// What retention settled for one path: its newest version then, under which rules.
@@ -92,6 +95,7 @@ pub struct Settled {
 
 impl Index {
     pub fn insert(&mut self, mut m: VersionMeta) {
+        self.changes += 1;
         if self
             .evicted_newest
             .get(&m.path[..])
@@ -195,6 +199,7 @@ impl Index {
     /// path is looked up once and its vector allocated at its size.
     pub fn insert_path(&mut self, run: Vec<VersionMeta>) {
         let Some(first) = run.first() else { return };
+        self.changes += 1;
         let sorted = run.windows(2).all(|w| w[0].number < w[1].number);
         if !sorted || self.paths.contains_key(&first.path[..]) {
             run.into_iter().for_each(|m| self.insert(m));
@@ -220,6 +225,7 @@ impl Index {
     }
 
     pub fn remove(&mut self, relpath: &[u8], number: u64) -> Option<VersionMeta> {
+        self.changes += 1;
         let h = self.paths.get_mut(relpath)?;
         let i = h
             .versions
@@ -298,6 +304,7 @@ impl Index {
 
     /// No version's object is inode `ino` any more (it was unshared).
     pub fn forget_ino(&mut self, ino: u64) {
+        self.changes += 1;
         self.by_ino.remove(ino);
         self.by_ino_more.remove(&ino);
         self.ino_versions.remove(&ino);
@@ -328,10 +335,17 @@ impl Index {
         let evicted = std::mem::take(&mut self.evicted_newest);
         let journal = std::mem::take(&mut self.journal);
         let unsettled = self.unsettled + 1;
+        let changes = self.changes + 1;
         *self = fresh;
         self.evicted_newest = evicted;
         self.journal = journal;
         self.unsettled = unsettled;
+        self.changes = changes;
+    }
+
+    /// A count that moves whenever the versions change.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// `relpath`'s history may no longer be settled.

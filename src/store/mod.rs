@@ -178,6 +178,9 @@ pub struct Stats {
     /// States not kept because no room was left for them even after evicting
     /// every unpinned version (the live tree comes first).
     pub history_skipped: AtomicU64,
+    /// Searches of the whole history for something to evict (pressure,
+    /// ENOSPC, quotas); one that finds nothing makes the next wait.
+    pub space_searches: AtomicU64,
     /// Bytes freed by every eviction, and by those for a quota.
     pub bytes_evicted: AtomicU64,
     pub bytes_evicted_quota: AtomicU64,

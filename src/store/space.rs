@@ -39,6 +39,13 @@ const MAX_SPAN_NS: i64 = 60 * 1_000_000_000;
 const SEAL_WAIT: Duration = Duration::from_secs(10);
 /// At most this many finished bursts are remembered.
 const MAX_BURSTS: usize = 1024;
+/// After a search for room that evicted nothing, the next one waits this
+/// long, doubling up to `FRUITLESS_MAX`, unless history may have become
+/// evictable since (see `Space::changed`). Such a search stats every
+/// version's object: 0.3 s for 30,000 versions, every 250 ms, on a disk
+/// full of live files.
+const FRUITLESS_MIN: Duration = Duration::from_secs(1);
+const FRUITLESS_MAX: Duration = Duration::from_secs(16);
 
 /// Why versions were evicted (for the counters and the log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +180,21 @@ pub(super) struct Space {
     wake: Condvar,
     /// The space thread is in a pass (evicting, compressing, sweeping).
     pub(super) busy: std::sync::atomic::AtomicBool,
+    /// Bumped when a live file is unlinked or replaced (its versions may no
+    /// longer share its blocks). With the index's changes, the epoch of
+    /// `fruitless`.
+    changed: std::sync::atomic::AtomicU64,
+    /// The last search for room that evicted nothing, by category.
+    fruitless: Mutex<HashMap<Option<String>, Fruitless>>,
+}
+
+/// A search for room that evicted nothing: when, at which epoch, and how
+/// long the next waits if nothing changes.
+#[derive(Clone, Copy)]
+struct Fruitless {
+    at: std::time::Instant,
+    epoch: u64,
+    wait: Duration,
 }
 
 impl Space {
@@ -186,6 +208,8 @@ impl Space {
             kick: Mutex::new(false),
             wake: Condvar::new(),
             busy: std::sync::atomic::AtomicBool::new(false),
+            changed: std::sync::atomic::AtomicU64::new(0),
+            fruitless: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -396,6 +420,51 @@ impl Store {
         if need == 0 && need_inodes == 0 {
             return 0;
         }
+        // What can be evicted does not depend on why: one back-off for the
+        // quota and the pressure searches of a category.
+        let key = category.map(str::to_owned);
+        let epoch = self.space_epoch();
+        let last = self.space.fruitless.lock().get(&key).copied();
+        if last.is_some_and(|f| f.epoch == epoch && f.at.elapsed() < f.wait) {
+            return 0;
+        }
+        self.stats.space_searches.fetch_add(1, Ordering::Relaxed);
+        let freed = self.evict_searching(category, need, need_inodes, cause);
+        let mut fruitless = self.space.fruitless.lock();
+        if freed == 0 {
+            let wait = match last {
+                Some(f) if f.epoch == epoch => (f.wait * 2).min(FRUITLESS_MAX),
+                _ => FRUITLESS_MIN,
+            };
+            let at = std::time::Instant::now();
+            fruitless.insert(key, Fruitless { at, epoch, wait });
+        } else {
+            fruitless.remove(&key);
+        }
+        freed
+    }
+
+    /// What a fruitless search depends on: the versions (sealed, evicted,
+    /// unshared, pinned), and live files letting go of theirs
+    /// (`Space::changed`). Outside the mount only the clock tells.
+    fn space_epoch(&self) -> u64 {
+        self.index.read().changes() + self.space.changed.load(Ordering::Relaxed)
+    }
+
+    /// History may have become evictable (a live file went): the next
+    /// search for room does not wait.
+    pub(super) fn history_released(&self) {
+        self.space.changed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`Store::evict_for_space`]'s search: every version, in pressure order.
+    fn evict_searching(
+        &self,
+        category: Option<&str>,
+        need: u64,
+        need_inodes: u64,
+        cause: Cause,
+    ) -> u64 {
         let (paths, cands) = {
             let idx = self.index.read();
             let mut paths = Vec::new();
