@@ -73,7 +73,12 @@ impl Store {
             libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
             0o600,
         )?;
-        std::io::Write::write_all(&mut std::fs::File::from(f), &info)
+        let r = std::io::Write::write_all(&mut std::fs::File::from(f), &info);
+        if r.is_err() {
+            // An empty or torn file would hide the log's record at recovery.
+            let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &c, 0);
+        }
+        r
     }
 
     /// The records in `captures` by object name (the last line for a name wins:
@@ -101,6 +106,9 @@ impl Store {
     /// the rewrite, decided under the log's lock, which the rewrite takes
     /// when it starts (and never holds while waiting for `inflight`).
     pub(super) fn empty_log(&self) {
+        if self.sealer.log_holds_failed.load(Ordering::SeqCst) {
+            return;
+        }
         let log = self.sealer.log.write();
         if self.sealer.compacting.load(Ordering::SeqCst) {
             self.sealer.empty_owed.store(true, Ordering::SeqCst);

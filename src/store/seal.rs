@@ -82,6 +82,10 @@ pub(super) struct Sealer {
     pub(super) empty_owed: AtomicBool,
     /// A rewrite of `captures` is running.
     pub(super) compacting: AtomicBool,
+    /// A failed seal's record could not be kept in its own file (a full
+    /// disk): `captures` holds it, so it is never emptied again while this
+    /// daemon runs (only rewritten, which keeps records still in `incoming/`).
+    pub(super) log_holds_failed: AtomicBool,
     /// Makes capture names unique within this process.
     pub(super) seq: AtomicU64,
     /// One queue per worker; a path always goes to the same one (in order).
@@ -122,6 +126,7 @@ impl Sealer {
             log_records: AtomicU64::new(0),
             empty_owed: AtomicBool::new(false),
             compacting: AtomicBool::new(false),
+            log_holds_failed: AtomicBool::new(false),
             hurry: std::sync::atomic::AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             queues,
@@ -392,7 +397,8 @@ impl Store {
                 let c = CString::new(file).expect("no NUL");
                 let _ = sys::unlinkat(self.sealer.incoming.as_fd(), &c, 0);
             }
-            match from_file.unwrap_or_else(|| logged.remove(&name)) {
+            // An unreadable file (torn by a full disk): the log's record.
+            match from_file.flatten().or_else(|| logged.remove(&name)) {
                 Some(cap) => {
                     log::info!("recovering capture {name}");
                     self.count();
@@ -497,6 +503,7 @@ impl Store {
             if sys::fstatat(self.sealer.incoming.as_fd(), &c).is_ok()
                 && let Err(e) = self.write_record_file(name, cap)
             {
+                self.sealer.log_holds_failed.store(true, Ordering::SeqCst);
                 log::error!("keeping the capture record of {name}: {e}");
             }
         }
