@@ -542,6 +542,34 @@ fn a_category_quota_evicts_only_that_category() {
     });
 }
 
+/// A 64 MiB disk mounted with `FAST`, 2,000 files of 1 KiB written, then
+/// `fill` (Python, run after them) which must end in ENOSPC. None when this
+/// machine cannot loop-mount.
+fn full_of_live_files(tag: &str, fill: &str) -> Option<DiskMount> {
+    let opts = Opts {
+        config: Some(FAST.into()),
+        ..Opts::default()
+    };
+    let dm = Mount::on_small_disk(tag, 64, opts)?;
+    let code = format!(
+        r#"
+import os, json, time
+for i in range(2000):
+    with open(f"small-{{i}}", "wb") as f:
+        f.write(os.urandom(1024))
+full = 0
+try:
+{fill}
+except OSError as e:
+    full = e.errno
+print(json.dumps({{"full": full}}))
+"#
+    );
+    let out = python(&dm.m.mnt, &code);
+    assert_eq!(summary(&out)["full"], libc::ENOSPC, "{out}");
+    Some(dm)
+}
+
 /// A disk filled by live files, with nothing in history whose eviction would
 /// free a block (every version shares its live file's inode): the daemon
 /// does not search the whole history for room every 250 ms (each search
@@ -553,38 +581,21 @@ fn a_disk_full_of_live_files_is_not_searched_over_and_over() {
         return;
     }
     bounded(300, || {
-        let opts = Opts {
-            config: Some(FAST.into()),
-            ..Opts::default()
-        };
-        let Some(DiskMount { disk, mut m }) = Mount::on_small_disk("full-of-live", 64, opts) else {
-            return;
-        };
-        let out = python(
-            &m.mnt,
-            r#"
-import os, json, time
-for i in range(2000):
-    with open(f"small-{i}", "wb") as f:
-        f.write(os.urandom(1024))
-# Most of the disk in one file, kept as a version while there is room.
-with open("big.bin", "wb") as f:
-    f.write(os.urandom(40 << 20))
-for _ in range(300):
-    if os.path.exists(".versions/big.bin/latest"):
-        break
-    time.sleep(0.1)
-full = 0
-try:
+        // Most of the disk in one file, kept as a version while there is
+        // room; then files of 64 KiB until none fits.
+        let fill = r#"
+    with open("big.bin", "wb") as f:
+        f.write(os.urandom(40 << 20))
+    for _ in range(300):
+        if os.path.exists(".versions/big.bin/latest"):
+            break
+        time.sleep(0.1)
     for i in range(10000):
         with open(f"fill-{i}", "wb") as f:
-            f.write(os.urandom(64 << 10))
-except OSError as e:
-    full = e.errno
-print(json.dumps({"full": full}))
-"#,
-        );
-        assert_eq!(summary(&out)["full"], libc::ENOSPC, "{out}");
+            f.write(os.urandom(64 << 10))"#;
+        let Some(DiskMount { disk, mut m }) = full_of_live_files("full-of-live", fill) else {
+            return;
+        };
         assert_eq!(versions_of(&m, "big.bin").len(), 1);
         m.wait_sealed();
         assert!(
@@ -633,32 +644,16 @@ fn seals_failed_on_a_full_disk_are_sealed_by_the_next_mount() {
         return;
     }
     bounded(300, || {
-        let opts = Opts {
-            config: Some(FAST.into()),
-            ..Opts::default()
-        };
-        let Some(DiskMount { disk, mut m }) = Mount::on_small_disk("seal-full", 64, opts) else {
-            return;
-        };
-        let out = python(
-            &m.mnt,
-            r#"
-import os, json
-for i in range(2000):
-    with open(f"small-{i}", "wb") as f:
-        f.write(os.urandom(1024))
-full = 0
-try:
+        // One file written until the disk is full, while the small files'
+        // seals are still waiting for the burst to pause.
+        let fill = r#"
     with open("big.bin", "wb") as f:
         while True:
             f.write(os.urandom(1 << 20))
-            f.flush()
-except OSError as e:
-    full = e.errno
-print(json.dumps({"full": full}))
-"#,
-        );
-        assert_eq!(summary(&out)["full"], libc::ENOSPC, "{out}");
+            f.flush()"#;
+        let Some(DiskMount { disk, mut m }) = full_of_live_files("seal-full", fill) else {
+            return;
+        };
         m.wait_sealed();
         assert!(
             stat_u64(&m, "errors_seal") > 0,
