@@ -68,6 +68,16 @@ pub(super) fn needs_daemon_path(mode: u32) -> bool {
     mode & (libc::S_ISUID | libc::S_ISGID) != 0
 }
 
+/// Does the caller lack CAP_FSETID? When /proc does not say, a caller other
+/// than root is taken to lack it: clearing where the kernel would not is the
+/// safe side.
+fn lacks_fsetid(c: Option<&Caller>, uid: u32) -> bool {
+    match c {
+        Some(c) => c.cap_eff & (1 << CAP_FSETID) == 0,
+        None => uid != 0,
+    }
+}
+
 /// Is `c` (unknown: no) in group `gid`?
 fn in_group(c: Option<&Caller>, gid: u32) -> bool {
     c.is_some_and(|c| c.fsgid == gid || c.groups.contains(&gid))
@@ -77,9 +87,8 @@ fn in_group(c: Option<&Caller>, gid: u32) -> bool {
 /// is updated), for a change by `pid`/`uid`. `lacks_fsetid`: the kernel's
 /// word on a write (`FUSE_WRITE_KILL_SUIDGID`); None for O_TRUNC, truncate,
 /// fallocate and copy_file_range, whose flag fuser does not pass, so /proc
-/// is asked (only for files with the bits). When /proc does not say, a
-/// caller other than root is taken to lack it: clearing where the kernel
-/// would not is the safe side. True if the mode changed.
+/// is asked (only for files with the bits; see the function `lacks_fsetid`). True if
+/// the mode changed.
 pub(super) fn clear(
     fd: BorrowedFd<'_>,
     st: &mut libc::stat,
@@ -94,10 +103,7 @@ pub(super) fn clear(
     let c = (lacks_fsetid.is_none() || st.st_mode & libc::S_ISGID != 0)
         .then(|| caller(pid))
         .flatten();
-    let lacks = lacks_fsetid.unwrap_or(match &c {
-        Some(c) => c.cap_eff & (1 << CAP_FSETID) == 0,
-        None => uid != 0,
-    });
+    let lacks = lacks_fsetid.unwrap_or_else(|| self::lacks_fsetid(c.as_ref(), uid));
     let new = lacks
         .then(|| killed(st.st_mode, || in_group(c.as_ref(), st.st_gid)))
         .flatten();
@@ -133,11 +139,7 @@ pub(super) fn clear_setgid_after_acl(
         return Ok(());
     }
     let c = caller(pid);
-    let lacks = match &c {
-        Some(c) => c.cap_eff & (1 << CAP_FSETID) == 0,
-        None => uid != 0,
-    };
-    if lacks && !in_group(c.as_ref(), st.st_gid) {
+    if lacks_fsetid(c.as_ref(), uid) && !in_group(c.as_ref(), st.st_gid) {
         sys::chmod(path, st.st_mode & 0o7777 & !libc::S_ISGID)?;
     }
     Ok(())

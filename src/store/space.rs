@@ -423,48 +423,10 @@ impl Store {
         // What can be evicted does not depend on why: one back-off for the
         // quota and the pressure searches of a category.
         let key = category.map(str::to_owned);
-        let epoch = self.space_epoch();
-        let last = self.space.fruitless.lock().get(&key).copied();
-        if last.is_some_and(|f| f.epoch == epoch && f.at.elapsed() < f.wait) {
+        let Some(epoch) = self.search_due(&key) else {
             return 0;
-        }
+        };
         self.stats.space_searches.fetch_add(1, Ordering::Relaxed);
-        let freed = self.evict_searching(category, need, need_inodes, cause);
-        let mut fruitless = self.space.fruitless.lock();
-        if freed == 0 {
-            let wait = match last {
-                Some(f) if f.epoch == epoch => (f.wait * 2).min(FRUITLESS_MAX),
-                _ => FRUITLESS_MIN,
-            };
-            let at = std::time::Instant::now();
-            fruitless.insert(key, Fruitless { at, epoch, wait });
-        } else {
-            fruitless.remove(&key);
-        }
-        freed
-    }
-
-    /// What a fruitless search depends on: the versions (sealed, evicted,
-    /// unshared, pinned), and live files letting go of theirs
-    /// (`Space::changed`). Outside the mount only the clock tells.
-    fn space_epoch(&self) -> u64 {
-        self.index.read().changes() + self.space.changed.load(Ordering::Relaxed)
-    }
-
-    /// History may have become evictable (a live file went): the next
-    /// search for room does not wait.
-    pub(super) fn history_released(&self) {
-        self.space.changed.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// [`Store::evict_for_space`]'s search: every version, in pressure order.
-    fn evict_searching(
-        &self,
-        category: Option<&str>,
-        need: u64,
-        need_inodes: u64,
-        cause: Cause,
-    ) -> u64 {
         let (paths, cands) = {
             let idx = self.index.read();
             let mut paths = Vec::new();
@@ -547,7 +509,47 @@ impl Store {
                 category.map(|c| format!(" of {c}")).unwrap_or_default()
             );
         }
+        self.searched(key, epoch, freed + freed_inodes);
         freed + freed_inodes
+    }
+
+    /// The epoch a search of `key` starts at, or None while the last one
+    /// found nothing and neither the epoch nor the clock has moved enough.
+    fn search_due(&self, key: &Option<String>) -> Option<u64> {
+        let epoch = self.space_epoch();
+        let last = self.space.fruitless.lock().get(key).copied();
+        let wait = last.is_some_and(|f| f.epoch == epoch && f.at.elapsed() < f.wait);
+        (!wait).then_some(epoch)
+    }
+
+    /// After a search of `key` that started at `epoch`: one that freed
+    /// nothing makes the next wait, twice as long as the last if nothing
+    /// changed in between.
+    fn searched(&self, key: Option<String>, epoch: u64, freed: u64) {
+        let mut fruitless = self.space.fruitless.lock();
+        if freed > 0 {
+            fruitless.remove(&key);
+            return;
+        }
+        let wait = match fruitless.get(&key) {
+            Some(f) if f.epoch == epoch => (f.wait * 2).min(FRUITLESS_MAX),
+            _ => FRUITLESS_MIN,
+        };
+        let at = std::time::Instant::now();
+        fruitless.insert(key, Fruitless { at, epoch, wait });
+    }
+
+    /// What a fruitless search depends on: the versions (sealed, evicted,
+    /// unshared, pinned), and live files letting go of theirs
+    /// (`Space::changed`). Outside the mount only the clock tells.
+    fn space_epoch(&self) -> u64 {
+        self.index.read().changes() + self.space.changed.load(Ordering::Relaxed)
+    }
+
+    /// History may have become evictable (a live file went): the next
+    /// search for room does not wait.
+    pub(super) fn history_released(&self) {
+        self.space.changed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Run `op`; while it fails with ENOSPC and eviction frees something, evict
