@@ -338,6 +338,10 @@ pub fn read_dir_fd(fd: OwnedFd) -> io::Result<Vec<(Vec<u8>, u64, u8)>> {
         unsafe { libc::close(raw) };
         return Err(e);
     }
+    // From the start: `fd` may be a dup of one read before (they share the
+    // position), e.g. the store's `incoming/` read at every mount.
+    // SAFETY: `dir` is a valid DIR* until the closedir below.
+    unsafe { libc::rewinddir(dir) };
     let mut out = Vec::new();
     loop {
         // SAFETY: errno is thread-local; reset to tell EOF from error.
@@ -648,5 +652,39 @@ pub fn trim_heap() {
     // SAFETY: no arguments but the pad; glibc only releases free memory.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dups share the directory position: reading through one dup must not
+    /// leave the next read of the same directory empty (the store reads
+    /// `incoming/` and the archive's directory this way, more than once).
+    #[test]
+    fn a_directory_read_twice_through_dups_lists_the_same_names() {
+        let root = std::env::temp_dir().join(format!("ckptfs-readdir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        for n in ["a", "b", "c"] {
+            std::fs::write(root.join(n), b"x").unwrap();
+        }
+        let c = CString::new(root.as_os_str().as_encoded_bytes()).unwrap();
+        let fd = open_path(&c, libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
+        let names = |fd: &OwnedFd| {
+            let mut v: Vec<Vec<u8>> = read_dir_fd(fd.try_clone().unwrap())
+                .unwrap()
+                .into_iter()
+                .map(|e| e.0)
+                .filter(|n| n != b"." && n != b"..")
+                .collect();
+            v.sort();
+            v
+        };
+        let first = names(&fd);
+        assert_eq!(first, [b"a", b"b", b"c"]);
+        assert_eq!(names(&fd), first);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
