@@ -319,6 +319,7 @@ pub fn execute(r: Request, ctx: &Ctx, progress: Progress) -> Result<Reply, Contr
                 "space": store.space_status().ok(),
                 "settling": v.map_or(0, |v| v.settling()),
                 "sealing": sealing,
+                "failed_seals": store.failed_seals(),
                 "digests_pending": store.digests_pending(),
                 "metrics": ctx.metrics,
                 "data_path": ctx.data_path,

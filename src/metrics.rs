@@ -204,6 +204,12 @@ impl Collector for Sources {
             "Closed files waiting for their settle time, being captured or being sealed.",
             &[(&[], (sealing + settling as u64) as f64)],
         )?;
+        gauge(
+            &mut e,
+            "ckptfs_seals_failed",
+            "Captured states whose seal failed (a full disk), waiting for room to be sealed again.",
+            &[(&[], self.store.failed_seals() as f64)],
+        )?;
         let last = s.last_seal_ns.load(Relaxed);
         gauge(
             &mut e,

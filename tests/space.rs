@@ -682,3 +682,57 @@ fn seals_failed_on_a_full_disk_are_sealed_by_the_next_mount() {
         drop(disk);
     });
 }
+
+/// Seals that failed on a full disk do not wait for the next mount, and do
+/// not hold the disk. The file that filled it is deleted through the mount:
+/// its unsealed state, which nobody else holds, gives its blocks back (it
+/// cannot be sealed with no room even for its metadata), and the small files'
+/// failed seals are then done in this session. Before, the deleted file's
+/// blocks stayed held in `incoming/` and the disk stayed full until the next
+/// mount, which met the same full disk.
+#[test]
+fn failed_seals_are_retried_and_never_hold_the_disk() {
+    if !can_mount() {
+        return;
+    }
+    bounded(300, || {
+        let fill = r#"
+    with open("big.bin", "wb") as f:
+        while True:
+            f.write(os.urandom(1 << 20))
+            f.flush()"#;
+        let Some(DiskMount { disk, mut m }) = full_of_live_files("seal-retry", fill) else {
+            return;
+        };
+        m.wait_sealed();
+        assert!(
+            stat_u64(&m, "errors_seal") > 0,
+            "no seal failed, so this test shows nothing: {}",
+            stats(&m)
+        );
+        std::fs::remove_file(m.p("big.bin")).unwrap();
+        wait_for("the deleted file's blocks given back", 30, || {
+            stats(&m)["space"]["free"].as_u64().unwrap() > 32 << 20
+        });
+        let missing = || {
+            (0..2000)
+                .filter(|i| versions_of(&m, &format!("small-{i}")).is_empty())
+                .count()
+        };
+        wait_for("every small file's failed seal done again", 60, || {
+            missing() == 0
+        });
+        assert!(
+            stat_u64(&m, "seals_retried") > 0,
+            "sealed without a retry: {}",
+            stats(&m)
+        );
+        verify_clean(&m);
+        m.unmount();
+        let left = std::fs::read_dir(m.store().join("incoming"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(left, 0, "entries left in incoming/");
+        drop(disk);
+    });
+}

@@ -51,6 +51,12 @@ pub fn cap_name(name: &str) -> String {
     format!("{name}{CAP_SUFFIX}")
 }
 
+/// A temp name an unshare left in `incoming/` (`unshare-…`, `….unshare`):
+/// no capture, deleted at mount.
+pub fn is_unshare_temp(name: &str) -> bool {
+    name.starts_with("unshare-") || name.ends_with(".unshare")
+}
+
 pub fn path_hash(relpath: &[u8]) -> String {
     let d = Md5::digest(relpath);
     hex::encode(d)

@@ -7,6 +7,7 @@ mod at;
 mod capture_log;
 mod digest_later;
 mod error;
+mod failed;
 mod generations;
 pub mod index;
 mod ino_map;
@@ -181,6 +182,9 @@ pub struct Stats {
     /// Searches of the whole history for something to evict (pressure,
     /// ENOSPC, quotas); one that finds nothing makes the next wait.
     pub space_searches: AtomicU64,
+    /// Failed seals (a full disk) sealed again in this session, once there
+    /// was room (`failed.rs`).
+    pub seals_retried: AtomicU64,
     /// Bytes freed by every eviction, and by those for a quota.
     pub bytes_evicted: AtomicU64,
     pub bytes_evicted_quota: AtomicU64,

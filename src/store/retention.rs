@@ -264,9 +264,11 @@ impl Store {
         }
     }
 
-    /// One pass: space every time, the rest at most every 500 ms.
+    /// One pass: space and failed seals every time, the rest at most every
+    /// 500 ms.
     fn sweep_once(&self, tick: &mut u64, last: &mut std::time::Instant) {
         self.keep_room();
+        self.retry_failed();
         if last.elapsed() < Duration::from_millis(500) {
             return;
         }

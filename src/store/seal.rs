@@ -86,6 +86,8 @@ pub(super) struct Sealer {
     /// disk): `captures` holds it, so it is never emptied again while this
     /// daemon runs (only rewritten, which keeps records still in `incoming/`).
     pub(super) log_holds_failed: AtomicBool,
+    /// Failed seals waiting for a retry (`failed`).
+    pub(super) failed: Mutex<super::failed::Failed>,
     /// Makes capture names unique within this process.
     pub(super) seq: AtomicU64,
     /// One queue per worker; a path always goes to the same one (in order).
@@ -127,6 +129,7 @@ impl Sealer {
             empty_owed: AtomicBool::new(false),
             compacting: AtomicBool::new(false),
             log_holds_failed: AtomicBool::new(false),
+            failed: Mutex::new(Default::default()),
             hurry: std::sync::atomic::AtomicUsize::new(0),
             seq: AtomicU64::new(0),
             queues,
@@ -312,7 +315,7 @@ impl Store {
     }
 
     /// Queue a counted capture (see `capture_once`) for sealing.
-    fn enqueue(&self, name: String, cap: Capture) {
+    pub(super) fn enqueue(&self, name: String, cap: Capture) {
         self.later.busy_now();
         let shard = layout::path_hash(&unhex(&cap.path_hex)).as_bytes()[0] as usize
             % self.sealer.queues.len();
@@ -326,7 +329,11 @@ impl Store {
 
     /// A capture is in flight (from before its record is written).
     pub(super) fn count(&self) {
-        *self.sealer.inflight.lock() += 1;
+        self.count_n(1);
+    }
+
+    pub(super) fn count_n(&self, jobs: u64) {
+        *self.sealer.inflight.lock() += jobs;
     }
 
     /// `jobs` captures are sealed, dropped or failed. At 0 every record in
@@ -375,7 +382,7 @@ impl Store {
             if name.starts_with('.') {
                 continue;
             }
-            if name.starts_with("unshare-") || name.ends_with(".unshare") {
+            if layout::is_unshare_temp(&name) {
                 let _ = sys::unlinkat(
                     self.sealer.incoming.as_fd(),
                     &CString::new(name).unwrap(),
@@ -477,7 +484,7 @@ impl Store {
             log::error!("committing versions: {e}");
         }
         if failed {
-            self.keep_records(batch);
+            self.keep_failed(batch);
         }
         self.uncount(jobs);
         self.compact_log_if_due();
@@ -489,24 +496,6 @@ impl Store {
     pub fn hurry(&self) -> Hurry<'_> {
         self.sealer.hurry.fetch_add(1, Ordering::SeqCst);
         Hurry(self)
-    }
-
-    /// After a failed seal: what is still in `incoming/` keeps its record as
-    /// a `.cap` file, since `captures` is emptied once nothing is in flight.
-    /// The next mount seals it.
-    fn keep_records(&self, batch: &[Job]) {
-        for job in batch {
-            let Job::Seal(name, cap) = job else { continue };
-            let Ok(c) = CString::new(name.as_str()) else {
-                continue;
-            };
-            if sys::fstatat(self.sealer.incoming.as_fd(), &c).is_ok()
-                && let Err(e) = self.write_record_file(name, cap)
-            {
-                self.sealer.log_holds_failed.store(true, Ordering::SeqCst);
-                log::error!("keeping the capture record of {name}: {e}");
-            }
-        }
     }
 
     fn forget_pending(&self, name: &str) {

@@ -333,13 +333,25 @@ impl Store {
         if let Ok(s) = self.space_status()
             && s.pressure
         {
-            self.evict_for_space(
-                None,
+            self.evict_for_pressure(
                 s.reserve.saturating_sub(s.free),
                 s.min_free_inodes.saturating_sub(s.free_inodes),
-                Cause::Pressure,
             );
         }
+    }
+
+    /// Evict for free space; when that is not enough, give up the failed
+    /// captures that alone hold blocks (`drop_failed`: unsealed, no
+    /// eviction reaches them). Not behind the search's back-off: it looks
+    /// only at the failed captures, usually none. Returns bytes and inodes
+    /// freed, as `evict_for_space`.
+    fn evict_for_pressure(&self, need: u64, need_inodes: u64) -> u64 {
+        let got = self.evict_for_space(None, need, need_inodes, Cause::Pressure);
+        if got >= need.saturating_add(need_inodes) {
+            return got;
+        }
+        let (b, k) = self.drop_failed(need.saturating_sub(got).max(1));
+        got + b + k
     }
 
     /// Bytes over `r`'s quotas for one category (or the whole store).
@@ -383,7 +395,7 @@ impl Store {
     /// evict until `need` bytes are freed or nothing evictable is left.
     pub(super) fn make_room(&self, need: u64) -> u64 {
         // ENOSPC may mean no inodes as well as no blocks: free some of both.
-        self.evict_for_space(None, need, 64, Cause::Pressure)
+        self.evict_for_pressure(need, 64)
     }
 
     /// Would deleting this version's object free its blocks? Not while a live
