@@ -710,6 +710,11 @@ fn failed_seals_are_retried_and_never_hold_the_disk() {
             "no seal failed, so this test shows nothing: {}",
             stats(&m)
         );
+        // An operator sees them waiting.
+        assert!(stats(&m)["failed_seals"].as_u64().unwrap() > 0);
+        let status = ckptfs(&["status", &m.mnt.display().to_string()]);
+        let status = String::from_utf8_lossy(&status.stdout);
+        assert!(status.contains("failed (no room)"), "{status}");
         std::fs::remove_file(m.p("big.bin")).unwrap();
         wait_for("the deleted file's blocks given back", 30, || {
             stats(&m)["space"]["free"].as_u64().unwrap() > 32 << 20

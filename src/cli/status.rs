@@ -64,9 +64,13 @@ pub fn run(c: DirOpt) -> CliResult {
         );
     }
     println!(
-        "pending      {} settling, {} sealing",
+        "pending      {} settling, {} sealing{}",
         n(&v["settling"]),
-        n(&v["sealing"])
+        n(&v["sealing"]),
+        match n(&v["failed_seals"]) {
+            0 => String::new(),
+            f => format!(", {f} failed (no room): sealed again once there is"),
+        }
     );
     println!(
         "last seal    {}",
