@@ -68,10 +68,7 @@ impl Store {
             }
             // Under `failed`: a retry clears the flag only with every record
             // that needed it taken back in flight.
-            if let Err(e) = self.write_record_file(name, cap) {
-                self.sealer.log_holds_failed.store(true, Ordering::SeqCst);
-                log::error!("keeping the capture record of {name}: {e}");
-            }
+            self.keep_record(name, cap);
             f.jobs.push((name.clone(), cap.clone()));
         }
         let now = Instant::now();
@@ -85,6 +82,17 @@ impl Store {
         drop(f);
         // Their objects may be all that holds some blocks now (`drop_failed`).
         self.history_released();
+    }
+
+    /// A capture that will not be sealed while this daemon runs keeps its
+    /// record in `incoming/<name>.cap`, since `captures` is emptied once
+    /// nothing is in flight; where that file cannot be written (a full
+    /// disk), `captures` is no longer emptied.
+    pub(super) fn keep_record(&self, name: &str, cap: &Capture) {
+        if let Err(e) = self.write_record_file(name, cap) {
+            self.sealer.log_holds_failed.store(true, Ordering::SeqCst);
+            log::error!("keeping the capture record of {name}: {e}");
+        }
     }
 
     /// Seal the failed captures again once their retry is due and there is
@@ -195,5 +203,28 @@ impl Store {
     /// Failed captures waiting for a retry.
     pub fn failed_seals(&self) -> usize {
         self.sealer.failed.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::{capture_file, reopen, store, wait_for};
+
+    /// A capture that reaches the queues after the workers stopped (a
+    /// shutdown racing a close) keeps its record, and the next open seals
+    /// it. Before, its record went with `captures`, emptied as its count
+    /// dropped to 0, and the next open left its content unsealed.
+    #[test]
+    fn a_capture_queued_after_the_workers_stopped_is_sealed_by_the_next_open() {
+        let (root, s) = store("enqueue-after-stop");
+        s.shutdown();
+        capture_file(&root, &s, "late.bin", b"the last state");
+        drop(s);
+        let s = reopen(&root);
+        wait_for("the late capture sealed", || {
+            s.with_index(|i| i.total_versions()) == 1
+        });
+        s.shutdown();
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -319,10 +319,12 @@ impl Store {
         self.later.busy_now();
         let shard = layout::path_hash(&unhex(&cap.path_hex)).as_bytes()[0] as usize
             % self.sealer.queues.len();
-        if self.sealer.queues[shard]
-            .send(super::seal::Job::Seal(name, cap))
-            .is_err()
+        if let Err(crossbeam_channel::SendError(Job::Seal(name, cap))) =
+            self.sealer.queues[shard].send(Job::Seal(name, cap))
         {
+            // The workers are gone (a shutdown): the next mount seals it,
+            // from a record that must outlive `captures`, emptied below.
+            self.keep_record(&name, &cap);
             self.uncount(1);
         }
     }

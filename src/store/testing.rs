@@ -18,6 +18,12 @@ pub(crate) fn store(tag: &str) -> (PathBuf, Arc<Store>) {
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(root.join("store")).unwrap();
     std::fs::create_dir_all(root.join("live")).unwrap();
+    let s = reopen(&root);
+    (root, s)
+}
+
+/// Open the store of a `store()` root again (a next mount), workers started.
+pub(crate) fn reopen(root: &Path) -> Arc<Store> {
     let c = CString::new(root.join("store").as_os_str().as_encoded_bytes()).unwrap();
     let fd = sys::open_path(&c, libc::O_RDONLY | libc::O_DIRECTORY, 0).unwrap();
     let opts = StoreOptions {
@@ -33,7 +39,7 @@ pub(crate) fn store(tag: &str) -> (PathBuf, Arc<Store>) {
     };
     let s = Store::open(fd, opts, true).unwrap();
     s.start_workers();
-    (root, s)
+    s
 }
 
 /// Write `content` to a new `live/<name>` and capture it (linked) as `name`.
