@@ -644,22 +644,9 @@ fn seals_failed_on_a_full_disk_are_sealed_by_the_next_mount() {
         return;
     }
     bounded(300, || {
-        // One file written until the disk is full, while the small files'
-        // seals are still waiting for the burst to pause.
-        let fill = r#"
-    with open("big.bin", "wb") as f:
-        while True:
-            f.write(os.urandom(1 << 20))
-            f.flush()"#;
-        let Some(DiskMount { disk, mut m }) = full_of_live_files("seal-full", fill) else {
+        let Some(DiskMount { disk, mut m }) = full_with_failed_seals("seal-full") else {
             return;
         };
-        m.wait_sealed();
-        assert!(
-            stat_u64(&m, "errors_seal") > 0,
-            "no seal failed, so this test shows nothing: {}",
-            stats(&m)
-        );
         m.unmount();
         // Room again: the live big file shrinks (outside the mount).
         let big = m.dir.join("big.bin");
@@ -668,19 +655,51 @@ fn seals_failed_on_a_full_disk_are_sealed_by_the_next_mount() {
         drop(f);
         m.mount();
         m.wait_sealed();
-        let missing = (0..2000)
-            .filter(|i| versions_of(&m, &format!("small-{i}")).is_empty())
-            .count();
-        assert_eq!(missing, 0, "files without a version: {}", stats(&m));
+        assert_eq!(
+            small_files_without_a_version(&m),
+            0,
+            "files without a version: {}",
+            stats(&m)
+        );
         verify_clean(&m);
         m.unmount();
-        // Nothing waits in incoming/ holding blocks.
-        let left = std::fs::read_dir(m.store().join("incoming"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert_eq!(left, 0, "entries left in incoming/");
+        assert_incoming_empty(&m);
         drop(disk);
     });
+}
+
+/// [`full_of_live_files`], filled by one file written until ENOSPC while
+/// the small files' seals still wait for the burst to pause: some of those
+/// seals then fail for want of room.
+fn full_with_failed_seals(tag: &str) -> Option<DiskMount> {
+    let fill = r#"
+    with open("big.bin", "wb") as f:
+        while True:
+            f.write(os.urandom(1 << 20))
+            f.flush()"#;
+    let dm = full_of_live_files(tag, fill)?;
+    dm.m.wait_sealed();
+    assert!(
+        stat_u64(&dm.m, "errors_seal") > 0,
+        "no seal failed, so this test shows nothing: {}",
+        stats(&dm.m)
+    );
+    Some(dm)
+}
+
+fn small_files_without_a_version(m: &Mount) -> usize {
+    (0..2000)
+        .filter(|i| versions_of(m, &format!("small-{i}")).is_empty())
+        .count()
+}
+
+/// After unmount: nothing waits in `incoming/` holding blocks.
+#[track_caller]
+fn assert_incoming_empty(m: &Mount) {
+    let left = std::fs::read_dir(m.store().join("incoming"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "entries left in incoming/");
 }
 
 /// Seals that failed on a full disk do not wait for the next mount, and do
@@ -696,20 +715,9 @@ fn failed_seals_are_retried_and_never_hold_the_disk() {
         return;
     }
     bounded(300, || {
-        let fill = r#"
-    with open("big.bin", "wb") as f:
-        while True:
-            f.write(os.urandom(1 << 20))
-            f.flush()"#;
-        let Some(DiskMount { disk, mut m }) = full_of_live_files("seal-retry", fill) else {
+        let Some(DiskMount { disk, mut m }) = full_with_failed_seals("seal-retry") else {
             return;
         };
-        m.wait_sealed();
-        assert!(
-            stat_u64(&m, "errors_seal") > 0,
-            "no seal failed, so this test shows nothing: {}",
-            stats(&m)
-        );
         // An operator sees them waiting.
         assert!(stats(&m)["failed_seals"].as_u64().unwrap() > 0);
         let status = ckptfs(&["status", &m.mnt.display().to_string()]);
@@ -719,13 +727,8 @@ fn failed_seals_are_retried_and_never_hold_the_disk() {
         wait_for("the deleted file's blocks given back", 30, || {
             stats(&m)["space"]["free"].as_u64().unwrap() > 32 << 20
         });
-        let missing = || {
-            (0..2000)
-                .filter(|i| versions_of(&m, &format!("small-{i}")).is_empty())
-                .count()
-        };
         wait_for("every small file's failed seal done again", 60, || {
-            missing() == 0
+            small_files_without_a_version(&m) == 0
         });
         assert!(
             stat_u64(&m, "seals_retried") > 0,
@@ -734,10 +737,7 @@ fn failed_seals_are_retried_and_never_hold_the_disk() {
         );
         verify_clean(&m);
         m.unmount();
-        let left = std::fs::read_dir(m.store().join("incoming"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert_eq!(left, 0, "entries left in incoming/");
+        assert_incoming_empty(&m);
         drop(disk);
     });
 }
