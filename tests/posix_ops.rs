@@ -218,7 +218,7 @@ os.close(fd)\"",
 /// what is created under it, the umask applies elsewhere, setting an ACL
 /// drops setgid for a caller outside the group, and only the owner may set
 /// one. A save keeps the file's ACL, and the file's history in `.versions`
-/// is shut to whom the ACL shuts the file to.
+/// is shut to whom the ACL shuts the file to, also once the file is deleted.
 #[test]
 fn posix_acls_are_enforced_as_on_the_backing_filesystem() {
     if !can_mount() {
@@ -294,6 +294,19 @@ done"#,
             };
             assert!(!nobody_reads("deny"), "{opts:?}: .versions/deny readable");
             assert!(nobody_reads("grant"), "{opts:?}: .versions/grant refused");
+            // Deleted, the files' history keeps their ACLs: those of their
+            // last states, kept on the versions' objects.
+            std::fs::remove_file(m.mnt.join("deny")).unwrap();
+            std::fs::remove_file(m.mnt.join("grant")).unwrap();
+            m.wait_sealed();
+            assert!(
+                !nobody_reads("deny"),
+                "{opts:?}: .versions/deny readable once deny is deleted"
+            );
+            assert!(
+                nobody_reads("grant"),
+                "{opts:?}: .versions/grant refused once grant is deleted"
+            );
         }
     });
 }

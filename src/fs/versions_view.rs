@@ -622,11 +622,19 @@ impl View {
             _ => return Err(err(libc::ENODATA)),
         };
         let perm = self.attr(ino, &node)?.perm;
-        // No live file, or one without an ACL: the mode bits alone (any
-        // other error would fail the kernel's permission check itself).
-        let raw = self
-            .live_getxattr(&live, c"system.posix_acl_access")
-            .map_err(|_| err(libc::ENODATA))?;
+        // A live file without an ACL: the mode bits alone (any other error
+        // would fail the kernel's permission check itself). No live file:
+        // the ACL its last state kept on the version's object inode.
+        let raw = match self.live_getxattr(&live, c"system.posix_acl_access") {
+            Ok(raw) => raw,
+            Err(_) if self.live_lstat(&live).is_none() => {
+                let m = self.meta_of(ino)?;
+                self.store()?
+                    .object_acl(&m)
+                    .map_err(|_| err(libc::ENODATA))?
+            }
+            Err(_) => return Err(err(libc::ENODATA)),
+        };
         acl::narrow(&raw, perm.into()).ok_or_else(|| err(libc::ENODATA))
     }
 

@@ -29,7 +29,7 @@ pub mod verify;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,6 +134,8 @@ pub enum Content {
     /// An archived version: its chunks are fetched as reads touch them.
     Archived(archive::ArchivedFile),
 }
+
+const ACL_ACCESS: &std::ffi::CStr = c"system.posix_acl_access";
 
 pub fn hex(b: &[u8]) -> String {
     // Not a `format!` per byte: every capture record and journal line pays it.
@@ -546,6 +548,28 @@ impl Store {
         } else {
             Content::Object(fd, m.size)
         })
+    }
+
+    /// The access ACL of a version's object inode, for the history of a
+    /// file that is gone (`.versions` answers with the live file's
+    /// otherwise): a linked capture shares the file's inode and its ACL, and
+    /// copies and compressed objects are given it (`carry_acl`). ENODATA
+    /// when it has none or the version is archived.
+    pub fn object_acl(&self, m: &VersionMeta) -> io::Result<Vec<u8>> {
+        if m.archived.is_some() {
+            return Err(io::Error::from_raw_os_error(libc::ENODATA));
+        }
+        let fd = self.open_object(m)?;
+        sys::getxattr(&sys::proc_path(fd.as_raw_fd()), ACL_ACCESS, 1 << 16)
+    }
+
+    /// Give a copy made for history the access ACL of what it copies (a
+    /// version of a file that is later deleted shows its own): best effort,
+    /// as its mode bits are kept in the metadata, not on the object.
+    pub(super) fn carry_acl(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
+        if let Ok(acl) = sys::getxattr(&sys::proc_path(from.as_raw_fd()), ACL_ACCESS, 1 << 16) {
+            let _ = sys::setxattr(&sys::proc_path(to.as_raw_fd()), ACL_ACCESS, &acl, 0);
+        }
     }
 
     /// Open a version's object (O_RDONLY), compressed or not.

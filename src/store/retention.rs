@@ -345,6 +345,11 @@ impl Store {
         }
         let zname = format!("{data}.zst");
         super::meta::write_atomic(dfd.as_fd(), &zname, &packed)?;
+        let czname = CString::new(zname.as_str()).map_err(io::Error::other)?;
+        Self::carry_acl(
+            fd.as_fd(),
+            sys::openat(dfd.as_fd(), &czname, libc::O_RDONLY, 0)?.as_fd(),
+        );
         let _g = self.shares.lock.lock();
         // Still the same version (not evicted or unshared meanwhile)?
         let current = self

@@ -199,11 +199,69 @@ impl Store {
 
     /// Reflink `src` into `dst` where possible, else copy in kernel.
     pub(super) fn copy_into(&self, src: &OwnedFd, dst: &OwnedFd, len: u64) -> io::Result<()> {
+        Self::carry_acl(src.as_fd(), dst.as_fd());
         if sys::ficlone(dst.as_fd(), src.as_fd()).is_ok() {
             return Ok(());
         }
         sys::copy_range(src.as_fd(), dst.as_fd(), len)?;
         self.stats.bytes_copied.fetch_add(len, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    use crate::store::testing::{store, wait_for};
+    use crate::store::{How, Reason};
+    use crate::sys;
+
+    /// An access ACL (xattr form): owner rw, user 65534 none, group r,
+    /// mask r, others r.
+    fn deny_nobody() -> Vec<u8> {
+        let mut v = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01u16, 6u16, u32::MAX),
+            (0x02, 0, 65534),
+            (0x04, 4, u32::MAX),
+            (0x10, 4, u32::MAX),
+            (0x20, 4, u32::MAX),
+        ] {
+            v.extend_from_slice(&tag.to_le_bytes());
+            v.extend_from_slice(&perm.to_le_bytes());
+            v.extend_from_slice(&id.to_le_bytes());
+        }
+        v
+    }
+
+    /// A version copied into the store (not linked) keeps the file's ACL on
+    /// its object, which is what `.versions` shows once the file is gone.
+    #[test]
+    fn a_copied_version_keeps_the_files_acl() {
+        let (root, s) = store("acl-copy");
+        let p = root.join("live").join("a.bin");
+        std::fs::write(&p, b"secret").unwrap();
+        let cp = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+        let acl = deny_nobody();
+        sys::setxattr(&cp, c"system.posix_acl_access", &acl, 0).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        s.capture(f.as_fd(), b"a.bin", Reason::Close, None, How::Copy)
+            .unwrap();
+        wait_for("the copy sealed", || {
+            s.with_index(|i| i.total_versions()) == 1
+        });
+        let m = s.with_index(|i| i.get(b"a.bin").and_then(|h| h.latest()).cloned());
+        let m = m.unwrap();
+        assert_eq!(
+            s.stats
+                .captures_copied
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(s.object_acl(&m).unwrap(), acl);
+        s.shutdown();
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
