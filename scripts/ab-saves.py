@@ -5,7 +5,7 @@ VM the save rows of bench.sh swing 2-3x between runs: only an interleaved
 comparison says whether a change to the save path helped.
 
   scripts/ab-saves.py BIN [BIN ...] [--rounds 5] [--saves 10] [--mib 64] [--off] [--pin CPU]
-                     [--write-kib 8192] [--daemon-path] [--creates N]
+                     [--write-kib 8192] [--daemon-path] [--creates N] [--runs N]
 
 --off adds the first build with versioning off (what the FUSE layer costs
 without any versioning work); --pin runs the writer on one CPU only (on
@@ -15,7 +15,10 @@ sets the size of each write(2) (many small writes are what pickle, h5py and
 loggers do; each write cost a FUSE round trip before FUSE_HANDLE_KILLPRIV_V2);
 --daemon-path mounts every build with --no-passthrough; --creates N replaces
 the saves with N files of 4 KiB created, written and closed in a fresh
-directory per round (bench.sh's create row, for changes to the create path).
+directory per round (bench.sh's create row, for changes to the create path);
+--runs N repeats the whole measurement N times on the same mounts and ends
+with the median (and range) of the writer's time against native over the
+runs: one run's best of --rounds swings 0.8-1.1 on this VM.
 
 Each round runs, for fsync'd saves and for saves closed without fsync, the
 plain directory and each build's mount, starting with another side each round (`settle_ms: 0`, `max_versions:
@@ -23,7 +26,7 @@ plain directory and each build's mount, starting with another side each round (`
 best of --rounds and the ratio native / build, then the same for the
 writer's time alone. Needs root (loop mount).
 """
-import argparse, os, subprocess, sys, tempfile, time
+import argparse, os, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import save_loop  # noqa: E402
@@ -38,6 +41,7 @@ ap.add_argument("--pin", type=int)
 ap.add_argument("--write-kib", type=int, default=8192)
 ap.add_argument("--daemon-path", action="store_true")
 ap.add_argument("--creates", type=int)
+ap.add_argument("--runs", type=int, default=1)
 a = ap.parse_args()
 if a.pin is not None:
     os.sched_setaffinity(0, {a.pin})
@@ -94,36 +98,61 @@ try:
             subprocess.run([b, "mount", d, "--config", configs.get(d, cfg)] + extra, check=True,
                            stdout=subprocess.DEVNULL)
             mounted.append((b, d))
-    best, wbest = {}, {}
-    for r in range(a.rounds):
-        # Each round starts with another side: the side after native paid for
-        # what native left (1.3x on the create row) when the order was fixed.
-        k = r % len(sides)
-        for row, work, arg in rows:
-            for name, b, d in sides[k:] + sides[:k]:
-                t0 = time.perf_counter()
-                work(d, arg)
-                tw = time.perf_counter() - t0
-                if b:
-                    subprocess.run([b, "wait", d], check=True, stdout=subprocess.DEVNULL)
-                t = time.perf_counter() - t0
-                best[(name, row)] = min(t, best.get((name, row), t))
-                wbest[(name, row)] = min(tw, wbest.get((name, row), tw))
+    def measure():
+        best, wbest = {}, {}
+        for r in range(a.rounds):
+            # Each round starts with another side: the side after native paid
+            # for what native left (1.3x on the create row) when the order was
+            # fixed.
+            k = r % len(sides)
+            for row, work, arg in rows:
+                for name, b, d in sides[k:] + sides[:k]:
+                    t0 = time.perf_counter()
+                    work(d, arg)
+                    tw = time.perf_counter() - t0
+                    if b:
+                        subprocess.run([b, "wait", d], check=True, stdout=subprocess.DEVNULL)
+                    t = time.perf_counter() - t0
+                    best[(name, row)] = min(t, best.get((name, row), t))
+                    wbest[(name, row)] = min(tw, wbest.get((name, row), tw))
+        return best, wbest
+
     what = (f"{a.creates} creates of 4 KiB files" if a.creates else
             f"{a.saves} saves of {a.mib} MiB, {a.write_kib} KiB writes")
-    print(f"ckptfs ab-saves: {what}, best of {a.rounds}, "
-          f"{'daemon path' if a.daemon_path else 'passthrough'}, "
-          f"RAM-backed ext4{'' if a.pin is None else f', writer on CPU {a.pin}'}; "
-          f"seconds (native / build)")
-    for title, t in ((None, best), ("the writer's time alone (the store's catch-up not "
-                                     "counted, as bench.sh's rows):", wbest)):
-        if title:
-            print(title)
+    # writer-time ratios to native, per run: {(side, row): [ratio, ...]}
+    ratios = {}
+    for run in range(a.runs):
+        best, wbest = measure()
+        print(f"ckptfs ab-saves: {what}, best of {a.rounds}, "
+              f"{'daemon path' if a.daemon_path else 'passthrough'}, "
+              f"RAM-backed ext4{'' if a.pin is None else f', writer on CPU {a.pin}'}; "
+              f"seconds (native / build)"
+              f"{f', run {run + 1} of {a.runs}' if a.runs > 1 else ''}")
+        for title, t in ((None, best), ("the writer's time alone (the store's catch-up not "
+                                         "counted, as bench.sh's rows):", wbest)):
+            if title:
+                print(title)
+            for row, _, _ in rows:
+                n = t[("native", row)]
+                cols = [f"{name} {t[(name, row)]:.3f} ({n / t[(name, row)]:.2f})"
+                        for name, b, _ in sides if b]
+                print(f"{row:6} native {n:.3f}  " + "  ".join(cols))
         for row, _, _ in rows:
-            n = t[("native", row)]
-            cols = [f"{name} {t[(name, row)]:.3f} ({n / t[(name, row)]:.2f})"
-                    for name, b, _ in sides if b]
-            print(f"{row:6} native {n:.3f}  " + "  ".join(cols))
+            for name, b, _ in sides:
+                if b:
+                    ratios.setdefault((name, row), []).append(
+                        wbest[("native", row)] / wbest[(name, row)])
+    if a.runs > 1:
+        # One run's best of --rounds swings more between runs than most
+        # changes move it: the median over runs is the number to quote.
+        print(f"writer's time / native over {a.runs} runs: median (lowest-highest)")
+        for row, _, _ in rows:
+            cols = []
+            for name, b, _ in sides:
+                if b:
+                    v = sorted(ratios[(name, row)])
+                    cols.append(f"{name} {statistics.median(v):.3f} ({v[0]:.2f}-{v[-1]:.2f})")
+            print(f"{row:6} " + "  ".join(cols))
 finally:
     for b, d in mounted:
         subprocess.run([b, "umount", d], stdout=subprocess.DEVNULL)
