@@ -134,8 +134,12 @@ impl Store {
             {
                 continue;
             }
-            let has = |f: &str| CString::new(f).is_ok_and(|c| sys::fstatat(fd, &c).is_ok());
-            if !has(&layout::cap_name(&name)) && has(&name) {
+            // A `.cap` file counts when it parses: recovery ignores one that
+            // does not (torn by a full disk) for the log's record.
+            let cap_file = super::meta::read_at(fd, &layout::cap_name(&name))
+                .is_ok_and(|b| serde_json::from_slice::<super::Capture>(&b).is_ok());
+            let exists = CString::new(name.as_str()).is_ok_and(|c| sys::fstatat(fd, &c).is_ok());
+            if !cap_file && exists {
                 let p = format!("{}/{name}", layout::INCOMING);
                 out.push(Problem::new(
                     format!("{p}: captured content without a capture record"),
@@ -376,27 +380,54 @@ mod tests {
         std::fs::write(inc.join("18ef0339d4f09b1a-1-7"), b"lost").unwrap();
         // A failed seal's state, kept with its `.cap` record: not a problem.
         std::fs::write(inc.join("18ef0339d4f09b1a-1-8"), b"kept").unwrap();
-        std::fs::write(inc.join("18ef0339d4f09b1a-1-8.cap"), b"{}").unwrap();
-        let msgs: Vec<String> = s.verify(|_, _| {}).into_iter().map(|p| p.message).collect();
+        let cap = crate::store::Capture {
+            path_hex: crate::store::hex(b"b.bin"),
+            reason: crate::store::Reason::Close,
+            sealed_ns: 1,
+            mtime_ns: 1,
+            size: 4,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            writer: None,
+            copied: true,
+        };
+        let rec = serde_json::to_vec(&cap).unwrap();
+        std::fs::write(inc.join("18ef0339d4f09b1a-1-8.cap"), rec).unwrap();
+        // A record torn by a full disk names nothing.
+        std::fs::write(inc.join("18ef0339d4f09b1a-1-9"), b"torn").unwrap();
+        std::fs::write(inc.join("18ef0339d4f09b1a-1-9.cap"), b"{\"path_h").unwrap();
+        let mut msgs: Vec<String> = s.verify(|_, _| {}).into_iter().map(|p| p.message).collect();
+        msgs.sort();
         assert_eq!(
             msgs,
-            ["incoming/18ef0339d4f09b1a-1-7: captured content without a capture record"]
+            [
+                "incoming/18ef0339d4f09b1a-1-7: captured content without a capture record",
+                "incoming/18ef0339d4f09b1a-1-9: captured content without a capture record"
+            ]
         );
         let (found, left) = s.repair().unwrap();
-        assert_eq!(found.len(), 1);
+        assert_eq!(found.len(), 2);
         assert!(
             left.is_empty(),
             "{:?}",
             left.iter().map(|p| &p.message).collect::<Vec<_>>()
         );
         assert!(!inc.join("18ef0339d4f09b1a-1-7").exists());
-        let damaged = std::fs::read_dir(root.join("store").join("damaged"))
+        let mut damaged = std::fs::read_dir(root.join("store").join("damaged"))
             .unwrap()
             .flatten()
             .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect::<Vec<_>>();
-        assert_eq!(damaged, ["incoming_18ef0339d4f09b1a-1-7"]);
+        damaged.sort();
+        assert_eq!(
+            damaged,
+            [
+                "incoming_18ef0339d4f09b1a-1-7",
+                "incoming_18ef0339d4f09b1a-1-9"
+            ]
+        );
         assert!(inc.join("18ef0339d4f09b1a-1-8").exists());
         let _ = std::fs::remove_dir_all(&root);
     }
