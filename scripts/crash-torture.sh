@@ -55,7 +55,9 @@ while True:
                 f.write(data); f.flush(); os.fsync(f.fileno())
         else:
             with open(f"{mnt}/{name}", "wb") as f: f.write(data)
-    except OSError:
+    except OSError as e:
+        # Said, so a round that stops early names why.
+        print(f"writer: {name}: {e!r}", file=sys.stderr)
         break
     lf.write(f"{name} {hashlib.blake2b(data).hexdigest()}\n"); lf.flush(); os.fsync(lf.fileno())
     i += 1
@@ -66,7 +68,11 @@ PY
         sleep 0.05
     done
     sleep "0.$((RANDOM % 5))"
-    kill -0 "$wpid" 2>/dev/null || { echo "round $round: the writer stopped before the kill"; exit 1; }
+    kill -0 "$wpid" 2>/dev/null || {
+        echo "round $round: the writer stopped before the kill; the daemon's log ends:"
+        tail -20 "$DIR/.ckptfs/daemon.log" 2>/dev/null
+        exit 1
+    }
     kill -9 "$pid"
     this=$(( $(acked) - before ))
     [ "$this" -ge "$MIN_STATES" ] || { echo "round $round: only $this states acknowledged (< $MIN_STATES)"; fail=1; }

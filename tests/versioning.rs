@@ -747,3 +747,41 @@ fn a_closed_file_whose_inode_the_kernel_forgets_is_still_sealed() {
         }
     });
 }
+
+/// A file rewritten with O_TRUNC while a reader holds it open, before its
+/// last state was kept (within `settle_ms` of its close): the old state is
+/// copied, not linked, since the truncate happens in place (the open reader
+/// keeps the name from getting a fresh inode). Before, it was linked, and
+/// version 1 read back the new bytes ("secon" for "first").
+#[test]
+fn a_rewrite_while_a_reader_holds_the_file_keeps_the_old_bytes() {
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        for opts in modes_and_writeback() {
+            let m = Mount::new(
+                "reader-trunc",
+                Opts {
+                    config: Some(r#"{ "autosave": { "settle_ms": 2000 } }"#.into()),
+                    ..opts.clone()
+                },
+            );
+            std::fs::write(m.p("model.bin"), b"first").unwrap();
+            let reader = std::fs::File::open(m.p("model.bin")).unwrap();
+            std::fs::write(m.p("model.bin"), b"second").unwrap();
+            drop(reader);
+            m.wait_sealed();
+            let v = versions_of(&m, "model.bin");
+            assert_eq!(v.len(), 2, "{opts:?}: {v:?}");
+            let kept = std::fs::read(m.p(".versions/model.bin").join(&v[0])).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&kept),
+                "first",
+                "{opts:?}: version 1 changed with the file"
+            );
+            let now = std::fs::read(m.p(".versions/model.bin").join(&v[1])).unwrap();
+            assert_eq!(now, b"second", "{opts:?}");
+        }
+    });
+}

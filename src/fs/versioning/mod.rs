@@ -174,8 +174,10 @@ impl Versioner {
         self.store.capture(fd.as_fd(), relpath, reason, writer, how)
     }
 
-    /// Preserve the content of `inode` because it is about to be destroyed or
-    /// rewritten. Zero copy when nobody else has it open.
+    /// Preserve the content of `inode` because it is about to be rewritten:
+    /// zero copy (`link_ok`) only when the name then gets a fresh inode
+    /// (`swap_fresh`). Otherwise the bytes are about to change in place, and
+    /// a link would be a version that changes with them.
     fn preserve(
         &self,
         inode: &Arc<Inode>,
@@ -191,11 +193,8 @@ impl Versioner {
             // Still shared with that version? Then a swap keeps it intact for free.
             return Ok(false);
         }
-        if self.handles.writers(inode.ino) == 0 || link_ok {
-            self.capture(&fd, relpath, reason, writer_of(pid), How::Link)?;
-        } else {
-            self.capture(&fd, relpath, reason, writer_of(pid), How::Copy)?;
-        }
+        let how = if link_ok { How::Link } else { How::Copy };
+        self.capture(&fd, relpath, reason, writer_of(pid), how)?;
         Ok(true)
     }
 
