@@ -31,7 +31,8 @@ pub(super) struct Failed {
     /// No retry before this.
     due: Instant,
     wait: Duration,
-    last_failure: Option<Instant>,
+    /// When a retry last took the list.
+    last_retry: Option<Instant>,
 }
 
 impl Default for Failed {
@@ -40,7 +41,7 @@ impl Default for Failed {
             jobs: Vec::new(),
             due: Instant::now(),
             wait: RETRY_MIN,
-            last_failure: None,
+            last_retry: None,
         }
     }
 }
@@ -72,13 +73,15 @@ impl Store {
             f.jobs.push((name.clone(), cap.clone()));
         }
         let now = Instant::now();
-        // Failures that keep coming wait longer; a new run of them starts over.
-        if f.last_failure.is_none_or(|t| now - t > RETRY_MAX * 2) {
-            f.wait = RETRY_MIN;
-        }
+        // Retries that fail again wait longer. First failures do not: a
+        // burst of them (one per batch while the disk is full) once pushed
+        // the first retry a minute past the moment room came back.
+        f.wait = if f.last_retry.is_some_and(|t| now - t < RETRY_MAX * 2) {
+            (f.wait * 2).min(RETRY_MAX)
+        } else {
+            RETRY_MIN
+        };
         f.due = now + f.wait;
-        f.wait = (f.wait * 2).min(RETRY_MAX);
-        f.last_failure = Some(now);
         drop(f);
         // Their objects may be all that holds some blocks now (`drop_failed`).
         self.history_released();
@@ -114,6 +117,7 @@ impl Store {
         let jobs = {
             let mut f = self.sealer.failed.lock();
             let jobs = std::mem::take(&mut f.jobs);
+            f.last_retry = Some(Instant::now());
             // In flight from here, so `captures` keeps every record until
             // they are sealed or fail (and are kept) again.
             self.count_n(jobs.len() as u64);
