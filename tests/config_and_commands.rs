@@ -331,6 +331,9 @@ fn restore_in_place_du_foreground_and_threads() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        // A failed assertion below must not leave the mount (and the
+        // foreground daemon) behind.
+        let _down = UnmountOnDrop(dir.clone());
         wait_for("the foreground mount", 30, || {
             mount_count(&dir) == 1 || child.try_wait().unwrap().is_some()
         });

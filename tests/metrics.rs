@@ -274,6 +274,8 @@ fn a_bad_metrics_address_is_one_line_before_anything_is_mounted() {
         let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = busy.local_addr().unwrap().port().to_string();
         let dir = tmpdir("metrics-bad");
+        // Refused mounts below: one that happened anyway is not left behind.
+        let _down = UnmountOnDrop(dir.clone());
         for (arg, says) in [
             (port.as_str(), "Address already in use"),
             ("nowhere:80", "not a port or ADDR:PORT"),

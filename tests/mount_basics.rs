@@ -63,6 +63,8 @@ fn mount_elsewhere_and_refuse_second_mount() {
         );
         std::fs::write(m.p("f"), b"data").unwrap();
         assert_eq!(std::fs::read(m.dir.join("f")).unwrap(), b"data");
+        // Refused mounts below: one that happened anyway is not left behind.
+        let _down = UnmountOnDrop(m.dir.clone());
         // Same store again (in place over the backing dir): refused, nothing mounted.
         let o = ckptfs(&["mount", &m.dir.display().to_string()]);
         assert!(!o.status.success());
@@ -105,6 +107,7 @@ fn bad_input_is_one_line_and_changes_nothing() {
     std::fs::write(&cfg, r#"{"autosave": {"max_kep": 3}}"#).unwrap();
     let d = root.join("d");
     std::fs::create_dir(&d).unwrap();
+    let _down = UnmountOnDrop(d.clone());
     let o = ckptfs(&[
         "mount",
         &d.display().to_string(),
@@ -258,6 +261,8 @@ fn mount_options_are_understood_or_refused() {
         let dir = root.join("data");
         std::fs::create_dir_all(&dir).unwrap();
         let d = dir.display().to_string();
+        // A failed check below does not leave a mount behind.
+        let _down = UnmountOnDrop(dir.clone());
         // `ro` would be silently untrue: refused, nothing mounted.
         for bad in ["ro", "defaults,bogus=1", "noexec"] {
             let o = ckptfs(&["mount", &d, "-o", bad]);

@@ -17,15 +17,7 @@ struct Helper {
 
 impl Drop for Helper {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(BIN)
-            .args(["umount", self.mnt.to_str().unwrap()])
-            .status();
-        if is_mounted(&self.mnt) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.mnt)
-                .status();
-        }
+        unmount_if_mounted(&self.mnt);
         if self.made {
             let _ = std::fs::remove_file(HELPER);
         }

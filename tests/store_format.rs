@@ -63,6 +63,7 @@ fn newer_formats_are_refused() {
     let e = log_json(&root.join("notes.txt")).unwrap_err();
     assert!(e.contains("newer") && e.contains("upgrade"), "{e}");
     if can_mount() {
+        let _down = UnmountOnDrop(root.clone());
         let o = ckptfs(&["mount", &root.display().to_string()]);
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("newer"));

@@ -337,15 +337,31 @@ impl Mount {
     }
 }
 
+/// Take down whatever ckptfs mount is still at `mnt` (a test that failed
+/// half way): `ckptfs umount`, then a lazy umount if that did not do it.
+pub fn unmount_if_mounted(mnt: &Path) {
+    if is_mounted(mnt) {
+        let _ = ckptfs(&["umount", &mnt.display().to_string(), "--timeout", "20"]);
+        if is_mounted(mnt) {
+            let _ = Command::new("umount").arg("-l").arg(mnt).status();
+        }
+    }
+}
+
+/// Unmounts its path on drop: for a mount a test makes itself (not through
+/// [`Mount`]), so a failed assertion does not leave it behind.
+pub struct UnmountOnDrop(pub PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        unmount_if_mounted(&self.0);
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         self.done.store(true, Ordering::SeqCst);
-        if is_mounted(&self.mnt) {
-            let _ = ckptfs(&["umount", &self.mnt.display().to_string(), "--timeout", "20"]);
-            if is_mounted(&self.mnt) {
-                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-            }
-        }
+        unmount_if_mounted(&self.mnt);
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.root);
         }
