@@ -81,6 +81,17 @@ impl Store {
         r
     }
 
+    /// A capture that will not be sealed while this daemon runs keeps its
+    /// record in `incoming/<name>.cap`, since `captures` is emptied once
+    /// nothing is in flight; where that file cannot be written (a full
+    /// disk), `captures` is no longer emptied.
+    pub(super) fn keep_record(&self, name: &str, cap: &Capture) {
+        if let Err(e) = self.write_record_file(name, cap) {
+            self.sealer.log_holds_failed.store(true, Ordering::SeqCst);
+            log::error!("keeping the capture record of {name}: {e}");
+        }
+    }
+
     /// The records in `captures` by object name (the last line for a name wins:
     /// a capture that fell back to copying writes its record again).
     pub(super) fn read_capture_log(&self) -> std::collections::HashMap<String, Capture> {

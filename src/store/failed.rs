@@ -87,17 +87,6 @@ impl Store {
         self.history_released();
     }
 
-    /// A capture that will not be sealed while this daemon runs keeps its
-    /// record in `incoming/<name>.cap`, since `captures` is emptied once
-    /// nothing is in flight; where that file cannot be written (a full
-    /// disk), `captures` is no longer emptied.
-    pub(super) fn keep_record(&self, name: &str, cap: &Capture) {
-        if let Err(e) = self.write_record_file(name, cap) {
-            self.sealer.log_holds_failed.store(true, Ordering::SeqCst);
-            log::error!("keeping the capture record of {name}: {e}");
-        }
-    }
-
     /// Seal the failed captures again once their retry is due and there is
     /// room. Called by the space thread after it made room.
     pub(super) fn retry_failed(&self) {
