@@ -104,7 +104,7 @@ impl Versioner {
         // About to leave the live tree: cold history now. Not worth three
         // syscalls for a small file (rm -rf of many).
         if st.st_nlink == 1 && writers == 0 && st.st_size >= 1 << 20 {
-            sys::drop_cache(&fd);
+            self.cold.drop_later(Arc::new(fd));
         }
         Ok(())
     }

@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+mod cold;
 mod events;
 mod swap;
 mod timer;
@@ -61,6 +62,8 @@ pub struct Versioner {
     last_fsync: Mutex<HashMap<u64, Instant>>,
     /// Passthrough fsyncs still owed a version: the file's state when synced.
     owed: Mutex<HashMap<u64, libc::stat>>,
+    /// Drops the page cache of inodes that left the live tree.
+    cold: cold::Cold,
 }
 
 /// The last writer looked up: `rm -rf` or an untar makes thousands of
@@ -115,6 +118,7 @@ impl Versioner {
             capturing: AtomicUsize::new(0),
             last_fsync: Mutex::new(HashMap::new()),
             owed: Mutex::new(HashMap::new()),
+            cold: cold::Cold::start(),
         });
         let me = v.clone();
         std::thread::Builder::new()

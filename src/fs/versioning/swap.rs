@@ -49,8 +49,9 @@ impl Versioner {
         // as a truncate would, so the writer's new save reuses them. Measured on
         // this VM: leaving them for the seal's hash made 1 GiB saves 4x slower
         // (the save's copies landed on never-touched guest RAM, host faults),
-        // although the seal then re-reads the old version from disk.
-        sys::drop_cache(&fd);
+        // although the seal then re-reads the old version from disk. Not in
+        // this OPEN: it was most of its time (`cold.rs`).
+        self.cold.drop_later(fd);
         *inode.passthrough.lock() = std::sync::Weak::new();
         Ok(())
     }
