@@ -5,7 +5,7 @@ VM the save rows of bench.sh swing 2-3x between runs: only an interleaved
 comparison says whether a change to the save path helped.
 
   scripts/ab-saves.py BIN [BIN ...] [--rounds 5] [--saves 10] [--mib 64] [--off] [--pin CPU]
-                     [--write-kib 8192] [--daemon-path] [--creates N] [--runs N]
+                     [--write-kib 8192] [--daemon-path] [--creates N] [--runs N] [--phases]
 
 --off adds the first build with versioning off (what the FUSE layer costs
 without any versioning work); --pin runs the writer on one CPU only (on
@@ -18,7 +18,10 @@ the saves with N files of 4 KiB created, written and closed in a fresh
 directory per round (bench.sh's create row, for changes to the create path);
 --runs N repeats the whole measurement N times on the same mounts and ends
 with the median (and range) of the writer's time against native over the
-runs: one run's best of --rounds swings 0.8-1.1 on this VM.
+runs: one run's best of --rounds swings 0.8-1.1 on this VM; --phases ends
+with the median milliseconds of each save's open, writes, fsync and close
+on every side over all rounds and runs (where a save's time goes: it found
+the 3.7 ms page drop inside the O_TRUNC open).
 
 Each round runs, for fsync'd saves and for saves closed without fsync, the
 plain directory and each build's mount, starting with another side each round (`settle_ms: 0`, `max_versions:
@@ -42,6 +45,7 @@ ap.add_argument("--write-kib", type=int, default=8192)
 ap.add_argument("--daemon-path", action="store_true")
 ap.add_argument("--creates", type=int)
 ap.add_argument("--runs", type=int, default=1)
+ap.add_argument("--phases", action="store_true")
 a = ap.parse_args()
 if a.pin is not None:
     os.sched_setaffinity(0, {a.pin})
@@ -56,11 +60,11 @@ if a.creates:
 buf = os.urandom(8 << 20)
 
 
-def saves(d, fsync):
-    return save_loop.saves(d, a.saves, a.mib, fsync, buf, a.write_kib << 10)
+def saves(d, fsync, phases):
+    return save_loop.saves(d, a.saves, a.mib, fsync, buf, a.write_kib << 10, phases)
 
 
-def creates(d, _):
+def creates(d, _, _phases):
     sub = tempfile.mkdtemp(prefix="c.", dir=d)
     for i in range(a.creates):
         fd = os.open(os.path.join(sub, f"f{i}"), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
@@ -98,6 +102,9 @@ try:
             subprocess.run([b, "mount", d, "--config", configs.get(d, cfg)] + extra, check=True,
                            stdout=subprocess.DEVNULL)
             mounted.append((b, d))
+    # (side, row): {phase: [seconds, ...]} over every round and run
+    phases = {}
+
     def measure():
         best, wbest = {}, {}
         for r in range(a.rounds):
@@ -108,7 +115,7 @@ try:
             for row, work, arg in rows:
                 for name, b, d in sides[k:] + sides[:k]:
                     t0 = time.perf_counter()
-                    work(d, arg)
+                    work(d, arg, phases.setdefault((name, row), {}) if a.phases else None)
                     tw = time.perf_counter() - t0
                     if b:
                         subprocess.run([b, "wait", d], check=True, stdout=subprocess.DEVNULL)
@@ -152,6 +159,14 @@ try:
                 if b:
                     v = sorted(ratios[(name, row)])
                     cols.append(f"{name} {statistics.median(v):.3f} ({v[0]:.2f}-{v[-1]:.2f})")
+            print(f"{row:6} " + "  ".join(cols))
+    if a.phases and not a.creates:
+        print(f"median ms per save over {a.rounds * a.runs} rounds: open / writes / fsync / close")
+        for row, _, _ in rows:
+            cols = [f"{name} " + " / ".join(
+                        f"{statistics.median(phases[(name, row)][p]) * 1000:.1f}"
+                        for p in ("open", "write", "fsync", "close"))
+                    for name, _, _ in sides]
             print(f"{row:6} " + "  ".join(cols))
 finally:
     for b, d in mounted:
