@@ -785,3 +785,61 @@ fn a_rewrite_while_a_reader_holds_the_file_keeps_the_old_bytes() {
         }
     });
 }
+
+/// Pages of `p` in the page cache (util-linux `fincore`).
+fn resident_pages(p: &std::path::Path) -> u64 {
+    let o = sh_ok(&format!(
+        "fincore --noheadings --output PAGES '{}'",
+        p.display()
+    ));
+    o.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("fincore {}: {e}: {o:?}", p.display()))
+}
+
+#[test]
+fn a_rewritten_files_old_pages_leave_the_page_cache() {
+    // After an O_TRUNC rewrite the old inode is history only; its cached
+    // pages go back as a truncate's would (`versioning/cold.rs`). Kept, the
+    // next big save lands on cold memory (1 GiB saves were 4x slower here).
+    if !can_mount() {
+        return;
+    }
+    bounded(120, || {
+        for opts in modes() {
+            let m = Mount::new(
+                "cold-pages",
+                Opts {
+                    config: Some(r#"{ "autosave": { "settle_ms": 0 } }"#.into()),
+                    mountpoint: true,
+                    ..opts.clone()
+                },
+            );
+            python(
+                &m,
+                "import os\nopen('big.bin', 'wb').write(os.urandom(16 << 20))",
+            );
+            m.wait_sealed();
+            // Written back, so its pages are clean and can be dropped.
+            sh_ok("sync");
+            let objs = sh_ok(&format!(
+                "find {}/objects -name '*.data'",
+                m.store().display()
+            ));
+            let objs: Vec<&str> = objs.lines().collect();
+            assert_eq!(objs.len(), 1, "{opts:?}: one version: {objs:?}");
+            let obj = std::path::Path::new(objs[0]);
+            // With `settle_ms: 0` the version shares the live inode, and its
+            // seal leaves the pages to the live file.
+            let before = resident_pages(obj);
+            assert!(before >= 2048, "{opts:?}: {before} pages cached before");
+            python(&m, "open('big.bin', 'wb').write(b'new')");
+            wait_for("the old state's pages to leave the page cache", 10, || {
+                resident_pages(obj) == 0
+            });
+            m.wait_sealed();
+            assert_eq!(versions_of(&m, "big.bin").len(), 2, "{opts:?}");
+            assert_eq!(std::fs::read(m.p("big.bin")).unwrap(), b"new");
+        }
+    });
+}
