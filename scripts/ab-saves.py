@@ -6,8 +6,11 @@ comparison says whether a change to the save path helped.
 
   scripts/ab-saves.py BIN [BIN ...] [--rounds 5] [--saves 10] [--mib 64] [--off] [--pin CPU]
                      [--write-kib 8192] [--daemon-path] [--creates N] [--runs N] [--phases]
+                     [--default-settle]
 
---off adds the first build with versioning off (what the FUSE layer costs
+--default-settle adds the first build with the default `settle_ms`
+(1500: the 10 saves come and go before any seal, as bench.sh's "ckptfs"
+column); --off adds the first build with versioning off (what the FUSE layer costs
 without any versioning work); --pin runs the writer on one CPU only (on
 this 2-vCPU VM the writer otherwise moves between CPUs as the daemon's
 threads answer its open and fsync, and its copies slow down); --write-kib
@@ -46,6 +49,7 @@ ap.add_argument("--daemon-path", action="store_true")
 ap.add_argument("--creates", type=int)
 ap.add_argument("--runs", type=int, default=1)
 ap.add_argument("--phases", action="store_true")
+ap.add_argument("--default-settle", action="store_true")
 a = ap.parse_args()
 if a.pin is not None:
     os.sched_setaffinity(0, {a.pin})
@@ -53,6 +57,9 @@ if a.pin is not None:
 img = tempfile.mktemp(prefix="ckptfs-ab.", suffix=".img", dir="/dev/shm")
 root = tempfile.mkdtemp(prefix="ckptfs-ab.")
 size_mib = a.mib * ((len(a.bins) + 1) * 5 + 2) + 1024
+if a.default_settle:
+    # Every save of a burst is kept until its seal, 1.5 s later.
+    size_mib += a.mib * (a.saves + 4)
 if a.creates:
     # Each file and its version's store entries, on every side, every round
     # (an inode per 4 KiB: mkfs -i below).
@@ -92,6 +99,12 @@ try:
     configs = {}
     for k, b in enumerate(a.bins):
         sides.append((f"{k}:{os.path.basename(b)}", b, os.path.join(root, f"m{k}")))
+    if a.default_settle:
+        dflt = os.path.join(root, "default.json")
+        with open(dflt, "w") as f:
+            f.write('{ "retention": { "max_versions": 3 } }')
+        sides.append(("default", a.bins[0], os.path.join(root, "default")))
+        configs[os.path.join(root, "default")] = dflt
     if a.off:
         sides.append(("off", a.bins[0], os.path.join(root, "off")))
         configs[os.path.join(root, "off")] = off

@@ -46,6 +46,7 @@ use index::Index;
 pub use journal::Change;
 pub use meta::{Digest, VersionMeta, Writer};
 pub use options::{CompressOptions, StoreOptions};
+pub(crate) use seal::BACKGROUND_NICE;
 pub use usage::{Du, DuRow};
 
 /// Why a version was sealed; part of the entry name.

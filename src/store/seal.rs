@@ -67,7 +67,7 @@ const BATCH: usize = 512;
 /// whole version) follows a save and must not slow the next one on a machine
 /// with few cores; it still runs whenever a core is idle. The space sweeper
 /// keeps normal priority: a writer may be waiting for the room it makes.
-pub(super) const BACKGROUND_NICE: i32 = 10;
+pub(crate) const BACKGROUND_NICE: i32 = 10;
 
 pub(super) struct Sealer {
     pub(super) incoming: OwnedFd,
