@@ -29,7 +29,8 @@ for round in $(seq "$N"); do
         2) args+=(--no-passthrough); want="daemon," ;;
         0) args+=(--no-passthrough --writeback-cache); want="daemon, writeback cache" ;;
     esac
-    line=$("$BIN" mount "$DIR" "$MNT" "${args[@]}")
+    # Info level: the daemon's log then says when and why it stopped serving.
+    line=$(RUST_LOG=info,fuser=warn "$BIN" mount "$DIR" "$MNT" "${args[@]}")
     case "$line" in *"data path: $want"*) ;; *) echo "round $round: expected data path $want: $line"; exit 1 ;; esac
     pid=$(pgrep -f "ckptfs mount $DIR $MNT" | head -1)
     [ -n "$pid" ] || { echo "round $round: no daemon found"; exit 1; }
@@ -71,6 +72,11 @@ PY
     kill -0 "$wpid" 2>/dev/null || {
         echo "round $round: the writer stopped before the kill; the daemon's log ends:"
         tail -20 "$DIR/.ckptfs/daemon.log" 2>/dev/null
+        # ECONNABORTED means the daemon closed /dev/fuse (died) mid-request.
+        echo "daemon $pid: $(kill -0 "$pid" 2>/dev/null && echo alive || echo gone)"
+        ps -o pid,stat,etime,args -C ckptfs 2>/dev/null || true
+        grep " $MNT " /proc/mounts || echo "nothing mounted on $MNT"
+        dmesg 2>/dev/null | tail -5 || true
         exit 1
     }
     kill -9 "$pid"
@@ -78,7 +84,7 @@ PY
     [ "$this" -ge "$MIN_STATES" ] || { echo "round $round: only $this states acknowledged (< $MIN_STATES)"; fail=1; }
     wait "$wpid" 2>/dev/null || true
     umount -l "$MNT" 2>/dev/null || true
-    "$BIN" mount "$DIR" "$MNT" "${args[@]}" >/dev/null
+    RUST_LOG=info,fuser=warn "$BIN" mount "$DIR" "$MNT" "${args[@]}" >/dev/null
     if ! python3 - "$MNT" "$LOG" <<'PY'
 import os, sys, hashlib
 mnt, log = sys.argv[1], sys.argv[2]
