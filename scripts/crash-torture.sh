@@ -32,8 +32,10 @@ for round in $(seq "$N"); do
     # Info level: the daemon's log then says when and why it stopped serving.
     line=$(RUST_LOG=info,fuser=warn "$BIN" mount "$DIR" "$MNT" "${args[@]}")
     case "$line" in *"data path: $want"*) ;; *) echo "round $round: expected data path $want: $line"; exit 1 ;; esac
-    pid=$(pgrep -f "ckptfs mount $DIR $MNT" | head -1)
-    [ -n "$pid" ] || { echo "round $round: no daemon found"; exit 1; }
+    # The mount names its daemon; a pgrep could also find the last round's,
+    # still exiting.
+    pid=$(sed -n 's/.*(pid \([0-9]*\),.*/\1/p' <<<"$line")
+    [ -n "$pid" ] || { echo "round $round: no daemon pid in: $line"; exit 1; }
     before=$(acked)
     # Writer: after each close/fsync returns, append the state's digest to a log
     # outside the mount (fsynced), so we know what must survive.

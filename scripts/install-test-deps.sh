@@ -6,8 +6,8 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # fuse3: fusermount3 (non-root mounts); sqlite3: a real in-place writer;
 # btrfs-progs: the reflink test; e2fsprogs: the small-disk test; util-linux:
-# setpriv, losetup, fincore (the page-cache test), dmesg; procps: pgrep, ps (crash
-# torture); attr: getfattr/setfattr;
+# setpriv, losetup, fincore (the page-cache test), dmesg; procps: ps (crash
+# torture's report); attr: getfattr/setfattr;
 # acl: setfacl/getfacl (the POSIX ACL test);
 # prometheus: the metrics test's real server and promtool for the alert rules;
 # bsdutils: script(1), the pseudo-terminal for the progress-bar test.
